@@ -1,0 +1,39 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Each sets up everything it needs,
+# idempotently: the virtual environment, the package with its dependencies, and the real data.
+PYTHON   ?= python3.11
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.cnnzoo-installed
+FMNIST   ?= /usr/share/datasets/fashion-mnist
+DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
+
+.PHONY: demo test setup data clean
+
+demo: setup data
+	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist --out runs/demo-lenet5
+
+test: setup data
+	$(PY) -m pytest tests
+
+setup: $(STAMP)
+
+# Reinstall only when the project's dependency list changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package dataset-fashion-mnist; nothing is downloaded at run time.
+data:
+	@if [ -f "$(DATA_OK)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+	  echo "Fashion-MNIST is missing from $(FMNIST). Install it with:"; \
+	  echo "    sudo apt-get install -y dataset-fashion-mnist"; \
+	  echo "or pass the four IDX files with --data-dir DIR."; exit 1; \
+	fi
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,327 @@
+"""Datasets held in memory as uint8 tensors, and augmentation on whole batches.
+
+Small datasets (Fashion-MNIST, MNIST, a user's image folder at a model's input size) fit in memory
+as ``uint8 (N, C, H, W)``: 60,000 28x28 images are 47 MB. A batch is sliced, augmented (random crop
+with padding, horizontal flip) and normalised as one tensor, so no per-sample Python runs in the
+training loop and the CPU spends its time in the model.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+FASHION_MNIST_DIR = Path(os.environ.get("CNNZOO_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_INSTALL = "apt-get install -y dataset-fashion-mnist  (Debian package; as root, or with sudo)"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+DATASETS = ("fashion-mnist", "mnist", "imagefolder", "synthetic")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class ImageDataset:
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str = ""
+    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int, seed: int = 0) -> "ImageDataset":
+        """A class-balanced-in-expectation random subset of ``n`` images (all if n >= len)."""
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name)
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] units, over (a sample of) the images."""
+        sample = self.images[: 20000].float().div_(255)
+        mean = sample.mean(dim=(0, 2, 3))
+        std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+# --------------------------------------------------------------------------------------------------
+# IDX files (MNIST, Fashion-MNIST)
+
+_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32, 0x0D: torch.float32, 0x0E: torch.float64}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Parse an IDX file (gzipped or not) into a tensor, checking its header against its length."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot read IDX file ({exc})") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(dims) * itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"{path}: header says {dims} ({expected} bytes of data), file holds {len(raw) - header}")
+    data = torch.frombuffer(bytearray(raw[header:]), dtype=dtype)
+    if itemsize > 1:  # IDX is big-endian
+        data = torch.from_numpy(data.numpy().byteswap())
+    return data.reshape(dims)
+
+
+def _find_idx(data_dir: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise FileNotFoundError(f"{data_dir}: missing {stem}[.gz]")
+
+
+def load_idx_dataset(data_dir: str | Path, split: str, classes: list[str], name: str) -> ImageDataset:
+    """MNIST-format data: train-images-idx3-ubyte / t10k-images-idx3-ubyte and their labels."""
+    data_dir = Path(data_dir)
+    prefix = {"train": "train", "test": "t10k", "val": "t10k"}[split]
+    images = read_idx(_find_idx(data_dir, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find_idx(data_dir, f"{prefix}-labels-idx1-ubyte"))
+    if images.dim() != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"{data_dir}: {prefix} images should be uint8 (N, H, W), got {images.dtype} {tuple(images.shape)}")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"{data_dir}: {len(images)} {prefix} images but labels of shape {tuple(labels.shape)}")
+    labels = labels.long()
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(f"{data_dir}: labels outside 0..{len(classes) - 1}")
+    return ImageDataset(images.unsqueeze(1).contiguous(), labels, list(classes), name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Image files
+
+
+def decode_image(path: str | Path, channels: int) -> torch.Tensor:
+    """Decode any common image file into uint8 (channels, H, W).
+
+    Respects EXIF orientation; grey, RGBA, palette and 16-bit images are converted. A file that
+    cannot be decoded raises ValueError naming it.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16/32-bit grey: scale to 8 bits instead of clipping.
+                arr = torch.from_numpy(__import__("numpy").asarray(img, dtype="float32"))
+                hi = float(arr.max()) or 1.0
+                img = Image.fromarray((arr / hi * 255).round().byte().numpy(), mode="L")
+            img = img.convert("L" if channels == 1 else "RGB")
+            img.load()
+            import numpy as np
+
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    t = torch.from_numpy(arr.copy())
+    t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
+    if channels not in (1, 3):
+        t = t[:1].expand(channels, -1, -1).contiguous() if t.shape[0] == 1 else t.mean(0, keepdim=True).round().byte().expand(channels, -1, -1).contiguous()
+    return t
+
+
+def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Fit uint8 images (N, C, H, W) or (C, H, W) to ``size``.
+
+    A slightly larger target (at most 8 pixels more per side, e.g. 28 -> 32 for LeNet-5) is reached
+    by zero padding around the image, as LeCun et al. pad MNIST; anything else is a bilinear,
+    antialiased resize of the shorter side followed by a centre crop (torchvision's convention).
+    """
+    single = images.dim() == 3
+    x = images.unsqueeze(0) if single else images
+    h, w = x.shape[-2:]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return images
+    if 0 <= th - h <= 8 and 0 <= tw - w <= 8:
+        top, left = (th - h) // 2, (tw - w) // 2
+        x = F.pad(x, (left, tw - w - left, top, th - h - top))
+    else:
+        scale = max(th / h, tw / w)
+        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+        out = []
+        for chunk in x.split(256):  # bounded memory for big datasets
+            out.append(F.interpolate(chunk.float(), size=(nh, nw), mode="bilinear", antialias=True,
+                                     align_corners=False).round_().clamp_(0, 255).byte())
+        x = torch.cat(out)
+        top, left = (nh - th) // 2, (nw - tw) // 2
+        x = x[..., top: top + th, left: left + tw].contiguous()
+    return x[0] if single else x
+
+
+def load_imagefolder(root: str | Path, split: str, size: tuple[int, int], channels: int,
+                     classes: list[str] | None = None, skip_bad: bool = False) -> ImageDataset:
+    """``root/<split>/<class>/<image>``, decoded once and held in memory at ``size``.
+
+    ``classes`` (the training split's) fixes the label order for val; a val class the training set
+    lacks is an error, since the model could never predict it.
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: missing (imagefolder expects {root}/train/<class>/* and {root}/val/<class>/*)")
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise ValueError(f"{split_dir}: no class folders")
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise ValueError(f"{split_dir}: classes {extra} are not in the training set's classes {classes}")
+    images, labels, skipped = [], [], []
+    for label, cls in enumerate(classes):
+        cls_dir = split_dir / cls
+        if not cls_dir.is_dir():
+            continue
+        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files and split == "train":
+            raise ValueError(f"{cls_dir}: empty class folder (no images with extensions {', '.join(IMAGE_EXTENSIONS)})")
+        for path in files:
+            try:
+                img = decode_image(path, channels)
+            except ValueError:
+                if not skip_bad:
+                    raise
+                skipped.append(str(path))
+                continue
+            images.append(resize_to(img, size))
+            labels.append(label)
+    if not images:
+        raise ValueError(f"{split_dir}: no decodable images")
+    return ImageDataset(torch.stack(images), torch.tensor(labels), list(classes), f"imagefolder:{root}", skipped)
+
+
+def synthetic_dataset(n: int, size: tuple[int, int, int], num_classes: int, seed: int) -> ImageDataset:
+    """Random images whose class shows as a brighter horizontal band at a class-specific height,
+    plus noise: learnable, so a short run can show that training works."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = size
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    images = torch.randint(0, 128, (n, c, h, w), generator=g, dtype=torch.uint8)
+    band = max(1, h // num_classes)
+    rows = (labels * h // num_classes).tolist()
+    for i, r in enumerate(rows):  # setup only, never in the training loop
+        images[i, :, r: r + band] += 100
+    return ImageDataset(images, labels, [f"class{i}" for i in range(num_classes)], "synthetic")
+
+
+def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
+                 input_size: tuple[int, int, int] | None = None, num_classes: int = 10,
+                 classes: list[str] | None = None, synthetic_size: int | None = None, seed: int = 0,
+                 skip_bad_images: bool = False) -> ImageDataset:
+    """Load ``split`` ("train" or "test") of a dataset by name."""
+    if name in ("fashion-mnist", "mnist"):
+        if data_dir is None:
+            if name == "mnist":
+                raise ValueError("--dataset mnist needs --data-dir DIR holding the four MNIST IDX files")
+            data_dir = FASHION_MNIST_DIR
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir() or not any(data_dir.glob("train-images-idx3-ubyte*")):
+            hint = f" Install it with: {FASHION_MNIST_INSTALL}" if name == "fashion-mnist" else ""
+            raise FileNotFoundError(f"{name} data not found in {data_dir}.{hint} Or pass --data-dir DIR holding the four IDX files.")
+        names = FASHION_MNIST_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+        return load_idx_dataset(data_dir, split, names, name)
+    if name == "imagefolder":
+        if data_dir is None:
+            raise ValueError("--dataset imagefolder needs --data-dir DIR with DIR/train/<class>/* and DIR/val/<class>/*")
+        if input_size is None:
+            raise ValueError("imagefolder needs the model's input size")
+        return load_imagefolder(data_dir, "train" if split == "train" else "val", tuple(input_size[1:]),
+                                input_size[0], classes, skip_bad_images)
+    if name == "synthetic":
+        c, h, w = input_size or (1, 28, 28)
+        n = synthetic_size or (2048 if split == "train" else 512)
+        return synthetic_dataset(n, (c, h, w), num_classes, seed + (0 if split == "train" else 1))
+    from cnnzoo.registry import unknown_name_error
+
+    raise unknown_name_error("dataset", name, list(DATASETS))
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random translation by up to ``padding`` pixels (zero fill), for a whole batch at once."""
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n, 1, h, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n, 1, 1, w)
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class Normalize:
+    """uint8 batch -> float32 batch, ``(x / 255 - mean) / std`` per channel, in one fused step."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        std_t = torch.tensor(std).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean).view(1, -1, 1, 1) / std_t
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift.to(x.device), x.float(), self.scale.to(x.device))
+
+
+def iterate_batches(ds: ImageDataset, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                    crop_padding: int = 0, flip: bool = False, drop_last: bool = False,
+                    indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images, labels) batches; augmentation is applied to each batch as a tensor.
+
+    ``indices`` restricts the pass to a subset (a rank's shard); ``shuffle`` permutes it with
+    ``generator`` so that the order is a function of the seed and epoch only.
+    """
+    idx = indices if indices is not None else torch.arange(len(ds))
+    if shuffle:
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+    stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        b = idx[start: start + batch_size]
+        x, y = ds.images[b], ds.labels[b]
+        if crop_padding:
+            x = random_crop(x, crop_padding, generator)
+        if flip:
+            x = random_flip(x, generator)
+        yield x, y

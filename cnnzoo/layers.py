@@ -1,0 +1,88 @@
+"""Building blocks shared by several model families, each defined once.
+
+- ``ConvBnAct``: convolution -> batch norm -> activation, the unit of every post-2015 network.
+- ``SqueezeExcite``: SENet's channel attention (Hu et al. 2017), used by SE-ResNet/SE-ResNeXt.
+- ``DepthwiseSeparableConv``: MobileNet v1's factorisation of a 3x3 convolution into a per-channel
+  3x3 (depthwise) and a 1x1 (pointwise) convolution.
+- ``Concat``: parallel branches whose outputs are concatenated along channels (Inception modules).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+ActLayer = Callable[..., nn.Module]
+
+
+class ConvBnAct(nn.Module):
+    """Conv2d (no bias: the batch norm's shift replaces it) -> BatchNorm2d -> activation.
+
+    ``padding=None`` means "same" padding for odd kernels at stride 1 (``k // 2`` per side).
+    ``act=None`` leaves the activation out (e.g. MobileNet v2's linear bottleneck).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | None = None,
+        groups: int = 1,
+        act: ActLayer | None = nn.ReLU,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if padding is None:
+            ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+            padding = (ks[0] // 2, ks[1] // 2)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        self.act = act(inplace=True) if act is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze (global average pool) -> excite (two 1x1 convs, ReLU, sigmoid) -> rescale channels.
+
+    ``reduction`` is the paper's r (16); the bottleneck width is ``channels // reduction``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, rd_channels: int | None = None) -> None:
+        super().__init__()
+        rd = rd_channels or max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, rd, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(rd, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.fc2(self.act(self.fc1(s)))
+        return x * torch.sigmoid(s)
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """A depthwise 3x3 ConvBnAct (groups = channels) followed by a pointwise 1x1 ConvBnAct.
+
+    Costs ``C_in*9 + C_in*C_out`` weights against ``C_in*C_out*9`` for a full 3x3 convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, act: ActLayer = nn.ReLU) -> None:
+        super().__init__()
+        self.conv_dw = ConvBnAct(in_channels, in_channels, 3, stride, groups=in_channels, act=act)
+        self.conv_pw = ConvBnAct(in_channels, out_channels, 1, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_pw(self.conv_dw(x))
+
+
+class Concat(nn.ModuleDict):
+    """Runs every branch on the same input and concatenates the outputs along channels,
+    in the order the branches were given (the order a weight file's concat expects)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.cat([branch(x) for branch in self.values()], dim=1)

@@ -1,0 +1,49 @@
+"""Evaluate and predict with a trained checkpoint (a run folder or a weights file)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnzoo.checkpoint import load_checkpoint
+from cnnzoo.data import Normalize, decode_image, load_dataset, resize_to
+from cnnzoo.train import evaluate
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, data_dir: str | None = None,
+                        model_name: str | None = None, batch_size: int = 512) -> dict[str, Any]:
+    """Top-1 / top-5 / loss of a checkpoint on the test split of ``dataset`` (default: its own)."""
+    model, meta = load_checkpoint(checkpoint, model_name)
+    dataset = dataset or meta.get("dataset")
+    if dataset is None:
+        raise ValueError(f"{checkpoint}: the checkpoint does not say which dataset it was trained on; pass --dataset")
+    cfg = model.default_cfg
+    ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
+                      num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)
+    if len(ds.classes) != cfg["num_classes"]:
+        raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
+    ds.images = resize_to(ds.images, cfg["input_size"][1:])
+    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size)
+    return dict(model=cfg["architecture"], checkpoint=str(checkpoint), dataset=dataset, images=len(ds), **res)
+
+
+@torch.inference_mode()
+def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int = 5,
+                  model_name: str | None = None) -> list[dict[str, Any]]:
+    """Top-k (class name, probability) for each image file, preprocessed as the model was trained:
+    converted to its channels, fitted to the training images' size, then to the model's input."""
+    model, meta = load_checkpoint(checkpoint, model_name)
+    cfg = model.default_cfg
+    c, h, w = cfg["input_size"]
+    data_hw = tuple(meta.get("data_size", (c, h, w))[1:])
+    normalize = Normalize(cfg["mean"], cfg["std"])
+    k = min(topk, cfg["num_classes"])
+    results = []
+    for path in images:
+        x = resize_to(resize_to(decode_image(path, c), data_hw), (h, w))
+        probs = model(normalize(x.unsqueeze(0))).softmax(dim=1)[0]
+        top = probs.topk(k)
+        results.append(dict(image=str(path), top=[dict(class_index=i, **{"class": meta["classes"][i]}, prob=round(p, 6))
+                                                  for p, i in zip(top.values.tolist(), top.indices.tolist())]))
+    return results

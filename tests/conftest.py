@@ -1,0 +1,30 @@
+import os
+
+import pytest
+import torch
+
+from cnnzoo.data import FASHION_MNIST_DIR, FASHION_MNIST_INSTALL
+
+# Two cores: keep each test process to them, and tests quiet and repeatable.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir():
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST missing from {FASHION_MNIST_DIR}; `make test` installs it ({FASHION_MNIST_INSTALL})")
+    return FASHION_MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(tmp_path_factory, fmnist_dir):
+    """A small real Fashion-MNIST in IDX format (3000 train / 1000 test images), for fast runs."""
+    from cnnzoo.data import load_dataset
+    from tests.idx import write_idx
+
+    out = tmp_path_factory.mktemp("fmnist-small")
+    for split, prefix, n in (("train", "train", 3000), ("test", "t10k", 1000)):
+        ds = load_dataset("fashion-mnist", split).subset(n, seed=1)
+        write_idx(out / f"{prefix}-images-idx3-ubyte.gz", ds.images[:, 0])
+        write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", ds.labels.to(torch.uint8))
+    return out

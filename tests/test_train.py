@@ -1,0 +1,112 @@
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnnzoo.train as train_mod
+from cnnzoo.checkpoint import load_checkpoint
+from cnnzoo.train import NonFiniteLossError, TrainConfig, resume_training, train
+
+
+def small_cfg(data_dir, out, **kw):
+    base = dict(model="lenet5", dataset="fashion-mnist", data_dir=str(data_dir), epochs=2, batch_size=64,
+                lr=0.05, warmup_epochs=0.2, out=str(out), seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_run_learns_and_writes_the_run_folder(fmnist_small, tmp_path):
+    summary = train(small_cfg(fmnist_small, tmp_path / "run"), progress=False)
+    assert summary["test_top1"] > 0.6  # chance is 0.1
+    assert summary["params"] == 61706 and summary["input_size"] == [1, 32, 32]
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "last.safetensors", "best.safetensors", "train_state.pt", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(train_mod.METRIC_COLUMNS) == set(rows[0])
+    saved = json.loads((run / "summary.json").read_text())
+    for key in ("model", "dataset", "epochs", "test_top1", "test_top5", "params", "train_seconds"):
+        assert key in saved
+    model, meta = load_checkpoint(run)
+    assert meta["classes"][9] == "Ankle boot" and meta["model"] == "lenet5"
+
+
+def test_resume_continues_to_identical_weights(fmnist_small, tmp_path, monkeypatch):
+    full = train(small_cfg(fmnist_small, tmp_path / "full", epochs=3), progress=False)
+    # Interrupt the second run right after its first checkpoint.
+    real_save = train_mod.save_train_state
+    calls = []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(fmnist_small, tmp_path / "cut", epochs=3), progress=False)
+    monkeypatch.setattr(train_mod, "save_train_state", real_save)
+    assert len(list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))) == 1
+    resumed = resume_training(tmp_path / "cut", progress=False)
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_top1"] == full["test_top1"]
+    assert len(list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))) == 3
+
+
+def test_resume_of_a_folder_without_a_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run there"):
+        resume_training(tmp_path)
+
+
+def test_existing_run_is_not_overwritten(fmnist_small, tmp_path):
+    train(small_cfg(fmnist_small, tmp_path / "run", epochs=1, train_subset=256), progress=False)
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(small_cfg(fmnist_small, tmp_path / "run", epochs=1), progress=False)
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+
+
+def test_unwritable_out_is_reported_before_training(fmnist_small, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write to run folder"):
+        train(small_cfg(fmnist_small, blocker / "run"), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(fmnist_small, tmp_path, monkeypatch):
+    real_create = train_mod.create_model
+
+    def poisoned(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            calls["n"] += 1
+            if module.training and calls["n"] > 60:  # well into epoch 2 of 47 steps each
+                return output * float("nan")
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_mod, "create_model", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step \d+"):
+        train(small_cfg(fmnist_small, tmp_path / "run", epochs=3), progress=False)
+    weights = load_file(tmp_path / "run" / "last.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 1
+
+
+def test_synthetic_dataset_trains_any_input_size(tmp_path):
+    summary = train(TrainConfig(model="lenet5", dataset="synthetic", input_size=(1, 32, 32), epochs=2,
+                                batch_size=64, lr=0.05, out=str(tmp_path / "s")), progress=False)
+    assert summary["test_top1"] > 0.5 and summary["input_size"] == [1, 32, 32]
+
+
+def test_paper_lenet_option_trains(fmnist_small, tmp_path):
+    cfg = small_cfg(fmnist_small, tmp_path / "tanh", epochs=1, model_kwargs={"act": "tanh", "pool": "avg"})
+    assert train(cfg, progress=False)["test_top1"] > 0.5
