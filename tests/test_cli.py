@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from cnnzoo.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(fmnist_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--data-dir", str(fmnist_small), "--epochs", "2", "--lr", "0.05", "--batch-size", "64",
+                 "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_train_prints_final_line_and_json(fmnist_small, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", "--data-dir", str(fmnist_small), "--epochs", "1", "--train-subset", "500",
+                           "--out", str(tmp_path / "r"), "--no-progress", "--json")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert "lenet5 on fashion-mnist: test top-1" in lines[-2] and str(tmp_path / "r") in lines[-2]
+    assert json.loads(lines[-1])["epochs"] == 1
+
+
+def test_eval_reports_top1_top5(trained_run, fmnist_small, capsys):
+    code, out, _ = run_cli(capsys, "eval", "--checkpoint", str(trained_run), "--data-dir", str(fmnist_small), "--json")
+    res = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and res["images"] == 1000 and 0.6 < res["top1"] <= res["top5"] <= 1
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert res["top1"] == pytest.approx(summary["best_test_top1"])
+
+
+def test_predict_prints_class_names(trained_run, fmnist_small, tmp_path, capsys):
+    from cnnzoo.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", "test", data_dir=fmnist_small)
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(ds.images[i, 0].numpy()).resize((90, 70)).convert("RGB").save(p)  # any size and mode
+        paths.append(str(p))
+    code, out, _ = run_cli(capsys, "predict", "--checkpoint", str(trained_run / "best.safetensors"), *paths,
+                           "--topk", "3", "--json")
+    results = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and len(results) == 4 and all(len(r["top"]) == 3 for r in results)
+    assert all(r["top"][0]["class"] in ds.classes for r in results)
+    assert sum(r["top"][0]["class_index"] == int(y) for r, y in zip(results, ds.labels[:4])) >= 2
+
+
+def test_bad_inputs_give_one_line_errors(trained_run, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--model", "resnet-50", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown model 'resnet-50'" in err and "Did you mean" in err
+    code, _, err = run_cli(capsys, "train", "--dataset", "cifar", "--out", str(tmp_path / "y"))
+    assert code == 2 and "unknown dataset 'cifar'" in err
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "z"))
+    assert code == 2 and "apt-get install -y dataset-fashion-mnist" in err
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path))
+    assert code == 2 and "no run there" in err
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", str(trained_run), str(bad))
+    assert code == 2 and "photo.jpg: cannot decode image" in err
+    code, _, err = run_cli(capsys, "eval", "--checkpoint", str(trained_run), "--model", "lenet5_caffe")
+    assert code == 2 and "does not fit model lenet5_caffe" in err and "missing" in err
+
+
+def test_models_command_lists_the_zoo(capsys):
+    code, out, _ = run_cli(capsys, "models", "lenet*", "--json")
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and [r["name"] for r in rows] == ["lenet5", "lenet5_caffe", "lenet_300_100"]
+    lenet = rows[0]
+    assert lenet["params"] == 61706 and lenet["verified_against"] == "paper" and lenet["year"] == 1998
+    assert lenet["gmacs"] == pytest.approx(0.000417, rel=0.01)
+
+
+def test_python_dash_m_entry_point():
+    res = subprocess.run([sys.executable, "-m", "cnnzoo", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "train" in res.stdout
