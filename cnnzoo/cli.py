@@ -52,9 +52,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in
                      ("model", "dataset", "data_dir", "epochs", "batch_size", "lr", "opt", "sched", "warmup_epochs",
                       "weight_decay", "label_smoothing", "seed", "out", "crop_padding", "flip", "threads",
-                      "train_subset") if getattr(args, k) is not None}
+                      "train_subset", "device") if getattr(args, k) is not None}
         if args.input_size:
             overrides["input_size"] = tuple(args.input_size)
+        overrides.update(amp=args.amp, channels_last=args.channels_last)
         summary = train(TrainConfig(**overrides), progress=not args.no_progress)
     print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
           f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s | run {summary['run_dir']}")
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
     s.add_argument("--seed", type=int)
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    s.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    s.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     s.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -49,6 +49,9 @@ class TrainConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     threads: int | None = None                       # torch intra-op threads; None: all cores
+    device: str = "cpu"                              # cpu | cuda | cuda:N
+    amp: bool = False                                # bfloat16 autocast (no loss scaling needed)
+    channels_last: bool = False                      # NHWC memory format (faster convs on GPUs)
     out: str | None = None                           # run folder; None: runs/<model>-<dataset>-<time>
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -193,11 +196,17 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
     normalize = Normalize(mean, std)
 
     # ---- model, optimiser, schedule
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU here")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
     model.default_cfg.update(mean=mean, std=std, input_size=input_size)
     meta = model_meta(model, classes=train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
                       data_size=list(data_size))
     params = sum(p.numel() for p in model.parameters())
+    model.to(device, memory_format=memory_format)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch)
@@ -225,13 +234,18 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
                                   crop_padding=cfg.crop_padding, flip=cfg.flip)
         bar = _progress(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         t0 = time.perf_counter()
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
         for step, (x, y) in enumerate(bar):
-            logits = model(normalize(x))
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
+            x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            # On a GPU, checking every step would stall the pipeline; every 20th step still stops
+            # a diverged run long before an epoch's checkpoint could store it.
+            if (device.type == "cpu" or step % 20 == 0) and not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                     f"(global step {epoch * steps_per_epoch + step + 1}); stopped. The last good checkpoint "
@@ -248,7 +262,7 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
-        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size)
+        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size, device)
         row = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen, train_top1=correct.item() / seen,
                    test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
                    lr=opt.param_groups[0]["lr"], epoch_seconds=epoch_seconds, images_per_second=seen / epoch_seconds)
@@ -270,11 +284,11 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
         from cnnzoo.registry import load_pretrained
 
         load_pretrained(model, out / "last.safetensors", strict_head=True)
-        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size)
+        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size, device)
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=best_top1, params=params,
                    train_seconds=round(train_seconds, 2), train_images=len(train_ds), input_size=list(input_size),
-                   run_dir=str(out), threads=torch.get_num_threads())
+                   run_dir=str(out), threads=torch.get_num_threads(), device=str(device), amp=cfg.amp)
     write_json(out / "summary.json", summary)
     return summary
 
