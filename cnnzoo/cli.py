@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "train_subset", "device") if getattr(args, k) is not None}
         if args.input_size:
             overrides["input_size"] = tuple(args.input_size)
-        overrides.update(amp=args.amp, channels_last=args.channels_last)
+        overrides.update(amp=args.amp, channels_last=args.channels_last, skip_bad_images=args.skip_bad_images)
         summary = train(TrainConfig(**overrides), progress=not args.no_progress)
     print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
           f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s | run {summary['run_dir']}")
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
     s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"))
     s.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
+    s.add_argument("--skip-bad-images", action="store_true",
+                   help="imagefolder: go on past undecodable files, and report them")
     s.add_argument("--seed", type=int)
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--device", help="cpu (default), cuda or cuda:N")

@@ -32,6 +32,7 @@ class TrainConfig:
     input_size: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's, fitted to the model
     train_subset: int | None = None                 # images; None: the whole training split
     synthetic_classes: int = 10                      # classes of --dataset synthetic
+    skip_bad_images: bool = False                    # imagefolder: skip undecodable files (reported)
     # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
     epochs: int = 12
     batch_size: int = 128                            # images per step
@@ -183,9 +184,13 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
     # ---- data
     model_cfg = get_model_cfg(cfg.model)
     load_size = cfg.input_size or (None if cfg.dataset in ("fashion-mnist", "mnist") else model_cfg["input_size"])
-    common = dict(data_dir=cfg.data_dir, input_size=load_size, num_classes=cfg.synthetic_classes, seed=cfg.seed)
+    common = dict(data_dir=cfg.data_dir, input_size=load_size, num_classes=cfg.synthetic_classes, seed=cfg.seed,
+                  skip_bad_images=cfg.skip_bad_images)
     train_ds = load_dataset(cfg.dataset, "train", **common)
     test_ds = load_dataset(cfg.dataset, "test", classes=train_ds.classes, **common)
+    skipped = train_ds.skipped + test_ds.skipped
+    if skipped and progress:
+        print(f"skipped {len(skipped)} undecodable images: {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
     if cfg.train_subset:
         train_ds = train_ds.subset(cfg.train_subset, cfg.seed)
     data_size = tuple(train_ds.images.shape[1:])
@@ -288,7 +293,7 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=best_top1, params=params,
                    train_seconds=round(train_seconds, 2), train_images=len(train_ds), input_size=list(input_size),
-                   run_dir=str(out), threads=torch.get_num_threads(), device=str(device), amp=cfg.amp)
+                   skipped_images=skipped, run_dir=str(out), threads=torch.get_num_threads(), device=str(device), amp=cfg.amp)
     write_json(out / "summary.json", summary)
     return summary
 

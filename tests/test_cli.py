@@ -85,3 +85,32 @@ def test_models_command_lists_the_zoo(capsys):
 def test_python_dash_m_entry_point():
     res = subprocess.run([sys.executable, "-m", "cnnzoo", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "train" in res.stdout
+
+
+def test_summary_and_factorize_commands(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "summary", "lenet5", "--num-classes", "10", "--json")
+    res = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and "c1" in out and json.dumps(res)
+    code, out, _ = run_cli(capsys, "factorize", "--kernel", "5", "--channels", "64", "--plot", str(tmp_path / "f.png"),
+                           "--json")
+    assert code == 0 and (tmp_path / "f.png").stat().st_size > 1000
+    assert "18/25" in out
+
+
+def test_imagefolder_training_skips_bad_images_when_asked(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "d" / split / c / f"{i}.png")
+    (tmp_path / "d" / "train" / "a" / "bad.png").write_bytes(b"\x89PNG broken")
+    args = ["train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "d"),
+            "--input-size", "3", "16", "16", "--epochs", "1", "--batch-size", "4", "--no-progress"]
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "r1"))
+    assert code == 2 and "bad.png: cannot decode image" in err
+    code, out, _ = run_cli(capsys, *args, "--out", str(tmp_path / "r2"), "--skip-bad-images", "--json")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and len(summary["skipped_images"]) == 1 and summary["train_images"] == 8
