@@ -1,0 +1,275 @@
+"""VGG (Simonyan & Zisserman 2014, "Very deep convolutional networks for large-scale image recognition").
+
+Every VGG is five stages of 3x3 convolutions (stride 1, padding 1: resolution kept) at widths 64,
+128, 256, 512, 512, each stage ending in a 2x2 max-pool of stride 2, then three fully connected
+layers. The paper's Table 1 configurations differ only in how many convolutions each stage has:
+
+    configuration    A (vgg11)  B (vgg13)  D (vgg16)  E (vgg19)   output (224x224 input)
+    stage1  64         1          2          2          2         64 x 112 x 112
+    stage2  128        1          2          2          2         128 x 56 x 56
+    stage3  256        2          2          3          4         256 x 28 x 28
+    stage4  512        2          2          3          4         512 x 14 x 14
+    stage5  512        2          2          3          4         512 x 7 x 7
+    fc6     FC-4096, ReLU, dropout 0.5                            4096
+    fc7     FC-4096, ReLU, dropout 0.5                            4096
+    fc8     FC-num_classes                                        num_classes
+
+    parameters (1000 classes)   vgg11 132,863,336   vgg13 133,047,848   vgg16 138,357,544   vgg19 143,667,240
+
+Two stacked 3x3 convolutions see a 5x5 window and three see 7x7, with fewer weights (27C^2 against
+49C^2) and a ReLU between each. The ``_bn`` variants (torchvision's) put batch norm between each
+convolution and its ReLU, which the paper predates (vgg16_bn: 138,365,992 parameters). As in
+torchvision, an adaptive average pool brings the last map to 7x7 (identity at 224x224), so any input
+of at least 32x32 (five halvings down to 1x1) runs.
+
+``vgg11_cifar`` ... ``vgg19_cifar``: the CIFAR VGG of the pruning literature (Li et al. 2017, "Pruning
+filters for efficient ConvNets"; Liu et al. 2017, "Network slimming"): the same conv stacks, with
+batch norm, on 32x32 inputs; stages 1-4 end in 2x2 max-pools (32 -> 2x2) and the fifth pooling is a
+global average pool (2x2 -> 1x1), then FC-512, ReLU, dropout and FC-num_classes. A fifth 2x2 max-pool
+would fail on 28x28 images (28 -> 14 -> 7 -> 3 -> 1 -> 0): with the global pool a 28x28 input ends on a
+1x1 map after four halvings and the classifier sees 512 features either way; the smallest input is
+16x16.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from cnnzoo.models.base import ZooModel
+from cnnzoo.registry import register_model
+
+WIDTHS = (64, 128, 256, 512, 512)
+# Convolutions per stage of the paper's configurations A, B, D and E.
+DEPTHS: dict[int, tuple[int, int, int, int, int]] = {
+    11: (1, 1, 2, 2, 2),
+    13: (2, 2, 2, 2, 2),
+    16: (2, 2, 3, 3, 3),
+    19: (2, 2, 4, 4, 4),
+}
+
+
+class VggConv(nn.Module):
+    """3x3 convolution (stride 1, padding 1) -> batch norm (optional) -> ReLU.
+
+    Not the shared ``ConvBnAct``: torchvision's vgg*_bn keep the convolution's bias in front of the
+    batch norm, and their weight files (and parameter counts) carry it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class VggStage(nn.Sequential):
+    """``depth`` VggConv layers (conv1, conv2, ...) at one width, then a 2x2 max-pool (``pool``)
+    that halves the resolution, unless ``pool=False``."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, batch_norm: bool, pool: bool = True) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i in range(depth):
+            layers[f"conv{i + 1}"] = VggConv(in_channels if i == 0 else out_channels, out_channels, batch_norm)
+        if pool:
+            layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+        super().__init__(layers)
+
+
+def _torchvision_key_map(depths: tuple[int, ...], batch_norm: bool) -> list[tuple[str, str]]:
+    """torchvision numbers VGG's layers in one flat ``features`` Sequential (conv, [bn], relu per
+    convolution, one max-pool per stage): map those indices to our stage/conv names."""
+    rules: list[tuple[str, str]] = []
+    index = 0
+    for s, depth in enumerate(depths, start=1):
+        for j in range(1, depth + 1):
+            rules.append((rf"^features\.{index}\.", f"stage{s}.conv{j}.conv."))
+            if batch_norm:
+                rules.append((rf"^features\.{index + 1}\.", f"stage{s}.conv{j}.bn."))
+            index += 3 if batch_norm else 2
+        index += 1  # the stage's max-pool
+    rules += [(r"^classifier\.0\.", "fc6."), (r"^classifier\.3\.", "fc7."), (r"^classifier\.6\.", "fc8.")]
+    return rules
+
+
+def _init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)  # the paper's N(0, 10^-2)
+            nn.init.zeros_(m.bias)
+
+
+class VGG(ZooModel):
+    first_conv = "stage1.conv1.conv"
+    classifier_name = "fc8"
+
+    def __init__(
+        self,
+        depths: tuple[int, int, int, int, int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = 4096
+        self.stage1 = VggStage(in_chans, WIDTHS[0], depths[0], batch_norm)
+        self.stage2 = VggStage(WIDTHS[0], WIDTHS[1], depths[1], batch_norm)
+        self.stage3 = VggStage(WIDTHS[1], WIDTHS[2], depths[2], batch_norm)
+        self.stage4 = VggStage(WIDTHS[2], WIDTHS[3], depths[3], batch_norm)
+        self.stage5 = VggStage(WIDTHS[3], WIDTHS[4], depths[4], batch_norm)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
+        self.fc6 = nn.Linear(WIDTHS[4] * 7 * 7, 4096)
+        self.drop6 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.drop7 = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(4096, num_classes)
+        self.act = nn.ReLU(inplace=True)
+        # The flat torchvision indices depend on the configuration, so the map is per instance.
+        self.KEY_MAPS = {"torchvision": _torchvision_key_map(depths, batch_norm)}
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage1(x)
+        x = self.stage2(x)
+        x = self.stage3(x)
+        x = self.stage4(x)
+        return self.stage5(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.drop6(self.act(self.fc6(x)))
+        x = self.drop7(self.act(self.fc7(x)))
+        return x if pre_logits else self.fc8(x)
+
+
+class CifarVGG(ZooModel):
+    first_conv = "stage1.conv1.conv"
+    classifier_name = "fc2"
+
+    def __init__(
+        self,
+        depths: tuple[int, int, int, int, int],
+        num_classes: int = 10,
+        in_chans: int = 3,
+        dropout: float = 0.5,
+        hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = hidden
+        self.stage1 = VggStage(in_chans, WIDTHS[0], depths[0], batch_norm=True)
+        self.stage2 = VggStage(WIDTHS[0], WIDTHS[1], depths[1], batch_norm=True)
+        self.stage3 = VggStage(WIDTHS[1], WIDTHS[2], depths[2], batch_norm=True)
+        self.stage4 = VggStage(WIDTHS[2], WIDTHS[3], depths[3], batch_norm=True)
+        # The fifth pooling is the global average pool: see the module docstring.
+        self.stage5 = VggStage(WIDTHS[3], WIDTHS[4], depths[4], batch_norm=True, pool=False)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        # One 512-wide hidden layer instead of two of 4096: the input is a 512-vector rather than a
+        # 7x7x512 map, and the ImageNet classifier's 120M weights would be 8x the conv stack's for
+        # 10 classes (slow on CPU and easy to overfit on 50k-60k small images).
+        self.fc1 = nn.Linear(WIDTHS[4], hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage1(x)
+        x = self.stage2(x)
+        x = self.stage3(x)
+        x = self.stage4(x)
+        return self.stage5(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.drop(self.act(self.fc1(x)))
+        return x if pre_logits else self.fc2(x)
+
+
+_VGG = dict(family="VGG", paper="Simonyan, Zisserman 2014, Very deep convolutional networks for large-scale "
+            "image recognition", year=2014, min_input_size=(3, 32, 32))
+_VGG_CIFAR = dict(_VGG, input_size=(3, 32, 32), min_input_size=(3, 16, 16))
+
+
+@register_model(**_VGG, reference="torchvision:vgg11", small_variant="vgg11_cifar")
+def vgg11(**kwargs) -> VGG:
+    """VGG configuration A (8 convolutions + 3 FC)."""
+    return VGG(DEPTHS[11], **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg13", small_variant="vgg13_cifar")
+def vgg13(**kwargs) -> VGG:
+    """VGG configuration B (10 convolutions + 3 FC)."""
+    return VGG(DEPTHS[13], **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg16", small_variant="vgg16_cifar")
+def vgg16(**kwargs) -> VGG:
+    """VGG configuration D (13 convolutions + 3 FC)."""
+    return VGG(DEPTHS[16], **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg19", small_variant="vgg19_cifar")
+def vgg19(**kwargs) -> VGG:
+    """VGG configuration E (16 convolutions + 3 FC)."""
+    return VGG(DEPTHS[19], **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg11_bn", small_variant="vgg11_cifar")
+def vgg11_bn(**kwargs) -> VGG:
+    """VGG configuration A with batch norm after every convolution."""
+    return VGG(DEPTHS[11], batch_norm=True, **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg13_bn", small_variant="vgg13_cifar")
+def vgg13_bn(**kwargs) -> VGG:
+    """VGG configuration B with batch norm after every convolution."""
+    return VGG(DEPTHS[13], batch_norm=True, **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg16_bn", small_variant="vgg16_cifar")
+def vgg16_bn(**kwargs) -> VGG:
+    """VGG configuration D with batch norm after every convolution."""
+    return VGG(DEPTHS[16], batch_norm=True, **kwargs)
+
+
+@register_model(**_VGG, reference="torchvision:vgg19_bn", small_variant="vgg19_cifar")
+def vgg19_bn(**kwargs) -> VGG:
+    """VGG configuration E with batch norm after every convolution."""
+    return VGG(DEPTHS[19], batch_norm=True, **kwargs)
+
+
+@register_model(**_VGG_CIFAR, small_variant="vgg11_cifar")
+def vgg11_cifar(**kwargs) -> CifarVGG:
+    """Configuration A's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
+    return CifarVGG(DEPTHS[11], **kwargs)
+
+
+@register_model(**_VGG_CIFAR, small_variant="vgg13_cifar")
+def vgg13_cifar(**kwargs) -> CifarVGG:
+    """Configuration B's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
+    return CifarVGG(DEPTHS[13], **kwargs)
+
+
+@register_model(**_VGG_CIFAR, small_variant="vgg16_cifar")
+def vgg16_cifar(**kwargs) -> CifarVGG:
+    """Configuration D's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
+    return CifarVGG(DEPTHS[16], **kwargs)
+
+
+@register_model(**_VGG_CIFAR, small_variant="vgg19_cifar")
+def vgg19_cifar(**kwargs) -> CifarVGG:
+    """Configuration E's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
+    return CifarVGG(DEPTHS[19], **kwargs)

@@ -1,0 +1,222 @@
+"""VGG A/B/D/E with and without batch norm (against torchvision) and the CIFAR VGGs."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+import cnnzoo
+from cnnzoo.registry import convert_state_dict, get_model_cfg
+
+# torchvision's parameter counts for 1000 classes (as its documentation lists them).
+IMAGENET = {
+    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
+}
+CIFAR = ["vgg11_cifar", "vgg13_cifar", "vgg16_cifar", "vgg19_cifar"]
+# Convolutions per stage of the paper's Table 1 configurations A, B, D, E.
+TABLE1 = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# All eight ImageNet models: parameter counts and key layouts, built on the meta device (no memory,
+# no initialisation), so the 130-144M-parameter networks cost nothing here.
+
+
+@pytest.mark.parametrize("name", list(IMAGENET))
+def test_param_count_and_torchvision_keys(name):
+    with torch.device("meta"):
+        ours = cnnzoo.create_model(name)
+        ref = getattr(torchvision.models, name)(weights=None)
+    assert n_params(ours) == n_params(ref) == IMAGENET[name]
+    layout, renamed = convert_state_dict(ours, ref.state_dict())
+    assert layout == "torchvision"
+    own = ours.state_dict()
+    assert set(renamed) == set(own)
+    assert all(renamed[k].shape == own[k].shape for k in own)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg19_bn"])
+def test_table1_conv_stacks(name):
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name)
+    depths = TABLE1[name.removesuffix("_bn")]
+    for s, (depth, width) in enumerate(zip(depths, WIDTHS), start=1):
+        stage = model.get_submodule(f"stage{s}")
+        convs = [m for m in stage.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == depth
+        assert all(c.out_channels == width and c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+        n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in stage.modules())
+        assert n_bn == (depth if name.endswith("_bn") else 0)
+        assert sum(isinstance(m, torch.nn.MaxPool2d) for m in stage.modules()) == 1
+    assert (model.fc6.in_features, model.fc6.out_features, model.fc7.out_features) == (512 * 7 * 7, 4096, 4096)
+
+
+# --------------------------------------------------------------------------------------------------
+# Full checks against torchvision's randomly initialised weights: vgg11 (.pth, with the adaptation
+# rules) and vgg16_bn (.safetensors). 32x32 inputs: the adaptive 7x7 pool makes both accept them.
+
+
+def _save_reference(name: str, folder, fmt: str):
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():
+        # Non-trivial batch-norm parameters and statistics, so that they are checked too.
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    if fmt == "pth":
+        path = folder / f"{name}.pth"
+        torch.save(ref.state_dict(), path)
+    else:
+        path = folder / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    return ref, path
+
+
+def _ref_pre_logits(ref: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return ref.classifier[:-1](torch.flatten(ref.avgpool(ref.features(x)), 1))
+
+
+@pytest.fixture(scope="module")
+def vgg11_reference(tmp_path_factory):
+    return _save_reference("vgg11", tmp_path_factory.mktemp("vgg11"), "pth")
+
+
+@pytest.mark.slow
+def test_vgg11_loads_torchvision_weights(vgg11_reference):
+    ref, path = vgg11_reference
+    model = cnnzoo.create_model("vgg11", pretrained=path).eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_vgg11_other_num_classes_keeps_features(vgg11_reference):
+    ref, path = vgg11_reference
+    with pytest.warns(UserWarning, match="classifier"):
+        model = cnnzoo.create_model("vgg11", num_classes=10, pretrained=path).eval()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+        ours = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(ours, _ref_pre_logits(ref, x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_vgg11_grey_input_adapts_first_conv(vgg11_reference):
+    ref, path = vgg11_reference
+    model = cnnzoo.create_model("vgg11", in_chans=1, pretrained=path).eval()
+    torch.manual_seed(3)
+    x1 = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x1), ref(x1.repeat(1, 3, 1, 1)), atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_vgg16_bn_loads_torchvision_safetensors(tmp_path):
+    ref, path = _save_reference("vgg16_bn", tmp_path, "safetensors")
+    model = cnnzoo.create_model("vgg16_bn", pretrained=path).eval()
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=0)
+        ours = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(ours, _ref_pre_logits(ref, x), atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR VGGs
+
+
+@pytest.mark.parametrize("name", CIFAR)
+def test_cifar_layer_table(name):
+    depths = TABLE1[name.removesuffix("_cifar")]
+    model = cnnzoo.create_model(name, in_chans=1, num_classes=10).eval()
+    # Convolutions (with bias) + batch norm per the configuration, then FC-512 and FC-10.
+    expected, cin = 0, 1
+    for depth, width in zip(depths, WIDTHS):
+        for _ in range(depth):
+            expected += 9 * cin * width + width + 2 * width
+            cin = width
+    expected += (512 * 512 + 512) + (512 * 10 + 10)
+    assert n_params(model) == expected
+    with torch.no_grad():
+        # Four 2x2 max-pools: 32 -> 2x2 and 28 -> 1x1, then the global average pool.
+        assert model.forward_features(torch.randn(1, 1, 32, 32)).shape == (1, 512, 2, 2)
+        assert model.forward_features(torch.randn(1, 1, 28, 28)).shape == (1, 512, 1, 1)
+        assert model.forward_head(model.forward_features(torch.randn(1, 1, 28, 28)), pre_logits=True).shape == (1, 512)
+    assert get_model_cfg(name)["input_size"] == (3, 32, 32)
+
+
+def test_vgg16_cifar_known_count():
+    # The conv stack of the common CIFAR VGG-16 (conv with bias + BN) has 14,728,266 parameters with
+    # a single 512 -> 10 classifier; ours adds the 512 -> 512 hidden layer (262,656).
+    assert n_params(cnnzoo.create_model("vgg16_cifar", num_classes=10)) == 14_728_266 + 262_656
+
+
+@pytest.mark.slow
+def test_vgg11_cifar_trains_on_grey_28x28():
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("vgg11_cifar", in_chans=1, num_classes=10).train()
+    x = torch.randn(16, 1, 28, 28)
+    y = torch.randint(0, 10, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(12):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+
+
+# --------------------------------------------------------------------------------------------------
+# Every model: smallest input (each ImageNet model built once, here), registry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(IMAGENET) + CIFAR)
+def test_runs_at_min_input_size_and_rejects_smaller(name):
+    c, h, w = get_model_cfg(name)["min_input_size"]
+    model = cnnzoo.create_model(name, num_classes=5).train()
+    out = model(torch.randn(2, c, h, w))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert model.get_submodule(model.first_conv).weight.grad is not None
+    with pytest.raises(ValueError, match="at least"):
+        model(torch.randn(2, c, h - 1, w))
+    with pytest.raises(ValueError, match="at least"):
+        model(torch.randn(2, c, h, w - 1))
+    # The registered minimum is the true one: one pixel less and the network itself fails.
+    del model.default_cfg  # check_input steps aside without a cfg
+    model.eval()
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        model(torch.randn(1, c, h - 1, w - 1))
+
+
+def test_registry():
+    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR)
+    for name in list(IMAGENET) + CIFAR:
+        cfg = get_model_cfg(name)
+        assert cfg["family"] == "VGG"
+        depth = name.removeprefix("vgg").split("_")[0]
+        assert cfg["small_variant"] == f"vgg{depth}_cifar"
+        assert cfg["reference"] == (f"torchvision:{name}" if name in IMAGENET else None)
+    with torch.device("meta"):
+        assert cnnzoo.create_model("vgg11").default_cfg["classifier"] == "fc8"
+        assert cnnzoo.create_model("vgg11_cifar").default_cfg["first_conv"] == "stage1.conv1.conv"
