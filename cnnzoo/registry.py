@@ -273,6 +273,11 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = F
     if first in state and first in own and own[first].dim() == 4 and state[first].shape[1] != own[first].shape[1]:
         state[first] = adapt_first_conv(state[first], own[first].shape[1])
 
+    # Auxiliary classifiers (GoogLeNet, Inception v3) exist only when the model is built with them:
+    # a file's aux weights are skipped for a model without, and follow the main head otherwise.
+    aux_prefixes = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
+    if aux_prefixes:
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(aux_prefixes)}
     head_prefix = f"{model.classifier_name}."
     head_keys = [k for k in own if k.startswith(head_prefix)]
     head_mismatch = [k for k in head_keys if k in state and state[k].shape != own[k].shape]
@@ -289,6 +294,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = F
             "freshly initialised",
             stacklevel=2,
         )
+        head_keys += [k for k in own if k.startswith(aux_prefixes) and k in state and state[k].shape != own[k].shape]
         for k in head_keys:
             state.pop(k, None)
 

@@ -19,6 +19,8 @@ class ZooModel(nn.Module):
     classifier_name: str = "fc"
     # {layout: [(regex, replacement), ...]} renaming a reference's state_dict keys to ours.
     KEY_MAPS: dict[str, list[tuple[str, str]]] = {}
+    # Names of optional auxiliary classifier modules (trained with, dropped at inference).
+    aux_heads: tuple[str, ...] = ()
     default_cfg: dict[str, Any]
 
     num_classes: int
