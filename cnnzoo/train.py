@@ -246,10 +246,10 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
             x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with autocast:
-                out = model(x)
+                outputs = model(x)
                 # Models built with auxiliary classifiers return (logits, *aux) in training mode;
                 # each auxiliary loss is weighted 0.3, as in the GoogLeNet paper.
-                logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+                logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 for aux_logits in aux:
                     loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=cfg.label_smoothing)
