@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--device", help="cpu (default), cuda or cuda:N")
     s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    s.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC memory format (default on)")
     s.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -17,7 +17,7 @@ def run_cli(capsys, *argv):
 @pytest.fixture(scope="module")
 def trained_run(fmnist_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--data-dir", str(fmnist_small), "--epochs", "2", "--lr", "0.05", "--batch-size", "64",
+    assert main(["train", "--data-dir", str(fmnist_small), "--epochs", "2", "--batch-size", "64",
                  "--out", str(out), "--no-progress"]) == 0
     return out
 

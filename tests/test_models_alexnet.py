@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import cnnzoo
 from cnnzoo.registry import get_model_cfg
 
-ALL = ["alexnet", "alexnet_cifar", "zfnet"]
+ALL = ["alexnet", "alexnet_cifar", "zfnet", "zfnet_cifar"]
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -158,9 +158,10 @@ def test_alexnet_cifar_layer_table():
 
 
 @pytest.mark.slow
-def test_alexnet_cifar_trains_on_grey_28x28():
+@pytest.mark.parametrize("name", ["alexnet_cifar", "zfnet_cifar"])
+def test_cifar_variant_trains_on_grey_28x28(name):
     torch.manual_seed(0)
-    model = cnnzoo.create_model("alexnet_cifar", in_chans=1, num_classes=10).train()
+    model = cnnzoo.create_model(name, in_chans=1, num_classes=10).train()
     x = torch.randn(16, 1, 28, 28)
     y = torch.randint(0, 10, (16,))
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
@@ -198,9 +199,8 @@ def test_runs_at_min_input_size_and_rejects_smaller(name):
 def test_min_input_size_is_the_true_minimum(name):
     # Below the registered minimum the network itself fails (checked without create_model's cfg,
     # so check_input does not intervene).
-    from cnnzoo.models.alexnet import AlexNet, CifarAlexNet, ZFNet
-
-    model = {"alexnet": AlexNet, "alexnet_cifar": CifarAlexNet, "zfnet": ZFNet}[name]().eval()
+    model = cnnzoo.create_model(name).eval()
+    del model.default_cfg  # no check_input: the network itself must fail below the minimum
     _, h, _ = get_model_cfg(name)["min_input_size"]
     with torch.no_grad():
         model(torch.randn(1, 3, h, h))
@@ -210,12 +210,12 @@ def test_min_input_size_is_the_true_minimum(name):
 
 def test_registry():
     assert cnnzoo.list_models("alexnet*") == ["alexnet", "alexnet_cifar"]
-    assert cnnzoo.list_models("zfnet*") == ["zfnet"]
+    assert cnnzoo.list_models("zfnet*") == ["zfnet", "zfnet_cifar"]
     assert get_model_cfg("alexnet")["family"] == "AlexNet"
     assert get_model_cfg("alexnet")["reference"] == "torchvision:alexnet"
     assert get_model_cfg("zfnet")["family"] == "ZFNet"
     assert get_model_cfg("zfnet")["reference"] is None
     for name in ALL:
-        assert get_model_cfg(name)["small_variant"] == "alexnet_cifar"
+        assert get_model_cfg(name)["small_variant"] == name.split("_")[0] + "_cifar"
     with pytest.raises(ValueError, match="alexnet_cifar"):
         cnnzoo.create_model("alexnet")(torch.randn(1, 3, 32, 32))

@@ -12,7 +12,7 @@ from cnnzoo.train import NonFiniteLossError, TrainConfig, resume_training, train
 
 def small_cfg(data_dir, out, **kw):
     base = dict(model="lenet5", dataset="fashion-mnist", data_dir=str(data_dir), epochs=2, batch_size=64,
-                lr=0.05, warmup_epochs=0.2, out=str(out), seed=0)
+                warmup_epochs=0.2, out=str(out), seed=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -103,7 +103,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(fmnist_small, tmp_path, m
 
 def test_synthetic_dataset_trains_any_input_size(tmp_path):
     summary = train(TrainConfig(model="lenet5", dataset="synthetic", input_size=(1, 32, 32), epochs=2,
-                                batch_size=64, lr=0.05, out=str(tmp_path / "s")), progress=False)
+                                batch_size=64, out=str(tmp_path / "s")), progress=False)
     assert summary["test_top1"] > 0.5 and summary["input_size"] == [1, 32, 32]
 
 

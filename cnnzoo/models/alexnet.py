@@ -181,24 +181,32 @@ class ZFNet(_ConvFcNet):
 
 
 class CifarAlexNet(_ConvFcNet):
+    """AlexNet's five convolutions and two hidden fc layers, sized for 28x28 / 32x32 images.
+
+    ``widths`` and ``conv1_kernel`` select the variant: AlexNet's single-GPU widths with a 5x5
+    conv1, or ZFNet's change — a smaller first filter and the two-GPU widths 96-256-384-384-256.
+    """
+
     first_conv = "conv1.conv"
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5, hidden: int = 1024) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5, hidden: int = 1024,
+                 widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256), conv1_kernel: int = 5) -> None:
         super().__init__()
+        c1, c2, c3, c4, c5 = widths
         # Batch norm after every convolution (ConvBnAct, no conv bias): AlexNet without it needs
         # hand-tuned learning rates on small images; with it it trains at the usual SGD settings.
-        self.conv1 = ConvBnAct(in_chans, 64, 5)
+        self.conv1 = ConvBnAct(in_chans, c1, conv1_kernel)
         self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.conv2 = ConvBnAct(64, 192, 5)
+        self.conv2 = ConvBnAct(c1, c2, 5)
         self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.conv3 = ConvBnAct(192, 384, 3)
-        self.conv4 = ConvBnAct(384, 256, 3)
-        self.conv5 = ConvBnAct(256, 256, 3)
+        self.conv3 = ConvBnAct(c2, c3, 3)
+        self.conv4 = ConvBnAct(c3, c4, 3)
+        self.conv5 = ConvBnAct(c4, c5, 3)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
         # 1024 units, not 4096: fc6 reads a 3x3 map (2,304 values, not 9,216), 10 classes need far
         # less than 1000, and two 4096-wide layers would be 4/5 of the parameters and of the CPU
         # time for no accuracy on 28x28 data.
-        self._build_head(256, 3, hidden, num_classes, dropout)
+        self._build_head(c5, 3, hidden, num_classes, dropout)
         self._init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,8 +232,17 @@ def alexnet_cifar(**kwargs) -> CifarAlexNet:
     return CifarAlexNet(**kwargs)
 
 
-@register_model(family="ZFNet", paper="Zeiler, Fergus 2013, Visualizing and understanding convolutional networks",
-                year=2013, min_input_size=(3, 47, 47), small_variant="alexnet_cifar")
+_ZFNET = dict(family="ZFNet", paper="Zeiler, Fergus 2013, Visualizing and understanding convolutional networks",
+              year=2013)
+
+
+@register_model(**_ZFNET, min_input_size=(3, 47, 47), small_variant="zfnet_cifar")
 def zfnet(**kwargs) -> ZFNet:
     """ZFNet as in the paper's Fig. 3 (``lrn=False`` leaves out the contrast normalisation)."""
     return ZFNet(**kwargs)
+
+
+@register_model(**_ZFNET, input_size=(3, 32, 32), min_input_size=(3, 9, 9), small_variant="zfnet_cifar")
+def zfnet_cifar(**kwargs) -> CifarAlexNet:
+    """ZFNet's changes to AlexNet on small images: a 3x3 first filter, widths 96-256-384-384-256."""
+    return CifarAlexNet(widths=(96, 256, 384, 384, 256), conv1_kernel=3, **kwargs)
