@@ -10,7 +10,7 @@ DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
 .PHONY: demo test setup data clean
 
 demo: setup data
-	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist --out runs/demo-lenet5
+	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist
 
 test: setup data
 	$(PY) -m pytest tests

@@ -15,11 +15,12 @@ print("resnet50 GMACs counted on cuda:", count_macs(m, (3, 224, 224)) / 1e9)
 PY
 run() {  # name, then train flags
   local name=$1; shift
-  python3 -m cnnzoo train --model "$name" --device cuda --no-progress --json --out "$OUT/run-$name" "$@" \
-    2>&1 | tail -n 3 | tee -a "$OUT/train.txt"
+  rm -rf "/tmp/run-$name"
+  python3 -m cnnzoo train --model "$name" --device cuda --no-progress --json --out "/tmp/run-$name" "$@" \
+    2>&1 | tail -n 2 | tee -a "$OUT/train.txt"
+  cp "/tmp/run-$name/metrics.csv" "$OUT/metrics-$name.csv"
 }
 run lenet5 --epochs 12
 run resnet18_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
 run mobilenet_v2_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
 run googlenet_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
-rm -f "$OUT"/run-*/*.safetensors "$OUT"/run-*/train_state.pt
