@@ -37,7 +37,7 @@ def register_model(
     std: tuple[float, ...] = IMAGENET_STD,
     reference: str | None = None,
     small_variant: str | None = None,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model constructor under its function name.
 
@@ -46,8 +46,9 @@ def register_model(
     ``min_input_size`` is the smallest input the network accepts (default: ``input_size``);
     ``fixed_input_size`` marks networks whose classifier needs exactly ``input_size``.
     ``small_variant`` names the registered variant that suits 28x28 / 32x32 images.
-    ``num_classes`` and ``input_size[0]`` are what ``create_model`` builds when not told otherwise
-    (1000 ImageNet classes; LeNet's 10 digits on one channel).
+    ``num_classes`` and ``input_size[0]`` are what ``create_model`` builds when not told otherwise;
+    ``num_classes=None`` means the paper's dataset: 1000 ImageNet classes, or 10 (CIFAR-10) for
+    networks configured for inputs of 32x32 or less.
     """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -67,7 +68,7 @@ def register_model(
             std=tuple(std),
             reference=reference,
             small_variant=small_variant,
-            num_classes=num_classes,
+            num_classes=num_classes or (10 if max(input_size[1:]) <= 32 else 1000),
         )
         return fn
 
@@ -155,7 +156,8 @@ def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:
     rows = []
     for name in list_models(pattern):
         cfg = _CFGS[name]
-        model = create_model(name)
+        with torch.device("meta"):  # shapes and counts only: no memory, no initialisation cost
+            model = create_model(name)
         gmacs = None
         if macs:
             from cnnzoo.analysis import count_macs
