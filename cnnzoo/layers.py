@@ -5,6 +5,7 @@
 - ``DepthwiseSeparableConv``: MobileNet v1's factorisation of a 3x3 convolution into a per-channel
   3x3 (depthwise) and a 1x1 (pointwise) convolution.
 - ``Concat``: parallel branches whose outputs are concatenated along channels (Inception modules).
+- ``init_weights``: the initialisation every family uses.
 """
 from __future__ import annotations
 
@@ -86,3 +87,21 @@ class Concat(nn.ModuleDict):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return torch.cat([branch(x) for branch in self.values()], dim=1)
+
+
+def init_weights(model: nn.Module, linear_std: float | None = 0.01) -> None:
+    """He et al.'s initialisation ("Delving deep", 2015) for convolutions: zero-mean Gaussian with
+    variance 2/n, n = k*k*out_channels (fan-out); batch norm as the identity; linear layers
+    N(0, linear_std^2) as AlexNet and VGG initialise them (``None`` keeps PyTorch's default).
+    All biases start at zero."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0.0, linear_std)
+            nn.init.zeros_(m.bias)

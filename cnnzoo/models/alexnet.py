@@ -69,7 +69,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct
+from cnnzoo.layers import ConvBnAct, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -99,21 +99,6 @@ class _ConvFcNet(ZooModel):
         x = self.act(self.fc7(self.drop7(x)))
         return x if pre_logits else self.fc8(x)
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                # The paper's N(0, 0.01); its biases of 1 (meant to give ReLUs positive inputs early
-                # on) are not needed once the convolutions are Kaiming-initialised.
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
 
 class AlexNet(_ConvFcNet):
     KEY_MAPS = {
@@ -140,7 +125,7 @@ class AlexNet(_ConvFcNet):
         self.conv5 = nn.Conv2d(256, 256, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
         self._build_head(256, 6, 4096, num_classes, dropout)
-        self._init_weights()
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.act(self.conv1(x)))
@@ -164,7 +149,7 @@ class ZFNet(_ConvFcNet):
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self._build_head(256, 6, 4096, num_classes, dropout)
-        self._init_weights()
+        init_weights(self)
 
     @staticmethod
     def _contrast_norm(enabled: bool) -> nn.Module:
@@ -207,7 +192,7 @@ class CifarAlexNet(_ConvFcNet):
         # less than 1000, and two 4096-wide layers would be 4/5 of the parameters and of the CPU
         # time for no accuracy on 28x28 data.
         self._build_head(c5, 3, hidden, num_classes, dropout)
-        self._init_weights()
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.conv1(x))

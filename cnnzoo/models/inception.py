@@ -110,7 +110,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnzoo.layers import Concat, ConvBnAct
+from cnnzoo.layers import Concat, ConvBnAct, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -128,18 +128,6 @@ def scale_channels(channels: int, width_mult: float) -> int:
 def _seq(**layers: nn.Module) -> nn.Sequential:
     """A Sequential with named children (``reduce``, ``conv1``... read better than 0, 1...)."""
     return nn.Sequential(OrderedDict(layers))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 # ==================================================================================================
@@ -282,7 +270,7 @@ class GoogLeNet(ZooModel):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.stem(x)
@@ -421,7 +409,7 @@ class InceptionV2(ZooModel):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -692,7 +680,7 @@ class InceptionV3(ZooModel):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.stem(x)

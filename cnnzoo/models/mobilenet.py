@@ -65,7 +65,7 @@ import re
 import torch
 from torch import nn
 
-from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv
+from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -94,20 +94,6 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +157,7 @@ class MobileNetV1(ZooModel):
         # TF-slim keeps 99.9% of the activations (dropout 0.001); timm uses none. Off by default.
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
@@ -289,7 +275,7 @@ class MobileNetV2(ZooModel):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_conv(self.stages(self.stem(x)))

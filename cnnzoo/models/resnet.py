@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, SqueezeExcite
+from cnnzoo.layers import ConvBnAct, SqueezeExcite, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -253,19 +253,8 @@ class ResNet(ZooModel):
         self.num_features = in_channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He et al. initialise as in their PReLU paper (He et al. 2015, "Delving deep"): zero-mean
-        # Gaussian with variance 2/n; n = k*k*out_channels here, the fan-out form, as torchvision.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # He et al. initialise as in their PReLU paper; the fc keeps PyTorch's default.
+        init_weights(self, linear_std=None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

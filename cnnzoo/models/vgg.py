@@ -37,6 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from cnnzoo.layers import init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -96,19 +97,6 @@ def _torchvision_key_map(depths: tuple[int, ...], batch_norm: bool) -> list[tupl
     return rules
 
 
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)  # the paper's N(0, 10^-2)
-            nn.init.zeros_(m.bias)
-
-
 class VGG(ZooModel):
     first_conv = "stage1.conv1.conv"
     classifier_name = "fc8"
@@ -138,7 +126,7 @@ class VGG(ZooModel):
         self.act = nn.ReLU(inplace=True)
         # The flat torchvision indices depend on the configuration, so the map is per instance.
         self.KEY_MAPS = {"torchvision": _torchvision_key_map(depths, batch_norm)}
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage1(x)
@@ -183,7 +171,7 @@ class CifarVGG(ZooModel):
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage1(x)
