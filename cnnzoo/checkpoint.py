@@ -3,9 +3,11 @@
 A run folder holds
     config.json          every setting of the run
     metrics.csv          one row per epoch
-    last.safetensors     weights after the latest epoch  (metadata: how to rebuild the model)
+    last.safetensors     weights at the latest checkpoint  (metadata: how to rebuild the model)
     best.safetensors     weights of the best test top-1 so far
-    train_state.pt       optimizer, scheduler, RNG state, epoch (read back with weights_only=True)
+    train_state.pt       what --resume needs, in one file: weights, optimizer, scheduler, the RNG
+                         states of every rank, epoch and step within it, the metrics rows so far
+                         (read back with weights_only=True)
     summary.json         written when the run ends
 Every file is written to a temporary name in the same folder, flushed, then renamed over the old
 one: a kill mid-write leaves the previous good file in place.
@@ -38,6 +40,25 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The rename itself lives in the folder: sync it too, or a power cut can undo it.
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # platforms that cannot open folders (Windows)
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files a killed ``atomic_write`` left behind; returns them."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnzoo.train import resume_training, train
 
+    start = time.perf_counter()
     if args.resume:
         summary = resume_training(args.resume, epochs=args.epochs, progress=not args.no_progress)
     else:
@@ -57,8 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["input_size"] = tuple(args.input_size)
         overrides.update(amp=args.amp, channels_last=args.channels_last, skip_bad_images=args.skip_bad_images)
         summary = train(TrainConfig(**overrides), progress=not args.no_progress)
+    summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
-          f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s | run {summary['run_dir']}")
+          f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s, wall time "
+          f"{summary['wall_seconds']:.1f} s | run {summary['run_dir']}")
     if args.json:
         _print_json(summary)
     return 0

@@ -2,24 +2,37 @@
 
 The trainer knows nothing of model families: it asks the registry for a model by name and its
 default configuration (input size, normalisation), and everything else is in ``TrainConfig``.
+
+The same loop runs as one process or as N under ``torchrun`` (DistributedDataParallel): global
+step t always trains on the same ``batch_size`` images, split between the ranks, so N processes
+reach the weights one process would (to float rounding). A run can be killed at any instant and
+continued with ``--resume``: the state a resume needs is one atomically written file, written at
+every epoch end, every ``checkpoint_every`` steps, and on SIGINT / SIGTERM.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.checkpoint import (load_train_state, model_meta, save_train_state, save_weights, write_json)
+from cnnzoo import distributed as dist_util
+from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_files, save_train_state, save_weights,
+                               write_json, write_text)
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
+from cnnzoo.distributed import World
 from cnnzoo.registry import create_model, get_model_cfg
 
 
@@ -53,6 +66,10 @@ class TrainConfig:
     device: str = "cpu"                              # cpu | cuda | cuda:N
     amp: bool = False                                # bfloat16 autocast (no loss scaling needed)
     channels_last: bool = True                       # NHWC memory format: LeNet-5 trains 15-25% faster on CPU
+    # reliability and scale
+    checkpoint_every: int = 0                        # also checkpoint every this many steps mid-epoch; 0: epoch ends only
+    deterministic: bool = False                      # bit-reproducible: deterministic kernels, thread count fixed in config.json
+    sync_bn: bool = False                            # multi-process CUDA runs: batch-norm statistics over all ranks
     out: str | None = None                           # run folder; None: runs/<model>-<dataset>-<time>
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +88,11 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "test_loss", "test_top1",
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run after a step and a checkpoint; ``str()`` says how to resume.
+    A KeyboardInterrupt, so that the CLI exits as it does for Ctrl-C (status 130)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,14 +145,18 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, ds: ImageDataset, normalize: Normalize, batch_size: int = 1024,
-             device: str | torch.device = "cpu") -> dict[str, float]:
-    """Top-1, top-5 (top-k with k = min(5, classes)) and mean cross-entropy over ``ds``."""
+             device: str | torch.device = "cpu", world: World | None = None) -> dict[str, float]:
+    """Top-1, top-5 (top-k with k = min(5, classes)) and mean cross-entropy over ``ds``.
+    In a world of several ranks each scores every ``world.size``-th image and the sums are added
+    up, so that every rank returns the numbers of the whole set at 1/N of the work."""
+    world = world or World()
     was_training = model.training
     model.eval()
     k = min(5, len(ds.classes))
     correct1 = correct5 = 0
     loss_sum = 0.0
-    for x, y in iterate_batches(ds, batch_size):
+    shard = torch.arange(world.rank, len(ds), world.size) if world.distributed else None
+    for x, y in iterate_batches(ds, batch_size, indices=shard):
         x, y = normalize(x.to(device)), y.to(device)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -138,23 +164,107 @@ def evaluate(model: nn.Module, ds: ImageDataset, normalize: Normalize, batch_siz
         correct1 += (topk[:, 0] == y).sum().item()
         correct5 += (topk == y[:, None]).any(dim=1).sum().item()
     model.train(was_training)
+    correct1, correct5, loss_sum = dist_util.all_reduce_sum(world, [correct1, correct5, loss_sum], torch.device(device))
     n = len(ds)
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n}
 
 
-def prepare_run_dir(cfg: TrainConfig, resuming: bool) -> Path:
-    """Create the run folder and prove it is writable before any training time is spent."""
-    out = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resuming and (out / "config.json").exists():
-        raise FileExistsError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_bytes(b"\0" * 65536)  # a little room for the first checkpoint files
-        probe.unlink()
-    except OSError as exc:
-        raise OSError(f"cannot write to run folder {out}: {exc.strerror or exc}") from exc
+def prepare_run_dir(cfg: TrainConfig, resuming: bool, world: World | None = None) -> Path:
+    """Create the run folder and prove it is writable before any training time is spent.
+    Rank 0 alone touches the disk; the other ranks get its folder, or its error, to raise too."""
+    world = world or World()
+    out: Path | None = None
+    error: OSError | None = None
+    if world.is_main:
+        out = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            if not resuming and (out / "config.json").exists():
+                raise FileExistsError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                probe = out / ".write-probe"
+                probe.write_bytes(b"\0" * 65536)  # a little room for the first checkpoint files
+                probe.unlink()
+            except OSError as exc:
+                raise OSError(f"cannot write to run folder {out}: {exc.strerror or exc}") from exc
+            if resuming:
+                remove_stale_temp_files(out)  # half-written files of a killed run
+        except OSError as exc:
+            error = exc
+    out, error = dist_util.broadcast_object(world, (out, error))
+    if error is not None:
+        raise error
     return out
+
+
+def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: int,
+                  world: World) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """This rank's share of each global batch of ``epoch``, from step ``first_step`` on, as
+    (uint8 images, labels, images in the global batch).
+
+    The order is a permutation drawn from (seed, epoch) and the augmentation of step t from
+    (seed, epoch, t): nothing depends on the steps before, so a resume can start mid-epoch without
+    replaying them, and every rank can draw the same global batch and keep its slice of it.
+    """
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    steps = math.ceil(len(ds) / cfg.batch_size)
+    augment = bool(cfg.crop_padding or cfg.flip)
+    for step in range(first_step, steps):
+        batch = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
+        n = len(batch)
+        lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+        if augment:  # augment the global batch, then slice: the same pixels as one process sees
+            g = torch.Generator().manual_seed(((cfg.seed * 100003 + epoch) * 1000003 + step) % 2**63)
+            x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip, indices=batch))
+            yield x[lo:hi], y[lo:hi], n
+        else:
+            x, y = next(iterate_batches(ds, n, indices=batch[lo:hi]))
+            yield x, y, n
+
+
+class StopRequest:
+    """Turns SIGINT / SIGTERM into a request to stop after the step in flight and a checkpoint.
+    A second SIGINT stops at once (KeyboardInterrupt), for a user who will not wait."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _metrics_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([METRIC_COLUMNS, *rows])
+    return buf.getvalue()
+
+
+def _read_metrics_rows(path: Path, epochs: int) -> list[list[str]]:
+    """Rows of an older run's metrics.csv up to ``epochs`` (its state files did not hold them)."""
+    if not path.is_file():
+        return []
+    rows = list(csv.reader(path.read_text().splitlines()))[1:]
+    return [r for r in rows if r and int(r[0]) <= epochs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,7 +272,9 @@ def prepare_run_dir(cfg: TrainConfig, resuming: bool) -> Path:
 
 
 def resume_training(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last completed epoch (optionally to more epochs)."""
+    """Continue the run in ``run_dir`` from its last checkpoint (optionally to more epochs); a
+    checkpoint taken mid-epoch continues at the step after it, to the same weights as a run
+    never stopped."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "train_state.pt").is_file():
         raise FileNotFoundError(f"--resume {run_dir}: no run there (config.json and train_state.pt missing)")
@@ -175,8 +287,33 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, progress:
 
 def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the run summary (also in summary.json).
-    ``state`` (from train_state.pt) continues a run instead of starting one."""
-    out = prepare_run_dir(cfg, resuming=state is not None)
+    ``state`` (from train_state.pt) continues a run instead of starting one.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) this process is one rank of a
+    DistributedDataParallel run; only rank 0 writes files and prints.
+    """
+    world = dist_util.init_from_env(torch.device(cfg.device).type)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.deterministic:
+            # Same kernels, same reduction order: cuBLAS needs a fixed workspace for that, and on
+            # CPU the thread count splits reductions, so it is fixed and stored in config.json.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+            if cfg.threads is None:
+                cfg = TrainConfig.from_dict({**asdict(cfg), "threads": torch.get_num_threads()})
+        with StopRequest() as stop:
+            return _train(cfg, state, progress, world, stop)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        dist_util.close(world)
+
+
+def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world: World,
+           stop: StopRequest) -> dict[str, Any]:
+    out = prepare_run_dir(cfg, resuming=state is not None, world=world)
+    progress = progress and world.is_main
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -204,108 +341,169 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA GPU here")
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)  # one GPU per rank
+    if cfg.sync_bn and world.distributed and device.type != "cuda":
+        raise ValueError("--sync-bn needs --device cuda: torch's SyncBatchNorm has no CPU kernel")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
-    model.default_cfg.update(mean=mean, std=std, input_size=input_size)
-    meta = model_meta(model, classes=train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
+    net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
+    net.default_cfg.update(mean=mean, std=std, input_size=input_size)
+    meta = model_meta(net, classes=train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
                       data_size=list(data_size))
-    params = sum(p.numel() for p in model.parameters())
-    model.to(device, memory_format=memory_format)
+    params = sum(p.numel() for p in net.parameters())
+    if cfg.sync_bn and world.distributed:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys
+    net.to(device, memory_format=memory_format)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(net, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch)
-    start_epoch, best_top1, train_seconds = 0, -1.0, 0.0
+    start_epoch, start_step, best_top1, train_seconds = 0, 0, -1.0, 0.0
+    partial = [0.0, 0, 0, 0.0]  # loss sum, correct, images, seconds of an epoch cut by a checkpoint
+    rows: list[list[str]] = []
     if state is not None:
-        from cnnzoo.registry import load_pretrained
+        if "model" in state:
+            net.load_state_dict(state["model"])
+        else:  # a train_state.pt of an older cnnzoo, which kept the weights in last.safetensors only
+            from cnnzoo.registry import load_pretrained
 
-        load_pretrained(model, out / "last.safetensors", strict_head=True)
+            load_pretrained(net, out / "last.safetensors", strict_head=True)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        ranks_rng = state.get("rng_ranks") or []
+        mine = ranks_rng[world.rank] if len(ranks_rng) == world.size else {"cpu": state["rng"]}
+        torch.set_rng_state(mine["cpu"])
+        if "cuda" in mine and device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], device)
         start_epoch, best_top1, train_seconds = state["epoch"], state["best_top1"], state["train_seconds"]
-    else:
+        start_step, partial = state.get("step", 0), list(state.get("epoch_partial", partial))
+        rows = state["metrics"] if "metrics" in state else _read_metrics_rows(out / "metrics.csv", start_epoch)
+        if world.is_main:  # drop a row written after this checkpoint, by the run that was killed
+            write_text(out / "metrics.csv", _metrics_text(rows))
+    elif world.is_main:
         write_json(out / "config.json", {**asdict(cfg), "out": str(out), "input_size": list(input_size),
                                          "mean": mean, "std": std, "classes": train_ds.classes, "params": params})
-        with open(out / "metrics.csv", "w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
+        write_text(out / "metrics.csv", _metrics_text(rows))
+    if world.distributed:
+        if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
+            torch.manual_seed(cfg.seed * 1000 + world.rank)
+        from torch.nn.parallel import DistributedDataParallel
+
+        model: nn.Module = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        model = net
+
+    def checkpoint(epoch_done: int, step_done: int, epoch_partial: list[float]) -> None:
+        """Everything a resume needs, in one file written atomically, then the exported weights.
+        Collective (the RNG states of all ranks are gathered), so every rank calls it."""
+        rngs = dist_util.gather_object(world, _rng_state(device))
+        if not world.is_main:
+            return
+        save_train_state(out / "train_state.pt", dict(
+            epoch=epoch_done, step=step_done, model={k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rngs[0]["cpu"], rng_ranks=rngs,
+            best_top1=best_top1, train_seconds=train_seconds, epoch_partial=epoch_partial, metrics=rows,
+            world_size=world.size))
+        save_weights(net, out / "last.safetensors", {**meta, "epoch": epoch_done, "step": step_done,
+                                                     "test_top1": test["top1"]})
 
     # ---- epochs
     test = {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # order = f(seed, epoch): resumable
-        batches = iterate_batches(train_ds, cfg.batch_size, shuffle=True, generator=g,
-                                  crop_padding=cfg.crop_padding, flip=cfg.flip)
-        bar = _progress(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        for step, (x, y) in enumerate(bar):
+        first = start_step if epoch == start_epoch else 0
+        acc = partial if epoch == start_epoch else [0.0, 0, 0, 0.0]
+        batches = epoch_batches(train_ds, cfg, epoch, first, world)
+        bar = _progress(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=first)
+        t0 = time.perf_counter() - acc[3]
+        loss_sum = torch.full((), acc[0], device=device)
+        correct = torch.full((), int(acc[1]), dtype=torch.long, device=device)
+        seen = int(acc[2])
+        for step, (x, y, n) in enumerate(bar, start=first):
             x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
-            with autocast:
+            share = n / world.size  # the loss is a sum over this rank's images / share: DDP's gradient
+            with autocast:          # average over ranks is then the mean over the global batch
                 outputs = model(x)
                 # Models built with auxiliary classifiers return (logits, *aux) in training mode;
                 # each auxiliary loss is weighted 0.3, as in the GoogLeNet paper.
                 logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum") / share
                 for aux_logits in aux:
-                    loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=cfg.label_smoothing,
+                                                        reduction="sum") / share
             # On a GPU, checking every step would stall the pipeline; every 20th step still stops
-            # a diverged run long before an epoch's checkpoint could store it.
-            if (device.type == "cpu" or step % 20 == 0) and not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(global step {epoch * steps_per_epoch + step + 1}); stopped. The last good checkpoint "
-                    f"is {out / 'last.safetensors'} (epoch {epoch}); try a lower --lr.")
+            # a diverged run long before an epoch's checkpoint could store it. The same check
+            # tells every rank whether any of them was asked to stop.
+            stopping = False
+            if device.type == "cpu" or step % 20 == 0:
+                bad, stopping = dist_util.all_reduce_sum(
+                    world, [not bool(torch.isfinite(loss)), stop.signal_name is not None], device)
+                if bad:
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"(global step {epoch * steps_per_epoch + step + 1}); stopped. The last good checkpoint "
+                        f"is {out / 'train_state.pt'}; try a lower --lr.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach() * share
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}", acc=f"{correct.item() / max(seen, 1):.3f}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            done = step + 1
+            if stopping or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch):
+                checkpoint(epoch, done, [loss_sum.item(), correct.item(), seen, time.perf_counter() - t0])
+            if stopping:
+                if progress:
+                    bar.close()
+                resume = f"cnnzoo train --resume {out}"
+                message = (f"stopped by {stop.signal_name} after epoch {epoch + 1} step {done}/{steps_per_epoch}; "
+                           f"checkpoint written to {out / 'train_state.pt'}. Continue with: "
+                           f"{resume if not world.distributed else 'torchrun ... -m ' + resume}")
+                if world.is_main:
+                    print(message, file=sys.stderr, flush=True)
+                raise TrainingInterrupted(message)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
-        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size, device)
-        row = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen, train_top1=correct.item() / seen,
+        loss_total, correct_total, seen_total = dist_util.all_reduce_sum(
+            world, [loss_sum.item(), correct.item(), seen], device)
+        test = evaluate(net, test_ds, normalize, cfg.eval_batch_size, device, world)
+        row = dict(epoch=epoch + 1, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
                    test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
-                   lr=opt.param_groups[0]["lr"], epoch_seconds=epoch_seconds, images_per_second=seen / epoch_seconds)
+                   lr=opt.param_groups[0]["lr"], epoch_seconds=epoch_seconds,
+                   images_per_second=seen_total / epoch_seconds)
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
                   f"test top-1 {test['top1']:.4f} top-5 {test['top5']:.4f} | {epoch_seconds:.1f} s", flush=True)
-        with open(out / "metrics.csv", "a", newline="") as f:
-            csv.writer(f).writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in METRIC_COLUMNS])
-        # ---- checkpoint: weights first, then the state that points past them
-        save_weights(model, out / "last.safetensors", {**meta, "epoch": epoch + 1, "test_top1": test["top1"]})
-        if test["top1"] > best_top1:
-            best_top1 = test["top1"]
-            save_weights(model, out / "best.safetensors", {**meta, "epoch": epoch + 1, "test_top1": test["top1"]})
-        save_train_state(out / "train_state.pt", dict(
-            epoch=epoch + 1, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-            rng=torch.get_rng_state(), best_top1=best_top1, train_seconds=train_seconds))
+        rows.append([f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in METRIC_COLUMNS])
+        # ---- checkpoint: metrics and best weights, then the state that points past them (a kill
+        # in between only repeats this epoch, which reproduces the same rows and weights)
+        if world.is_main:
+            write_text(out / "metrics.csv", _metrics_text(rows))
+            if test["top1"] > best_top1:
+                save_weights(net, out / "best.safetensors", {**meta, "epoch": epoch + 1, "test_top1": test["top1"]})
+        best_top1 = max(best_top1, test["top1"])
+        checkpoint(epoch + 1, 0, [0.0, 0, 0, 0.0])
 
     if math.isnan(test["top1"]):  # resumed a finished run: report its final weights
-        from cnnzoo.registry import load_pretrained
-
-        load_pretrained(model, out / "last.safetensors", strict_head=True)
-        test = evaluate(model, test_ds, normalize, cfg.eval_batch_size, device)
+        test = evaluate(net, test_ds, normalize, cfg.eval_batch_size, device, world)
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=best_top1, params=params,
                    train_seconds=round(train_seconds, 2), train_images=len(train_ds), input_size=list(input_size),
-                   skipped_images=skipped, run_dir=str(out), threads=torch.get_num_threads(), device=str(device), amp=cfg.amp)
-    write_json(out / "summary.json", summary)
+                   skipped_images=skipped, run_dir=str(out), threads=torch.get_num_threads(), device=str(device),
+                   amp=cfg.amp, world_size=world.size, deterministic=cfg.deterministic)
+    if world.is_main:
+        write_json(out / "summary.json", summary)
     return summary
 
 
-def _progress(it, total: int, desc: str, enabled: bool):
+def _progress(it, total: int, desc: str, enabled: bool, initial: int = 0):
     if not enabled:
         return it
     from tqdm import tqdm
 
-    return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(it, total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
