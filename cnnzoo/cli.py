@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,12 +55,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in
                      ("model", "dataset", "data_dir", "epochs", "batch_size", "lr", "opt", "sched", "warmup_epochs",
                       "weight_decay", "label_smoothing", "seed", "out", "crop_padding", "flip", "threads",
-                      "train_subset", "device") if getattr(args, k) is not None}
+                      "train_subset", "device", "checkpoint_every") if getattr(args, k) is not None}
         if args.input_size:
             overrides["input_size"] = tuple(args.input_size)
-        overrides.update(amp=args.amp, channels_last=args.channels_last, skip_bad_images=args.skip_bad_images)
+        overrides.update(amp=args.amp, channels_last=args.channels_last, skip_bad_images=args.skip_bad_images,
+                         deterministic=args.deterministic, sync_bn=args.sync_bn)
         summary = train(TrainConfig(**overrides), progress=not args.no_progress)
     summary["wall_seconds"] = round(time.perf_counter() - start, 2)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
           f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s, wall time "
           f"{summary['wall_seconds']:.1f} s | run {summary['run_dir']}")
@@ -159,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC memory format (default on)")
+    s.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps mid-epoch (default: at epoch ends only)")
+    s.add_argument("--deterministic", action="store_true",
+                   help="bit-reproducible run (deterministic kernels, fixed thread count)")
+    s.add_argument("--sync-bn", action="store_true", help="torchrun on CUDA: batch-norm statistics over all ranks")
     s.add_argument("--out", help="run folder (default runs/<model>-<dataset>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

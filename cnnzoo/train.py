@@ -377,6 +377,8 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
             torch.cuda.set_rng_state(mine["cuda"], device)
         start_epoch, best_top1, train_seconds = state["epoch"], state["best_top1"], state["train_seconds"]
         start_step, partial = state.get("step", 0), list(state.get("epoch_partial", partial))
+        if not world.is_main:  # the sums so far are all-rank totals, counted by rank 0
+            partial[:3] = [0.0, 0, 0]
         rows = state["metrics"] if "metrics" in state else _read_metrics_rows(out / "metrics.csv", start_epoch)
         if world.is_main:  # drop a row written after this checkpoint, by the run that was killed
             write_text(out / "metrics.csv", _metrics_text(rows))
@@ -397,6 +399,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
         """Everything a resume needs, in one file written atomically, then the exported weights.
         Collective (the RNG states of all ranks are gathered), so every rank calls it."""
         rngs = dist_util.gather_object(world, _rng_state(device))
+        # The epoch's running sums of all ranks, added up: a resume hands them to rank 0 alone,
+        # so that they are counted once, whatever the number of ranks then.
+        epoch_partial = [*dist_util.all_reduce_sum(world, epoch_partial[:3], device), epoch_partial[3]]
         if not world.is_main:
             return
         save_train_state(out / "train_state.pt", dict(
@@ -404,8 +409,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
             optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rngs[0]["cpu"], rng_ranks=rngs,
             best_top1=best_top1, train_seconds=train_seconds, epoch_partial=epoch_partial, metrics=rows,
             world_size=world.size))
+        last_top1 = None if math.isnan(test["top1"]) else test["top1"]  # no evaluation yet: JSON null, not NaN
         save_weights(net, out / "last.safetensors", {**meta, "epoch": epoch_done, "step": step_done,
-                                                     "test_top1": test["top1"]})
+                                                     "test_top1": last_top1})
 
     # ---- epochs
     test = {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}

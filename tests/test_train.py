@@ -110,3 +110,49 @@ def test_synthetic_dataset_trains_any_input_size(tmp_path):
 def test_paper_lenet_option_trains(fmnist_small, tmp_path):
     cfg = small_cfg(fmnist_small, tmp_path / "tanh", epochs=1, model_kwargs={"act": "tanh", "pool": "avg"})
     assert train(cfg, progress=False)["test_top1"] > 0.5
+
+
+def test_kill_between_metrics_row_and_state_does_not_duplicate_the_row(fmnist_small, tmp_path, monkeypatch):
+    # The epoch-2 row reaches metrics.csv, then the process dies before train_state.pt says so:
+    # the resume redoes epoch 2 and must write its row once, equal to an uninterrupted run's.
+    full = small_cfg(fmnist_small, tmp_path / "full", epochs=3, train_subset=512, deterministic=True, threads=1)
+    train(full, progress=False)
+    real_save = train_mod.save_train_state
+    calls = []
+
+    def die_before_second_save(path, state):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save(path, state)
+
+    monkeypatch.setattr(train_mod, "save_train_state", die_before_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(fmnist_small, tmp_path / "cut", epochs=3, train_subset=512, deterministic=True, threads=1),
+              progress=False)
+    monkeypatch.setattr(train_mod, "save_train_state", real_save)
+    assert len(list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))) == 2
+    resume_training(tmp_path / "cut", progress=False)
+    timeless = [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}
+                for d in ("full", "cut") for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))]
+    assert [r["epoch"] for r in timeless] == ["1", "2", "3"] * 2
+    assert timeless[:3] == timeless[3:]
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deterministic_run_records_its_thread_count(fmnist_small, tmp_path):
+    train(small_cfg(fmnist_small, tmp_path / "run", epochs=1, train_subset=256, deterministic=True), progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["deterministic"] is True and config["threads"] == torch.get_num_threads()
+    assert not torch.are_deterministic_algorithms_enabled()  # the global switch is put back after the run
+
+
+def test_mid_epoch_checkpoints_record_the_step(fmnist_small, tmp_path):
+    from cnnzoo.checkpoint import load_train_state, read_weights_meta
+
+    run = tmp_path / "run"
+    train(small_cfg(fmnist_small, run, epochs=1, train_subset=320, checkpoint_every=2), progress=False)
+    state = load_train_state(run / "train_state.pt")
+    assert (state["epoch"], state["step"]) == (1, 0) and len(state["metrics"]) == 1
+    assert read_weights_meta(run / "last.safetensors")["epoch"] == 1
