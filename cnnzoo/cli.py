@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnzoo.bench import add_bench_parser
+from cnnzoo.export import add_export_parser
 from cnnzoo.train import TrainConfig
 
 
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", metavar="PNG")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_factorize)
+
+    add_bench_parser(sub)
+    add_export_parser(sub)
     return p
 
 

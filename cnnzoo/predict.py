@@ -11,10 +11,19 @@ from cnnzoo.data import Normalize, decode_image, load_dataset, resize_to
 from cnnzoo.train import evaluate
 
 
+def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """A run folder or weights file, or an exported .onnx file (run through ONNX Runtime)."""
+    if str(checkpoint).endswith(".onnx"):
+        from cnnzoo.export import load_onnx_checkpoint
+
+        return load_onnx_checkpoint(checkpoint)
+    return load_checkpoint(checkpoint, model_name)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, data_dir: str | None = None,
                         model_name: str | None = None, batch_size: int = 512) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint on the test split of ``dataset`` (default: its own)."""
-    model, meta = load_checkpoint(checkpoint, model_name)
+    model, meta = load_any_checkpoint(checkpoint, model_name)
     dataset = dataset or meta.get("dataset")
     if dataset is None:
         raise ValueError(f"{checkpoint}: the checkpoint does not say which dataset it was trained on; pass --dataset")
@@ -33,7 +42,7 @@ def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int
                   model_name: str | None = None) -> list[dict[str, Any]]:
     """Top-k (class name, probability) for each image file, preprocessed as the model was trained:
     converted to its channels, fitted to the training images' size, then to the model's input."""
-    model, meta = load_checkpoint(checkpoint, model_name)
+    model, meta = load_any_checkpoint(checkpoint, model_name)
     cfg = model.default_cfg
     c, h, w = cfg["input_size"]
     data_hw = tuple(meta.get("data_size", (c, h, w))[1:])

@@ -114,3 +114,18 @@ def test_imagefolder_training_skips_bad_images_when_asked(tmp_path, capsys):
     code, out, _ = run_cli(capsys, *args, "--out", str(tmp_path / "r2"), "--skip-bad-images", "--json")
     summary = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and len(summary["skipped_images"]) == 1 and summary["train_images"] == 8
+
+
+def test_eval_and_predict_accept_an_onnx_export(trained_run, fmnist_small, tmp_path, capsys):
+    onnx_path = tmp_path / "lenet5.onnx"
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(trained_run), "--format", "onnx", "--out", str(onnx_path))
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "eval", "--checkpoint", str(trained_run), "--data-dir", str(fmnist_small), "--json")
+    eager = json.loads(out.strip().splitlines()[-1])
+    code, out, _ = run_cli(capsys, "eval", "--checkpoint", str(onnx_path), "--data-dir", str(fmnist_small), "--json")
+    exported = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and exported["top1"] == pytest.approx(eager["top1"], abs=1e-3)
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28), 200).save(img)
+    code, out, _ = run_cli(capsys, "predict", "--checkpoint", str(onnx_path), str(img), "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])[0]["top"][0]["class"]

@@ -1,0 +1,494 @@
+"""Throughput and latency of zoo models, against their reference implementations and the machine.
+
+``benchmark`` times each model's inference (forward under ``inference_mode``) and/or training step
+(forward, cross-entropy, backward, SGD step) on random data, after warm-up iterations. Variants of
+one model (ours, the torchvision/timm reference, ``optimize_for_inference``'s fast path) are timed
+in the same process, interleaved iteration by iteration, so a change in the machine's load hits
+them all alike. Each result carries the median images/s with its spread, latency percentiles per
+batch, peak memory, parameters, MACs, the achieved GFLOP/s and their share of a large fp32 matmul
+measured in the same run on the same threads (the practical peak of this machine).
+
+FLOPs are counted as 2 x MACs (convolutions and linear layers, ``cnnzoo.analysis.count_macs``);
+a training step is counted as 3 x the forward pass (forward, gradient w.r.t. inputs and weights).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("infer", "train")
+TRAIN_FLOP_FACTOR = 3  # forward + backward (input gradients + weight gradients)
+
+
+# --------------------------------------------------------------------------------------------------
+# Machine helpers
+
+
+def resolve_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device available (torch.cuda.is_available() is False)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                reps: int = 5) -> float:
+    """GFLOP/s of the best of ``reps`` (n x n) @ (n x n) products: what this device reaches on the
+    most favourable dense workload with the current thread count."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    torch.mm(a, b, out=c)  # warm-up: thread pool, kernel selection
+    best = math.inf
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+class PeakMemory:
+    """Peak memory of the code run inside ``with``: on CUDA the allocator's max allocated bytes;
+    on CPU the process's peak resident set (VmHWM, reset through /proc/self/clear_refs where the
+    kernel allows it, else the peak since the process started)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib: float | None = None
+        self.kind = "cuda max allocated" if device.type == "cuda" else "process peak RSS"
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            _sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                self.kind = "process peak RSS since start"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            _sync(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.mib = int(line.split()[1]) / 1024
+        except OSError:
+            import resource
+
+            self.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _percentile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile ``q`` in [0, 100] of ``xs``."""
+    s = sorted(xs)
+    pos = (len(s) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+def build_reference(spec: str, num_classes: int, in_chans: int) -> nn.Module:
+    """The reference implementation named by a registry cfg's ``reference`` ("torchvision:NAME"
+    or "timm:NAME") with random weights. timm is only a test dependency: imported here, lazily."""
+    lib, _, name = spec.partition(":")
+    if lib == "torchvision":
+        import torchvision
+
+        if in_chans != 3:
+            raise ValueError(f"torchvision's {name} takes 3 input channels, the benchmark input has {in_chans}")
+        kwargs: dict[str, Any] = dict(weights=None, num_classes=num_classes)
+        if name in ("googlenet", "inception_v3"):
+            kwargs.update(aux_logits=False, init_weights=False)  # ours is built without aux heads too
+        return torchvision.models.get_model(name, **kwargs)
+    if lib == "timm":
+        try:
+            import timm
+        except ImportError as exc:
+            raise ValueError(f"--reference for {spec} needs timm (a test dependency, not installed): "
+                             "pip install timm") from exc
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    raise ValueError(f"unknown reference {spec!r} (expected 'torchvision:NAME' or 'timm:NAME')")
+
+
+@dataclass
+class Variant:
+    """One thing timed: our model, the reference, the fast path, or an ONNX file."""
+
+    label: str
+    model: Callable[[torch.Tensor], Any]
+    macs: int | None
+    params: int
+    times: list[float] = field(default_factory=list)
+    peak_mem_mib: float | None = None
+    step: Callable[[], None] | None = None
+
+
+def _first_output(out: Any) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def _make_step(model: Callable[[torch.Tensor], Any], mode: str, x: torch.Tensor, y: torch.Tensor,
+               amp: bool, device: torch.device) -> Callable[[], None]:
+    """A closure running one inference or training step of ``model`` on the fixed batch ``x``."""
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    if mode == "infer":
+        if isinstance(model, nn.Module):
+            model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode(), autocast():
+                model(x)
+
+        return infer
+    assert isinstance(model, nn.Module)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            out = _first_output(model(x))
+        F.cross_entropy(out.float(), y).backward()
+        opt.step()
+
+    return train
+
+
+def _count_macs(model: nn.Module, size: tuple[int, ...]) -> int | None:
+    from cnnzoo.analysis import count_macs
+
+    try:
+        return count_macs(model, size)
+    except Exception:  # a model the counter cannot run: report no MACs rather than fail the timing
+        return None
+
+
+def _params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmark
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
+
+
+def benchmark(
+    models: Sequence[str],
+    *,
+    mode: str = "infer",
+    batch_size: int = 8,
+    input_size: Sequence[int] | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    reference: bool = False,
+    optimized: bool = False,
+    optimize_backends: Sequence[str] = ("eager", "onnxruntime"),
+    warmup: int = 3,
+    iters: int = 10,
+    progress: bool = True,
+    seed: int = 0,
+    peak_size: int | None = None,
+) -> dict[str, Any]:
+    """Time ``models`` (registered names or exported .onnx files); returns a dict with the machine's
+    matmul peak (``peak_size``: its matrix size, default 2048 on CPU, 8192 on CUDA) and one row per
+    (model, mode, variant) plus the ours/reference ratios.
+    See the module docstring for what is measured and how."""
+
+    if mode not in (*MODES, "both"):
+        raise ValueError(f"--mode must be infer, train or both, got {mode!r}")
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise ValueError(f"need batch_size >= 1, iters >= 1, warmup >= 0 (got {batch_size}, {iters}, {warmup})")
+    dev = resolve_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    modes = MODES if mode == "both" else (mode,)
+    torch.manual_seed(seed)
+    # Untrained deep nets can shrink activations into subnormal floats, which x86 computes ~100x
+    # slower; trained weights do not. Flushing them to zero times every model as trained.
+    flushed = torch.set_flush_denormal(True)
+    try:
+        return _benchmark(models, modes, dev, batch_size, input_size, amp, channels_last, reference, optimized,
+                          optimize_backends, warmup, iters, progress, peak_size)
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+
+
+def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, batch_size: int,
+               input_size: Sequence[int] | None, amp: bool, channels_last: bool, reference: bool, optimized: bool,
+               optimize_backends: Sequence[str], warmup: int, iters: int, progress: bool,
+               peak_size: int | None) -> dict[str, Any]:
+    from cnnzoo.registry import create_model, get_model_cfg
+
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    _progress("measuring the matmul peak ...", progress)
+    peak_dtype = torch.bfloat16 if amp else torch.float32
+    peak = matmul_peak(dev, peak_dtype, peak_size)
+
+    rows: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    for name in models:
+        is_onnx = str(name).endswith(".onnx")
+        for m in modes:
+            variants = _build_variants(name, is_onnx, m, dev, batch_size, input_size, amp, channels_last,
+                                       reference, optimized, optimize_backends, create_model, get_model_cfg)
+            size = variants[0][1]
+            x = torch.randn(batch_size, *size, device=dev)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            num_classes = variants[0][2]
+            y = torch.randint(0, num_classes, (batch_size,), device=dev)
+            vs: list[Variant] = [v for v, _, _ in variants]
+            label = Path(name).name if is_onnx else name
+            for v in vs:
+                v.step = _make_step(v.model, m, x, y, amp, dev)
+                for i in range(warmup):
+                    _progress(f"{label} {m} {v.label}: warm-up {i + 1}/{warmup}", progress)
+                    v.step()
+                _sync(dev)
+            for i in range(iters):
+                # Interleaved, in a rotating order: no variant always runs right after another.
+                for k in range(len(vs)):
+                    v = vs[(i + k) % len(vs)]
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    v.step()
+                    _sync(dev)
+                    v.times.append(time.perf_counter() - t0)
+                done = " ".join(f"{v.label} {batch_size / _percentile(v.times, 50):.1f}/s" for v in vs)
+                _progress(f"{label} {m} batch {batch_size}: {i + 1}/{iters}  {done}", progress)
+            for v in vs:
+                with PeakMemory(dev) as pm:
+                    v.step()
+                v.peak_mem_mib = pm.mib
+                rows.append(_row(label, m, v, batch_size, size, peak, dev, pm.kind))
+            by = {r["variant"]: r for r in rows[-len(vs):]}
+            if "reference" in by or "optimized" in by:
+                ratio: dict[str, Any] = dict(model=label, mode=m, batch_size=batch_size)
+                if "reference" in by:
+                    ratio["ours_over_reference"] = by["ours"]["images_per_s"] / by["reference"]["images_per_s"]
+                if "optimized" in by:
+                    ratio["optimized_over_ours"] = by["optimized"]["images_per_s"] / by["ours"]["images_per_s"]
+                    ratio["optimized_backend"] = getattr(vs[[v.label for v in vs].index("optimized")].model,
+                                                         "inference_backend", None)
+                    if "reference" in by:
+                        ratio["optimized_over_reference"] = (by["optimized"]["images_per_s"]
+                                                             / by["reference"]["images_per_s"])
+                ratios.append(ratio)
+            del variants, vs
+    _progress("", progress)
+    peak_end = matmul_peak(dev, peak_dtype, peak_size)  # the peak again: a load change during the run shows
+    best_peak = max(peak, peak_end)
+    for r in rows:  # shares of the best peak seen: a machine slowed by other load lowers neither
+        r["peak_share"] = None if r["gflops"] is None else r["gflops"] / best_peak
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return dict(device=str(dev), device_name=_device_name(dev), threads=torch.get_num_threads(),
+                amp=amp, channels_last=channels_last, batch_size=batch_size,
+                matmul_peak_gflops=best_peak, matmul_peak_start_gflops=peak,
+                matmul_peak_end_gflops=peak_end, matmul_peak_dtype=str(peak_dtype).removeprefix("torch."),
+                load_avg_start=load_start, load_avg_end=load_end, cpu_count=os.cpu_count(),
+                torch=torch.__version__, results=rows, ratios=ratios)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batch_size: int,
+                    input_size: Sequence[int] | None, amp: bool, channels_last: bool, reference: bool,
+                    optimized: bool, optimize_backends: Sequence[str], create_model: Callable[..., nn.Module],
+                    get_model_cfg: Callable[[str], dict[str, Any]]) -> list[tuple[Variant, tuple[int, ...], int]]:
+    """[(variant, input size, num_classes)] for one model and mode: ours first."""
+    if is_onnx:
+        from cnnzoo.export import load_onnx_checkpoint
+
+        if mode != "infer":
+            raise ValueError(f"{name}: an ONNX file can only be benchmarked with --mode infer")
+        if dev.type != "cpu":
+            raise ValueError(f"{name}: ONNX files run on the CPU through ONNX Runtime; use --device cpu")
+        predictor, meta = load_onnx_checkpoint(name, threads=torch.get_num_threads())
+        size = tuple(input_size or meta["input_size"])
+        macs = None
+        if meta.get("model"):
+            try:
+                with torch.device("meta"):
+                    shape_model = create_model(meta["model"], num_classes=predictor.default_cfg["num_classes"],
+                                               in_chans=size[0])
+                macs = _count_macs(shape_model, size)
+            except (ValueError, RuntimeError, NotImplementedError):
+                macs = None
+        return [(Variant("onnx", predictor, macs, int(meta.get("params", 0))), size,
+                 predictor.default_cfg["num_classes"])]
+
+    cfg = get_model_cfg(name)
+    size = tuple(input_size or cfg["input_size"])
+    ours = create_model(name, in_chans=size[0]).to(dev)
+    num_classes = ours.default_cfg["num_classes"]
+    macs = _count_macs(ours, size)
+    if channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+    out = [(Variant("ours", ours, macs, _params(ours)), size, num_classes)]
+    if reference:
+        if not cfg.get("reference"):
+            raise ValueError(f"{name} has no reference implementation (verified against its paper); drop --reference")
+        ref = build_reference(cfg["reference"], num_classes, size[0]).to(dev)
+        if channels_last:
+            ref = ref.to(memory_format=torch.channels_last)
+        out.append((Variant("reference", ref, _count_macs(ref, size), _params(ref)), size, num_classes))
+    if optimized and mode == "infer":
+        from cnnzoo.export import optimize_for_inference
+
+        example = torch.randn(batch_size, *size, device=dev)
+        if amp:  # ONNX Runtime would run fp32 beside bf16 variants: not a like-for-like comparison
+            optimize_backends = [b for b in optimize_backends if b != "onnxruntime"] or ["eager"]
+        # cuDNN convolutions use TF32 by default: folded weights then differ by more than fp32 noise.
+        atol = 1e-4 if dev.type == "cpu" else 5e-3
+        fast = optimize_for_inference(create_model(name, in_chans=size[0]).to(dev).eval(), example,
+                                      backends=optimize_backends, atol=atol)
+        out.append((Variant("optimized", fast, macs, _params(ours)), size, num_classes))
+    return out
+
+
+def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ...], peak: float,
+         dev: torch.device, mem_kind: str) -> dict[str, Any]:
+    p50, p90, p10 = (_percentile(v.times, q) for q in (50, 90, 10))
+    ips = batch_size / p50
+    flops = None if v.macs is None else 2 * v.macs * (TRAIN_FLOP_FACTOR if mode == "train" else 1)
+    gflops = None if flops is None else flops * ips / 1e9
+    return dict(model=model, mode=mode, variant=v.label, batch_size=batch_size, input_size=list(size),
+                images_per_s=ips, spread_pct=100 * (p90 - p10) / (2 * p50), latency_ms_p50=1e3 * p50,
+                latency_ms_p90=1e3 * p90, iters=len(v.times), peak_mem_mib=v.peak_mem_mib, peak_mem_kind=mem_kind,
+                params=v.params, gmacs=None if v.macs is None else v.macs / 1e9, gflops=gflops,
+                peak_share=None if gflops is None else gflops / peak,
+                backend=getattr(v.model, "inference_backend", None))
+
+
+# --------------------------------------------------------------------------------------------------
+# Output and CLI
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The human-readable result: one line per timed variant, then the ratios."""
+    head = (f"{'model':<22} {'mode':<5} {'variant':<18} {'img/s':>9} {'±%':>5} {'p50 ms':>9} {'p90 ms':>9} "
+            f"{'mem MiB':>8} {'params':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak%':>6}")
+    lines = [
+        f"device {report['device']} ({report['device_name']}), {report['threads']} threads, batch {report['batch_size']}"
+        f"{', bf16 autocast' if report['amp'] else ''}{', channels_last' if report['channels_last'] else ''}; "
+        f"matmul peak {report['matmul_peak_gflops']:.1f} GFLOP/s ({report['matmul_peak_dtype']}; "
+        f"start {report['matmul_peak_start_gflops']:.1f}, end {report['matmul_peak_end_gflops']:.1f})",
+        head, "-" * len(head),
+    ]
+    if report.get("load_avg_start") is not None:
+        lines[0] += f"; load average {report['load_avg_start']:.2f} -> {report['load_avg_end']:.2f} on {report['cpu_count']} CPUs"
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for r in report["results"]:
+        short = {"onnxruntime": "ort"}.get(r.get("backend") or "", r.get("backend"))
+        variant = r["variant"] + (f"[{short}]" if short else "")
+        lines.append(
+            f"{r['model']:<22} {r['mode']:<5} {variant:<18} {r['images_per_s']:>9.1f} {r['spread_pct']:>5.1f} "
+            f"{r['latency_ms_p50']:>9.2f} {r['latency_ms_p90']:>9.2f} {num(r['peak_mem_mib'], '.0f'):>8} "
+            f"{r['params'] / 1e6:>7.2f}M {num(r['gmacs'], '.3g'):>7} {num(r['gflops'], '.1f'):>8} "
+            f"{num(None if r['peak_share'] is None else 100 * r['peak_share'], '.0f'):>6}"
+        )
+    for q in report["ratios"]:
+        parts = []
+        if "ours_over_reference" in q:
+            parts.append(f"ours/reference {q['ours_over_reference']:.3f}")
+        if "optimized_over_ours" in q:
+            parts.append(f"optimized ({q.get('optimized_backend')})/ours {q['optimized_over_ours']:.3f}")
+        if "optimized_over_reference" in q:
+            parts.append(f"optimized/reference {q['optimized_over_reference']:.3f}")
+        lines.append(f"{q['model']} {q['mode']} batch {q['batch_size']}: " + ", ".join(parts))
+    mem = {r["peak_mem_kind"] for r in report["results"]}
+    lines.append(f"img/s: median over iterations, ± half the p10-p90 spread; memory: {', '.join(sorted(mem))}; "
+                 f"train GFLOP/s count 3x the forward pass")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    backends = ("eager", "onnxruntime", "compile") if args.compile else ("eager", "onnxruntime")
+    if args.device != "cpu":
+        backends = tuple(b for b in backends if b != "onnxruntime") if args.compile else ("eager",)
+    report = benchmark(args.models, mode=args.mode, batch_size=args.batch_size, input_size=args.input_size,
+                       threads=args.threads, device=args.device, amp=args.amp, channels_last=args.channels_last,
+                       reference=args.reference, optimized=args.optimized, optimize_backends=backends,
+                       warmup=args.warmup, iters=args.iters, progress=not args.no_progress and sys.stderr.isatty()
+                       or args.progress)
+    print(format_table(report))
+    if args.json:
+        print(json.dumps(report, default=str))
+    return 0
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s = subparsers.add_parser("bench", help="throughput/latency vs the reference implementation and the matmul peak")
+    s.add_argument("models", nargs="+", help="registered model names or exported .onnx files")
+    s.add_argument("--mode", choices=["infer", "train", "both"], default="infer")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: each model's")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--amp", action="store_true", help="bfloat16 autocast (matmul peak measured in bfloat16 too)")
+    s.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
+    s.add_argument("--reference", action="store_true", help="also time the torchvision/timm implementation")
+    s.add_argument("--optimized", action="store_true", help="also time cnnzoo.optimize_for_inference (infer mode)")
+    s.add_argument("--compile", action="store_true",
+                   help="let --optimized try torch.compile too (slow warm-up: tens of seconds per model on a CPU)")
+    s.add_argument("--warmup", type=int, default=3, help="warm-up iterations per variant (default 3)")
+    s.add_argument("--iters", type=int, default=10, help="timed iterations per variant (default 10)")
+    s.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+    return s

@@ -1,0 +1,452 @@
+"""Inference-time forms of a model: batch norm folded into convolutions, channels_last,
+``torch.compile`` or ONNX Runtime, and ONNX files that carry cnnzoo's metadata.
+
+- ``fold_batchnorm``: every BatchNorm2d whose input is the untouched output of a Conv2d is folded
+  into that convolution's weight and bias and replaced by ``nn.Identity``. Pairs are found by
+  running the model once with hooks, not by module names: what counts is that the batch norm sees
+  exactly the tensor the convolution produced (same tensor, no in-place change in between).
+- ``optimize_for_inference``: a folded, channels_last copy, run eagerly, through ``torch.compile``
+  or through ONNX Runtime, whichever is fastest on an example batch; its outputs are checked
+  against the eager model before it is returned.
+- ``export_onnx``: an ONNX file checked with ONNX Runtime (same top-1, max |difference| <= 1e-4)
+  before it is written; the file's ``metadata_props`` hold the model name, classes and
+  preprocessing, so ``load_onnx_checkpoint`` can predict with it without cnnzoo's weights.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+ONNX_META_KEY = "cnnzoo"
+DEFAULT_OPSET = 17
+ATOL = 1e-4  # max |ours - reference| accepted for a folded, compiled or exported model
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch-norm folding
+
+
+def _example_input(model: nn.Module, input_size: Sequence[int] | None, batch: int = 2) -> torch.Tensor:
+    if input_size is None:
+        cfg = getattr(model, "default_cfg", None)
+        if cfg is None:
+            raise ValueError(f"{type(model).__name__} has no default_cfg; pass input_size=(C, H, W)")
+        input_size = cfg["input_size"]
+    try:
+        p = next(model.parameters())
+        device, dtype = p.device, p.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    return torch.randn(batch, *input_size, device=device, dtype=dtype)
+
+
+def find_conv_bn_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv name, bn name) for every BatchNorm2d whose input is exactly a Conv2d's output.
+
+    One forward pass in eval mode with hooks: a convolution's output is remembered together with
+    its version counter; a batch norm is paired with the convolution whose output it receives
+    unchanged (an in-place activation in between bumps the version and rules the pair out).
+    Modules called more than once (shared) are never folded.
+    """
+    names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
+    calls: dict[nn.Module, int] = {}
+    produced: list[tuple[torch.Tensor, int, nn.Module]] = []  # keeps outputs alive: no id reuse
+    pairs: dict[nn.Module, nn.Module] = {}
+
+    def conv_hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        calls[mod] = calls.get(mod, 0) + 1
+        if isinstance(out, torch.Tensor):
+            produced.append((out, out._version, mod))
+
+    def bn_hook(mod: nn.Module, inp: tuple[Any, ...]) -> None:
+        calls[mod] = calls.get(mod, 0) + 1
+        t = inp[0]
+        for out, version, conv in reversed(produced):
+            if out is t and out._version == version:
+                pairs[mod] = conv
+                break
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(m.register_forward_pre_hook(bn_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+        produced.clear()
+    used_convs = [c for c in pairs.values()]
+    result = []
+    for bn, conv in pairs.items():
+        if calls.get(bn) != 1 or calls.get(conv) != 1 or used_convs.count(conv) != 1:
+            continue
+        if bn.num_features != conv.out_channels or not bn.track_running_stats or bn.running_var is None:
+            continue
+        result.append((names[conv], names[bn]))
+    return result
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode batch norm into the preceding convolution, in place:
+    ``bn(conv(x)) = conv'(x)`` with ``w' = w * s``, ``b' = (b - mean) * s + beta``,
+    ``s = gamma / sqrt(var + eps)`` per output channel."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))).to(conv.weight.dtype))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+    else:
+        conv.bias.copy_(conv.bias * scale + shift)
+
+
+def fold_batchnorm(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
+    """Fold every foldable BatchNorm2d of ``model`` (in place) into its convolution and replace it
+    by ``nn.Identity``; returns how many were folded. The model must be used in eval mode after."""
+    pairs = find_conv_bn_pairs(model, _example_input(model, input_size))
+    for conv_name, bn_name in pairs:
+        fold_conv_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        parent_name, _, leaf = bn_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, leaf, nn.Identity())
+    return len(pairs)
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX Runtime
+
+
+def _require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise ImportError("ONNX support needs onnxruntime: pip install onnxruntime") from exc
+    return onnxruntime
+
+
+class OnnxRuntimeModule(nn.Module):
+    """An ONNX Runtime session behind a module interface: takes a float tensor (N, C, H, W),
+    returns the logits as a tensor. ``eval()``/``train()`` are accepted (inference only), so the
+    trainer's ``evaluate`` and ``predict`` can use it as they use a model."""
+
+    def __init__(self, onnx_bytes: bytes | str | Path, threads: int | None = None,
+                 default_cfg: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        ort = _require_onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        source = onnx_bytes if isinstance(onnx_bytes, bytes) else str(onnx_bytes)
+        self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # A graph exported without --dynamic-batch takes exactly this many images per run.
+        self.fixed_batch: int | None = first.shape[0] if isinstance(first.shape[0], int) else None
+        if default_cfg is not None:
+            self.default_cfg = default_cfg
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x.detach().float().cpu().contiguous()
+        n, fixed = xc.shape[0], self.fixed_batch
+        if fixed is None or n == fixed:
+            return self._run(xc).to(x.device)
+        # Fixed batch size: run in chunks of it, the last one zero-padded and cut back.
+        pad = (-n) % fixed
+        if pad:
+            xc = torch.cat([xc, xc.new_zeros(pad, *xc.shape[1:])])
+        out = torch.cat([self._run(chunk.contiguous()) for chunk in xc.split(fixed)])
+        return out[:n].to(x.device)
+
+
+def _onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
+    buf = io.BytesIO()
+    dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding chatter
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return buf.getvalue()
+
+
+def check_against(reference: Callable[[torch.Tensor], torch.Tensor], candidate: Callable[[torch.Tensor], torch.Tensor],
+                  x: torch.Tensor, atol: float = ATOL) -> dict[str, Any]:
+    """Max |difference| and top-1 agreement of two models on ``x`` (no exception).
+
+    ``ok`` when the top-1 classes agree and max |difference| <= ``atol * max(1, max |logit|)``:
+    fp32 carries ~7 significant digits, so logits of magnitude 75 (an untrained GoogLeNet) cannot
+    agree to 1e-4 absolute after the weights are rearranged; logits of magnitude <= 1 must."""
+    with torch.inference_mode():
+        want = reference(x).float()
+        got = candidate(x).float()
+    if got.shape != want.shape:
+        return dict(max_abs_diff=float("inf"), limit=atol, top1_same=False, ok=False)
+    diff = (got - want).abs().max().item()
+    # Top-1 is compared where the reference's top two logits are further apart than ``atol``: a
+    # tie within the tolerance (e.g. the vanishing logits of an untrained deep net) has no winner.
+    if want.shape[1] > 1:
+        top2 = want.topk(2, dim=1).values
+        decided = (top2[:, 0] - top2[:, 1]) > atol
+    else:
+        decided = torch.ones(want.shape[0], dtype=torch.bool, device=want.device)
+    same = bool((got.argmax(1) == want.argmax(1))[decided].all())
+    limit = atol * max(1.0, want.abs().max().item())
+    return dict(max_abs_diff=diff, limit=limit, top1_same=same, ok=same and diff <= limit)
+
+
+# --------------------------------------------------------------------------------------------------
+# optimize_for_inference
+
+
+def _time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, reps: int) -> float:
+    """Median seconds of ``reps`` calls, after one warm-up call."""
+    with torch.inference_mode():
+        fn(x)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    example_input: torch.Tensor | None = None,
+    *,
+    backends: Sequence[str] = ("eager", "onnxruntime"),
+    reps: int = 3,
+    atol: float = ATOL,
+) -> nn.Module:
+    """A copy of ``model`` for inference: batch norm folded into the convolutions, channels_last
+    memory format, run by the fastest of ``backends`` on ``example_input`` (default: a batch of
+    8 random images of the model's input size).
+
+    ``backends``: ``"eager"`` (the folded model itself), ``"compile"`` (``torch.compile``; it needs
+    a C++ compiler and warms up for tens of seconds on a CPU, so it is not tried by default) and
+    ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's; one
+    off by more than ``atol`` is dropped (a warning says why). The returned module keeps
+    ``default_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
+    """
+    unknown = set(backends) - {"eager", "compile", "onnxruntime"}
+    if unknown or not backends:
+        raise ValueError(f"unknown backends {sorted(unknown)}; choose from eager, compile, onnxruntime")
+    eager = model.eval()
+    x = example_input if example_input is not None else _example_input(model, None, batch=8)
+    device = x.device
+
+    folded = copy.deepcopy(model).eval()
+    fold_batchnorm(folded, tuple(x.shape[1:]))
+    folded = folded.to(memory_format=torch.channels_last)
+
+    def folded_call(t: torch.Tensor) -> torch.Tensor:
+        return folded(t.contiguous(memory_format=torch.channels_last))
+
+    candidates: dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {}
+    if "eager" in backends:
+        candidates["eager"] = (folded, folded_call)
+    if "compile" in backends:
+        compiled = torch.compile(folded)
+        candidates["compile"] = (compiled, lambda t: compiled(t.contiguous(memory_format=torch.channels_last)))
+    if "onnxruntime" in backends and device.type == "cpu":
+        try:
+            ort_mod = OnnxRuntimeModule(_onnx_bytes(folded, x.contiguous(), DEFAULT_OPSET, dynamic_batch=True),
+                                        threads=torch.get_num_threads())
+            candidates["onnxruntime"] = (ort_mod, ort_mod)
+        except Exception as exc:  # an operator the exporter or runtime lacks: keep the others
+            warnings.warn(f"optimize_for_inference: ONNX Runtime not used ({type(exc).__name__}: {exc})", stacklevel=2)
+
+    for name, (_, call) in list(candidates.items()):
+        try:
+            check = check_against(eager, call, x, atol)
+        except Exception as exc:
+            warnings.warn(f"optimize_for_inference: {name} failed ({type(exc).__name__}: {exc})", stacklevel=2)
+            del candidates[name]
+            continue
+        if not check["ok"]:
+            warnings.warn(f"optimize_for_inference: {name} differs from the eager model by "
+                          f"{check['max_abs_diff']:.2e} (> {check['limit']:.2e}) or in top-1; not used", stacklevel=2)
+            del candidates[name]
+            continue
+    if not candidates:
+        raise ValueError("optimize_for_inference: no backend reproduced the eager model's outputs")
+    timings: dict[str, float] = {}
+    if len(candidates) > 1:  # one candidate: nothing to choose, no time spent measuring
+        timings = {name: _time_call(call, x, reps) for name, (_, call) in candidates.items()}
+    best = min(timings, key=timings.__getitem__) if timings else next(iter(candidates))
+    module, _ = candidates[best]
+    result = _InferenceWrapper(module, channels_last=best != "onnxruntime")
+    if hasattr(model, "default_cfg"):
+        result.default_cfg = dict(model.default_cfg)
+    result.inference_backend = best
+    result.inference_timings = timings
+    return result
+
+
+class _InferenceWrapper(nn.Module):
+    """The optimised module plus the input conversion it expects (channels_last for torch)."""
+
+    def __init__(self, inner: nn.Module, channels_last: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.inner(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX export and loading
+
+
+def export_onnx(model: nn.Module, out: str | Path, meta: dict[str, Any], *, input_size: Sequence[int] | None = None,
+                opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, atol: float = ATOL,
+                seed: int = 0) -> dict[str, Any]:
+    """Export ``model`` (eval mode) to ONNX at ``out`` with ``meta`` in its metadata_props.
+
+    Before the file is written, ONNX Runtime runs it on a random batch (2 images with
+    ``dynamic_batch``, else 1; not the batch it was traced with): the top-1 classes must equal the eager model's and the largest
+    absolute logit difference be at most ``atol``; otherwise a ValueError says by how much.
+    Returns a report: path, opset, bytes, max_abs_diff, top1_same, seconds.
+    """
+    import onnx
+
+    from cnnzoo.checkpoint import atomic_write
+
+    t0 = time.perf_counter()
+    model = model.eval()
+    size = tuple(input_size or model.default_cfg["input_size"])
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 if dynamic_batch else 1, *size, generator=gen)
+    data = _onnx_bytes(model, x, opset, dynamic_batch)
+    # Checked on another batch than the traced one: a value the tracer froze into a constant shows.
+    x = torch.randn(x.shape, generator=gen)
+    proto = onnx.load_from_string(data)
+    meta = dict(meta, input_size=list(size), opset=opset, dynamic_batch=dynamic_batch)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
+    data = proto.SerializeToString()
+
+    check = check_against(model, OnnxRuntimeModule(data, threads=torch.get_num_threads()), x, atol)
+    if not check["ok"]:
+        raise ValueError(
+            f"ONNX export of {meta.get('model', type(model).__name__)} does not reproduce the model: "
+            f"max |difference| {check['max_abs_diff']:.3e} (limit {check['limit']:.3e}), top-1 identical: {check['top1_same']}"
+        )
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    return dict(path=str(out), model=meta.get("model"), opset=opset, dynamic_batch=dynamic_batch,
+                input_size=list(size), bytes=len(data), max_abs_diff=check["max_abs_diff"],
+                limit=check["limit"], top1_same=check["top1_same"], seconds=round(time.perf_counter() - t0, 3))
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, Any]:
+    """cnnzoo's metadata stored in an ONNX file's metadata_props."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
+    props = {p.key: p.value for p in proto.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise ValueError(f"{path}: no cnnzoo metadata in the ONNX file (not exported by `cnnzoo export`?)")
+    return json.loads(props[ONNX_META_KEY])
+
+
+def load_onnx_checkpoint(path: str | Path, threads: int | None = None) -> tuple[OnnxRuntimeModule, dict[str, Any]]:
+    """(predictor, metadata) for an ONNX file written by ``export_onnx``.
+
+    The predictor is an ``OnnxRuntimeModule``: call it on a float tensor (N, C, H, W) for logits.
+    Its ``default_cfg`` has what preprocessing needs (architecture, input_size, mean, std,
+    num_classes, in_chans), so ``predict``/``evaluate`` use it as they use a rebuilt model.
+    """
+    meta = read_onnx_meta(path)
+    num_classes = int(meta.get("num_classes", len(meta.get("classes", [])) or 1000))
+    cfg = dict(architecture=meta.get("model", Path(path).stem), input_size=tuple(meta["input_size"]),
+               mean=tuple(meta["mean"]), std=tuple(meta["std"]), num_classes=num_classes,
+               in_chans=int(meta["input_size"][0]))
+    meta.setdefault("classes", [str(i) for i in range(num_classes)])
+    predictor = OnnxRuntimeModule(Path(path), threads=threads, default_cfg=cfg)
+    return predictor.eval(), meta
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnzoo.checkpoint import load_checkpoint, model_meta
+    from cnnzoo.registry import create_model
+
+    if args.format != "onnx":
+        raise ValueError(f"unsupported export format {args.format!r} (supported: onnx)")
+    if args.checkpoint:
+        model, meta = load_checkpoint(args.checkpoint, args.model)
+        meta = dict(meta)
+        meta.setdefault("model", model.default_cfg["architecture"])
+        meta.update(mean=list(model.default_cfg["mean"]), std=list(model.default_cfg["std"]))
+    elif args.model:
+        torch.manual_seed(args.seed)
+        model = create_model(args.model).eval()
+        meta = model_meta(model, classes=[str(i) for i in range(model.default_cfg["num_classes"])],
+                          weights="random")
+    else:
+        raise ValueError("say what to export: --checkpoint RUN_DIR_OR_FILE, or --model NAME (random weights)")
+    meta.setdefault("num_classes", model.default_cfg["num_classes"])
+    report = export_onnx(model, args.out, meta, input_size=args.input_size, opset=args.opset,
+                         dynamic_batch=args.dynamic_batch)
+    print(f"exported {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
+          f"{', dynamic batch' if report['dynamic_batch'] else ''}); ONNX Runtime check: top-1 identical, "
+          f"max |difference| {report['max_abs_diff']:.2e} <= {report['limit']:.2e}", file=sys.stdout)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s = subparsers.add_parser("export", help="export a checkpoint or a registered model to ONNX (checked with ONNX Runtime)")
+    s.add_argument("--checkpoint", help="run folder or weights file")
+    s.add_argument("--model", help="registered model name (random weights without --checkpoint; "
+                                   "with it, for weight files without cnnzoo metadata)")
+    s.add_argument("--format", default="onnx", choices=["onnx"])
+    s.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    s.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free in the graph")
+    s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random weights with --model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_export)
+    return s

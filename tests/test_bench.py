@@ -1,0 +1,115 @@
+"""cnnzoo bench: what is measured, the interleaved reference and fast path, ONNX files, errors, CLI."""
+import argparse
+import json
+import sys
+
+import pytest
+import torch
+
+from cnnzoo.analysis import count_macs
+from cnnzoo.bench import _percentile, add_bench_parser, benchmark, build_reference, matmul_peak, resolve_device
+from cnnzoo.registry import create_model
+
+FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
+
+
+def run_cli(*argv: str) -> int:
+    p = argparse.ArgumentParser()
+    add_bench_parser(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_percentile_and_matmul_peak():
+    assert _percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert _percentile([1.0, 2.0, 3.0], 90) == pytest.approx(2.8)
+    assert _percentile([5.0], 10) == 5.0
+    peak = matmul_peak(torch.device("cpu"), n=256, reps=2)
+    assert 0.01 < peak < 1e5  # GFLOP/s of a real CPU
+
+
+def test_benchmark_infer_train_and_fast_path():
+    report = benchmark(["resnet20"], mode="both", batch_size=4, optimized=True, **FAST)
+    rows = {(r["mode"], r["variant"]): r for r in report["results"]}
+    assert set(rows) == {("infer", "ours"), ("infer", "optimized"), ("train", "ours")}
+    macs = count_macs(create_model("resnet20"), (3, 32, 32))
+    for (mode, _), r in rows.items():
+        assert r["iters"] == 2 and r["batch_size"] == 4 and r["input_size"] == [3, 32, 32]
+        assert r["images_per_s"] == pytest.approx(4 / (r["latency_ms_p50"] / 1e3))
+        assert r["latency_ms_p90"] >= r["latency_ms_p50"] > 0
+        assert r["gmacs"] == pytest.approx(macs / 1e9)
+        factor = 3 if mode == "train" else 1
+        assert r["gflops"] == pytest.approx(2 * factor * macs * r["images_per_s"] / 1e9)
+        assert r["peak_share"] == pytest.approx(r["gflops"] / report["matmul_peak_gflops"])
+        assert r["params"] == 269722 and r["peak_mem_mib"] > 0
+    assert rows[("infer", "optimized")]["backend"] in ("eager", "onnxruntime")
+    (ratio,) = report["ratios"]
+    assert ratio["mode"] == "infer" and "ours_over_reference" not in ratio
+    assert ratio["optimized_over_ours"] == pytest.approx(
+        rows[("infer", "optimized")]["images_per_s"] / rows[("infer", "ours")]["images_per_s"])
+    assert report["threads"] == 1 and report["matmul_peak_dtype"] == "float32"
+    assert report["matmul_peak_gflops"] == max(report["matmul_peak_start_gflops"], report["matmul_peak_end_gflops"])
+
+
+def test_reference_interleaved_torchvision_and_timm():
+    pytest.importorskip("timm")
+    report = benchmark(["resnet18", "mobilenet_v1"], mode="infer", batch_size=2, input_size=(3, 64, 64),
+                       reference=True, **FAST)
+    by = {(r["model"], r["variant"]): r for r in report["results"]}
+    for name in ("resnet18", "mobilenet_v1"):
+        ours, ref = by[(name, "ours")], by[(name, "reference")]
+        assert ours["params"] == ref["params"]  # the same architecture
+        assert ours["gmacs"] == pytest.approx(ref["gmacs"])
+    ratios = {q["model"]: q["ours_over_reference"] for q in report["ratios"]}
+    assert ratios["resnet18"] == pytest.approx(by[("resnet18", "ours")]["images_per_s"]
+                                               / by[("resnet18", "reference")]["images_per_s"])
+
+
+def test_reference_errors(monkeypatch):
+    with pytest.raises(ValueError, match="no reference implementation"):
+        benchmark(["resnet20"], reference=True, **FAST)
+    with pytest.raises(ValueError, match="expected 'torchvision:NAME'"):
+        build_reference("keras:resnet50", 10, 3)
+    with pytest.raises(ValueError, match="3 input channels"):
+        build_reference("torchvision:resnet18", 10, 1)
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
+    with pytest.raises(ValueError, match="needs timm"):
+        build_reference("timm:seresnet18", 10, 3)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="--mode"):
+        benchmark(["lenet5"], mode="fast", **FAST)
+    with pytest.raises(ValueError, match="batch_size"):
+        benchmark(["lenet5"], batch_size=0, **FAST)
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmark(["resnet2000"], **FAST)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        resolve_device("meta")
+
+
+def test_bench_onnx_file(tmp_path):
+    from cnnzoo.export import export_onnx
+
+    model = create_model("lenet5").eval()
+    meta = dict(model="lenet5", mean=[0.5], std=[0.5], num_classes=10)
+    export_onnx(model, tmp_path / "l.onnx", meta, dynamic_batch=True)
+    report = benchmark([str(tmp_path / "l.onnx")], batch_size=3, **FAST)
+    (row,) = report["results"]
+    assert row["variant"] == "onnx" and row["model"] == "l.onnx" and row["input_size"] == [1, 32, 32]
+    assert row["gmacs"] == pytest.approx(count_macs(model, (1, 32, 32)) / 1e9)
+    with pytest.raises(ValueError, match="--mode infer"):
+        benchmark([str(tmp_path / "l.onnx")], mode="train", **FAST)
+
+
+def test_cli_table_and_json(capsys):
+    assert run_cli("bench", "lenet5", "--batch-size", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
+                   "--mode", "train", "--json", "--no-progress") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert report["results"][0]["model"] == "lenet5" and report["results"][0]["mode"] == "train"
+    assert any(line.startswith("lenet5 ") and " train " in line for line in out[:-1])
+    assert out[0].startswith("device cpu") and "matmul peak" in out[0]
