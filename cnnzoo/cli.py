@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.bench import add_bench_parser
+from cnnzoo.compress import add_compress_parser
 from cnnzoo.export import add_export_parser
 from cnnzoo.train import TrainConfig
 
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     add_export_parser(sub)
+    add_compress_parser(sub)
     return p
 
 

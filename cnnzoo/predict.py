@@ -12,11 +12,17 @@ from cnnzoo.train import evaluate
 
 
 def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """A run folder or weights file, or an exported .onnx file (run through ONNX Runtime)."""
-    if str(checkpoint).endswith(".onnx"):
+    """A run folder or weights file, an exported .onnx file (run through ONNX Runtime), or a
+    Deep-Compression .cnnz file (rebuilt as a dense model)."""
+    suffix = Path(checkpoint).suffix
+    if suffix == ".onnx":
         from cnnzoo.export import load_onnx_checkpoint
 
         return load_onnx_checkpoint(checkpoint)
+    if suffix == ".cnnz":
+        from cnnzoo.compress import load_compressed_checkpoint
+
+        return load_compressed_checkpoint(checkpoint)
     return load_checkpoint(checkpoint, model_name)
 
 

@@ -129,3 +129,20 @@ def test_eval_and_predict_accept_an_onnx_export(trained_run, fmnist_small, tmp_p
     Image.new("L", (28, 28), 200).save(img)
     code, out, _ = run_cli(capsys, "predict", "--checkpoint", str(onnx_path), str(img), "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])[0]["top"][0]["class"]
+
+
+def test_compress_then_eval_and_predict_the_cnnz_file(trained_run, fmnist_small, tmp_path, capsys):
+    out = tmp_path / "lenet5.cnnz"
+    code, text, err = run_cli(capsys, "compress", "--checkpoint", str(trained_run), "--data-dir", str(fmnist_small),
+                              "--out", str(out), "--prune-iters", "1", "--prune-epochs", "1", "--final-epochs", "0",
+                              "--quant-epochs", "1", "--no-progress", "--json")
+    assert code == 0, err
+    report = json.loads(text.strip().splitlines()[-1])
+    assert out.stat().st_size < (trained_run / "best.safetensors").stat().st_size / 10
+    code, text, _ = run_cli(capsys, "eval", "--checkpoint", str(out), "--data-dir", str(fmnist_small), "--json")
+    res = json.loads(text.strip().splitlines()[-1])
+    assert code == 0 and res["top1"] > 0.5 and json.dumps(report)
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28), 200).save(img)
+    code, text, _ = run_cli(capsys, "predict", "--checkpoint", str(out), str(img), "--json")
+    assert code == 0 and json.loads(text.strip().splitlines()[-1])[0]["top"][0]["class"]

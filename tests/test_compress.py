@@ -1,0 +1,320 @@
+"""Deep Compression: Huffman coding, k-means sharing, masked and tied fine-tuning, the .cnnz file
+(exact round trip, and clean errors on every kind of damaged or hostile file), the pipeline."""
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from cnnzoo.compress import fileformat as ff
+from cnnzoo.compress import huffman
+from cnnzoo.compress.pipeline import add_compress_parser, compress, finetune, load_compressed, load_compressed_checkpoint
+from cnnzoo.compress.prune import apply_masks, magnitude_mask, parse_layer_spec, prunable_weights
+from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
+from cnnzoo.data import Normalize, synthetic_dataset
+from cnnzoo.registry import create_model
+
+# --------------------------------------------------------------------------------------------------
+# Huffman
+
+
+@pytest.mark.parametrize("dist", ["geometric", "uniform", "single", "two"])
+def test_huffman_round_trip(dist):
+    rng = np.random.default_rng(0)
+    n = 5000
+    sym = {"geometric": rng.geometric(0.2, n) - 1, "uniform": rng.integers(0, 300, n),
+           "single": np.full(n, 7), "two": rng.integers(0, 2, n)}[dist]
+    counts = np.bincount(sym)
+    lengths = huffman.code_lengths(counts)
+    data, nbits = huffman.encode(sym, lengths)
+    assert nbits == huffman.coded_bits(counts, lengths)
+    np.testing.assert_array_equal(huffman.decode(data, nbits, lengths, n), sym)
+    # a Huffman code is within 1 bit per symbol of the entropy
+    p = counts[counts > 0] / n
+    assert nbits / n <= max(1.0, -(p * np.log2(p)).sum() + 1)
+
+
+def test_huffman_lengths_are_limited_and_canonical_codes_prefix_free():
+    fib = [1, 1]
+    while len(fib) < 30:
+        fib.append(fib[-1] + fib[-2])
+    lengths = huffman.code_lengths(np.array(fib))
+    assert lengths.max() <= huffman.MAX_CODE_LEN and (lengths > 0).all()
+    huffman.check_lengths(lengths)
+    codes = huffman.canonical_codes(lengths)
+    words = [format(int(c), f"0{int(n)}b") for c, n in zip(codes, lengths)]
+    assert not any(a != b and b.startswith(a) for a in words for b in words)
+
+
+def test_huffman_decode_rejects_corrupt_streams():
+    sym = np.array([0, 1, 2, 2, 2, 2, 3, 0])
+    lengths = huffman.code_lengths(np.bincount(sym))
+    data, nbits = huffman.encode(sym, lengths)
+    with pytest.raises(ValueError):
+        huffman.decode(data, nbits - 1, lengths, len(sym))          # truncated
+    with pytest.raises(ValueError):
+        huffman.decode(data, nbits, lengths, len(sym) - 1)          # bits left over
+    with pytest.raises(ValueError):
+        huffman.decode(data, nbits + 64, lengths, len(sym))         # more bits than bytes
+    with pytest.raises(ValueError, match="prefix code"):
+        huffman.decode(data, nbits, np.array([1, 1, 1, 1]), len(sym))  # Kraft sum > 1
+    incomplete = np.array([2, 0, 0, 0])                             # only codeword "00"
+    with pytest.raises(ValueError, match="corrupt"):
+        huffman.decode(b"\xff", 2, incomplete, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# k-means and the sparse streams
+
+
+def test_kmeans_linear_init_clusters_to_nearest_centroid():
+    g = torch.Generator().manual_seed(0)
+    v = torch.cat([torch.randn(500, generator=g) * 0.01 + c for c in (-1.0, 0.0, 2.0)])
+    for init in ("linear", "density", "random"):
+        c, labels = kmeans_1d(v, 3, init=init, generator=g)
+        assert torch.all(c[1:] >= c[:-1])
+        if init != "random":
+            torch.testing.assert_close(c, torch.tensor([-1.0, 0.0, 2.0]), atol=0.01, rtol=0)
+        nearest = (v[:, None] - c[None, :].double()).abs().argmin(1)
+        assert torch.equal(labels, nearest)
+    c, labels = kmeans_1d(torch.tensor([0.5, -0.5]), 16)  # fewer weights than clusters
+    assert len(c) == 2 and sorted(c.tolist()) == [-0.5, 0.5]
+
+
+def test_entry_streams_insert_fillers_where_a_gap_overflows():
+    positions = np.array([0, 3, 40, 41, 200])
+    labels = np.array([0, 1, 2, 0, 1])
+    idx, gaps = ff.entry_streams(positions, labels, gap_bits=3)  # gaps 0,2,36,0,158 with span 8
+    assert (gaps < 8).all()
+    assert (idx == 0).sum() == 36 // 8 + 158 // 8                 # fillers carry the zero symbol
+    rebuilt = np.cumsum(gaps + 1) - 1
+    np.testing.assert_array_equal(rebuilt[idx > 0], positions)
+    np.testing.assert_array_equal(idx[idx > 0] - 1, labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pruning and quantized fine-tuning keep their constraints
+
+
+def _tiny_data(n=128):
+    ds = synthetic_dataset(n, (1, 32, 32), 10, seed=0)
+    return ds, Normalize((0.3,), (0.3,))
+
+
+def test_layer_spec_parsing_and_errors():
+    assert parse_layer_spec("c5=0.9, fc=0.5", "--sparsity") == {"c5": 0.9, "fc": 0.5}
+    with pytest.raises(ValueError, match="LAYER=VALUE"):
+        parse_layer_spec("c5", "--sparsity")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_layer_spec("c5=lots", "--sparsity")
+
+
+def test_pruned_weights_stay_exactly_zero_through_retraining():
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    weights = prunable_weights(model)
+    masks = {n: magnitude_mask(w, sparsity=0.8) for n, w in weights.items()}
+    q_masks = {n: magnitude_mask(w, quality=1.0) for n, w in weights.items()}
+    for n, w in weights.items():
+        assert abs(1 - masks[n].float().mean().item() - 0.8) < 0.01
+        assert torch.equal(q_masks[n], w.detach().abs() >= w.detach().std())
+    apply_masks(model, masks)
+    before = {n: w.detach().clone() for n, w in weights.items()}
+    ds, norm = _tiny_data()
+    finetune(model, ds, norm, epochs=1, lr=1e-2, batch_size=64, masks=masks)
+    for n, w in weights.items():
+        assert torch.all(w.detach()[~masks[n]] == 0), n
+        assert not torch.equal(w.detach()[masks[n]], before[n][masks[n]]), f"{n} did not train"
+
+
+def test_quantized_finetune_sums_gradients_and_keeps_weights_tied():
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    weights = prunable_weights(model)
+    masks = {n: magnitude_mask(w, sparsity=0.5) for n, w in weights.items()}
+    quant = {n: quantize_weight(n, w, masks[n], bits=3) for n, w in weights.items()}
+    # centroid gradient = sum of the gradients of its weights
+    q = quant["c3.weight"]
+    grad = torch.randn(q.shape)
+    q.accumulate_grad(grad)
+    flat = grad.flatten()[q.positions]
+    for c in range(len(q.centroids)):
+        torch.testing.assert_close(q.centroids.grad[c], flat[q.labels == c].sum())
+    with torch.no_grad():
+        for n, qw in quant.items():
+            weights[n].copy_(qw.dense())
+    start = {n: qw.centroids.detach().clone() for n, qw in quant.items()}
+    ds, norm = _tiny_data()
+    finetune(model, ds, norm, epochs=1, lr=1e-3, batch_size=64, quantized=quant, centroid_lr=1e-3)
+    for n, qw in quant.items():
+        w = weights[n].detach().flatten()
+        assert torch.equal(w[qw.positions], qw.centroids.detach()[qw.labels]), n  # tied to its cluster
+        rest = torch.ones_like(w, dtype=torch.bool)
+        rest[qw.positions] = False
+        assert torch.all(w[rest] == 0) and len(torch.unique(w)) <= 2 ** 3 + 1
+        assert not torch.equal(qw.centroids.detach(), start[n]), f"{n}: centroids did not train"
+
+
+# --------------------------------------------------------------------------------------------------
+# The .cnnz file
+
+
+def _tiny_file(sparsity=0.97, bits=3, dense_dtype="fp16"):
+    """A compressed random LeNet-5: (bytes, model in memory)."""
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1).eval()
+    weights = prunable_weights(model)
+    quant = {n: quantize_weight(n, w, magnitude_mask(w, sparsity=sparsity), bits) for n, w in weights.items()}
+    cb = 1 if dense_dtype == "fp16" else 0
+    dense, enc = {}, {}
+    with torch.no_grad():
+        for n, q in quant.items():
+            q.centroids = ff.round_codebook(q.centroids, cb)
+            weights[n].copy_(q.dense())
+        for n, t in model.state_dict().items():
+            if n not in quant:
+                enc[n] = ff.dense_encoding(t, dense_dtype)
+                t.copy_(ff.round_to_encoding(t, enc[n]))
+                dense[n] = t
+    meta = dict(model="lenet5", num_classes=10, in_chans=1, kwargs={}, input_size=[1, 32, 32], mean=[0.5], std=[0.5],
+                classes=[f"c{i}" for i in range(10)], dataset="synthetic", data_size=[1, 32, 32])
+    blob, stats = ff.encode_file(meta, dense, enc, quant, cb)
+    return blob, model
+
+
+@pytest.mark.parametrize("dense_dtype", ["fp16", "fp32"])
+def test_file_round_trip_gives_identical_logits(tmp_path, dense_dtype):
+    blob, model = _tiny_file(sparsity=0.6, bits=5, dense_dtype=dense_dtype)
+    path = tmp_path / "m.cnnz"
+    ff.write_cnnz(path, blob)
+    rebuilt, meta = load_compressed_checkpoint(path)
+    assert meta["classes"][3] == "c3" and meta["dataset"] == "synthetic"
+    for (n, a), b in zip(model.state_dict().items(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b), n
+    x = torch.randn(16, 1, 32, 32)
+    assert torch.equal(model(x), rebuilt(x))
+    assert not rebuilt.training
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_random_mutations_raise_value_error(tmp_path):
+    blob, _ = _tiny_file()
+    assert len(blob) < 4000
+    rng = np.random.default_rng(0)
+    path = tmp_path / "bad.cnnz"
+    for i in range(600):
+        data = bytearray(blob)
+        off = int(rng.integers(0, len(data)))
+        data[off] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError):
+            load_compressed(path)
+    for cut in list(range(0, len(blob), 97)) + [len(blob) - 1]:
+        with pytest.raises(ValueError):
+            ff.decode_file(blob[:cut])
+
+
+def test_parser_checks_hold_behind_the_checksums():
+    """With CRCs off, damaged bytes reach the parser: it must still raise only ValueError."""
+    blob, _ = _tiny_file()
+    rng = np.random.default_rng(1)
+    failures = 0
+    for i in range(400):
+        data = bytearray(blob)
+        for _ in range(int(rng.integers(1, 4))):
+            off = int(rng.integers(0, len(data) - 4))
+            data[off] ^= int(rng.integers(1, 256))
+        try:
+            meta, tensors = ff.decode_file(bytes(data), check_crc=False)
+            ff.build_model(meta, tensors, "mutated")
+        except ValueError:
+            failures += 1
+    assert failures > 200  # most damage is caught by structure alone
+
+
+def _hostile(blob: bytes, meta_patch=None, shape=None) -> bytes:
+    """Re-assemble ``blob`` with its metadata patched or its first record's shape replaced, CRCs fixed."""
+    (meta_len,) = struct.unpack("<I", blob[8:12])
+    meta = json.loads(blob[12:12 + meta_len])
+    if meta_patch:
+        meta.update(meta_patch)
+    raw = json.dumps(meta).encode()
+    rest = blob[12 + meta_len:-4]
+    if shape is not None:
+        n_rec = rest[:4]
+        (plen,) = struct.unpack("<I", rest[4:8])
+        payload = rest[8:8 + plen]
+        nl = payload[0]
+        enc, ndim = payload[1 + nl], payload[2 + nl]
+        head = payload[:1 + nl] + bytes([enc, len(shape)]) + struct.pack(f"<{len(shape)}I", *shape)
+        payload = head + payload[3 + nl + 4 * ndim:]
+        rest = n_rec + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload)) + rest[12 + plen:]
+    return _with_crc(blob[:8] + struct.pack("<I", len(raw)) + raw + rest)
+
+
+def test_hostile_headers_give_clear_errors(tmp_path):
+    blob, _ = _tiny_file()
+    cases = {
+        "version": (blob[:4] + struct.pack("<HH", 9, 0) + blob[8:], "version 9"),
+        "magic": (b"PK\x03\x04" + blob[4:], "not a .cnnz"),
+        "crc": (blob[:-1] + bytes([blob[-1] ^ 1]), "CRC"),
+        "huge shape": (_hostile(blob, shape=(1 << 16, 1 << 16, 1 << 16)), "cap"),
+        "wrong shape": (_hostile(blob, shape=(3,)), "truncated|shape|unexpected"),
+        "huge classes": (_hostile(blob, {"num_classes": 10 ** 9}), "num_classes"),
+        "unknown model": (_hostile(blob, {"model": "resnet9000"}), "unknown model"),
+        "bad kwargs": (_hostile(blob, {"kwargs": {"act": "sigmoid"}}), "act"),
+        "other model": (_hostile(blob, {"model": "lenet5_caffe"}), "do not match|shape"),
+    }
+    for name, (data, pattern) in cases.items():
+        path = tmp_path / f"{name}.cnnz"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=pattern):
+            load_compressed(path)
+    with pytest.raises(FileNotFoundError):
+        load_compressed(tmp_path / "missing.cnnz")
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from cnnzoo.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(model="lenet5", dataset="synthetic", epochs=1, batch_size=64, lr=3e-3, out=str(out),
+                      train_subset=1024, channels_last=False), progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_compress_parser(parser.add_subparsers())
+    out = tmp_path / "m.cnnz"
+    args = parser.parse_args(["compress", "--checkpoint", str(tiny_run), "--out", str(out), "--sparsity",
+                              "c5=0.9,f6=0.9,conv=0.5", "--bits", "conv=4,fc=3", "--prune-iters", "2",
+                              "--prune-epochs", "0.25", "--final-epochs", "0.25", "--quant-epochs", "0.25", "--train-subset", "512", "--json"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    t = report["totals"]
+    assert t["file_bytes"] == out.stat().st_size and report["roundtrip_exact"]
+    assert t["ratio"] == pytest.approx(t["fp32_bytes"] / t["file_bytes"], rel=1e-3) and t["ratio"] > 10
+    by_layer = {l["layer"]: l for l in report["layers"]}
+    assert by_layer["c5"]["kept_pct"] == pytest.approx(10.0, abs=0.1) and by_layer["c5"]["bits"] == 4
+    assert by_layer["f6"]["bits"] == 3 and by_layer["c1"]["kept_pct"] == pytest.approx(50.0, abs=1)
+    assert (tmp_path / "m.report.md").read_text().count("|") > 50
+    model = load_compressed(out)
+    w = model.c5.weight.detach()
+    assert (w != 0).float().mean().item() <= 0.1 + 1e-3 and len(torch.unique(w)) <= 2 ** 4 + 1
+    with pytest.raises(ValueError, match="no prunable layer named 'c9'"):
+        compress(tiny_run, tmp_path / "x.cnnz", sparsity="c9=0.5")
