@@ -121,35 +121,39 @@ def load_idx_dataset(data_dir: str | Path, split: str, classes: list[str], name:
 # Image files
 
 
-def decode_image(path: str | Path, channels: int) -> torch.Tensor:
+def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode any common image file into uint8 (channels, H, W).
 
-    Respects EXIF orientation; grey, RGBA, palette and 16-bit images are converted. A file that
-    cannot be decoded raises ValueError naming it.
+    Respects EXIF orientation; grey, RGBA, palette and 16-bit images are converted (3 channels:
+    RGB; any other count: grey, repeated). With ``fit_within=(h, w)`` a much larger image (a
+    10000x10000 photo) is reduced while decoding, to about twice that size, so that memory follows
+    the size the model needs, not the file's. A file that cannot be decoded raises ValueError
+    naming it.
     """
+    import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
+            if fit_within is not None:
+                img.draft(mode, (2 * fit_within[1], 2 * fit_within[0]))  # JPEG: decode at 1/2..1/8 scale
             img = ImageOps.exif_transpose(img)
+            if fit_within is not None:
+                factor = min(img.height // (2 * fit_within[0]), img.width // (2 * fit_within[1]))
+                if factor >= 2:
+                    img = img.reduce(factor)  # box filter: antialiased and cheap
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16/32-bit grey: scale to 8 bits instead of clipping.
-                arr = torch.from_numpy(__import__("numpy").asarray(img, dtype="float32"))
-                hi = float(arr.max()) or 1.0
-                img = Image.fromarray((arr / hi * 255).round().byte().numpy(), mode="L")
-            img = img.convert("L" if channels == 1 else "RGB")
-            img.load()
-            import numpy as np
-
-            arr = np.asarray(img, dtype=np.uint8)
+                deep = np.asarray(img, dtype=np.float32)
+                img = Image.fromarray(np.round(deep / (deep.max() or 1.0) * 255).astype(np.uint8), mode="L")
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     t = torch.from_numpy(arr.copy())
     t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
-    if channels not in (1, 3):
-        t = t[:1].expand(channels, -1, -1).contiguous() if t.shape[0] == 1 else t.mean(0, keepdim=True).round().byte().expand(channels, -1, -1).contiguous()
-    return t
+    return t if t.shape[0] == channels else t.expand(channels, -1, -1).contiguous()
 
 
 def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -210,7 +214,7 @@ def load_imagefolder(root: str | Path, split: str, size: tuple[int, int], channe
             raise ValueError(f"{cls_dir}: empty class folder (no images with extensions {', '.join(IMAGE_EXTENSIONS)})")
         for path in files:
             try:
-                img = decode_image(path, channels)
+                img = decode_image(path, channels, fit_within=size)
             except ValueError:
                 if not skip_bad:
                     raise

@@ -56,7 +56,7 @@ def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int
     k = min(topk, cfg["num_classes"])
     results = []
     for path in images:
-        x = resize_to(resize_to(decode_image(path, c), data_hw), (h, w))
+        x = resize_to(resize_to(decode_image(path, c, fit_within=(h, w)), data_hw), (h, w))
         probs = model(normalize(x.unsqueeze(0))).softmax(dim=1)[0]
         top = probs.topk(k)
         results.append(dict(image=str(path), top=[dict(class_index=i, **{"class": meta["classes"][i]}, prob=round(p, 6))

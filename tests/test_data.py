@@ -175,3 +175,24 @@ def test_normalize_and_batches():
     g = torch.Generator().manual_seed(1)
     seen = torch.cat([y for _, y in iterate_batches(ds, 3, shuffle=True, generator=g)])
     assert sorted(seen.tolist()) == sorted(ds.labels.tolist())
+
+
+def test_huge_image_is_reduced_while_decoding(tmp_path):
+    import time
+
+    big = Image.new("L", (10000, 10000), 90)
+    big.paste(255, (0, 0, 5000, 10000))  # left half white
+    big.save(tmp_path / "huge.png")
+    del big
+    start = time.perf_counter()
+    t = decode_image(tmp_path / "huge.png", 3, fit_within=(32, 32))
+    assert t.shape[0] == 3 and max(t.shape[1:]) < 200 and time.perf_counter() - start < 20
+    assert int(t[0, 10, 5]) == 255 and int(t[0, 10, -5]) == 90
+    small = resize_to(t, (32, 32))
+    assert small.shape == (3, 32, 32)
+
+
+def test_other_channel_counts_repeat_grey(tmp_path):
+    _save(Image.new("RGB", (6, 6), (30, 60, 90)), tmp_path / "c.png")
+    t = decode_image(tmp_path / "c.png", 4)
+    assert t.shape == (4, 6, 6) and torch.equal(t[0], t[3])
