@@ -196,3 +196,13 @@ def test_other_channel_counts_repeat_grey(tmp_path):
     _save(Image.new("RGB", (6, 6), (30, 60, 90)), tmp_path / "c.png")
     t = decode_image(tmp_path / "c.png", 4)
     assert t.shape == (4, 6, 6) and torch.equal(t[0], t[3])
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_truncated_files_are_rejected_with_their_path(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"cut.{fmt}"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"cut.{fmt}: cannot decode image"):
+        decode_image(path, 3)
