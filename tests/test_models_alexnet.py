@@ -7,6 +7,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
+from tests.helpers import sgd_losses
 from cnnzoo.registry import get_model_cfg
 
 ALL = ["alexnet", "alexnet_cifar", "zfnet", "zfnet_cifar"]
@@ -160,18 +161,7 @@ def test_alexnet_cifar_layer_table():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["alexnet_cifar", "zfnet_cifar"])
 def test_cifar_variant_trains_on_grey_28x28(name):
-    torch.manual_seed(0)
-    model = cnnzoo.create_model(name, in_chans=1, num_classes=10).train()
-    x = torch.randn(16, 1, 28, 28)
-    y = torch.randint(0, 10, (16,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    losses = []
-    for _ in range(12):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses(name, batch=16, steps=12, lr=0.02)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 

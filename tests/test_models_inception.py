@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
+from tests.helpers import sgd_losses
 from cnnzoo.models.inception import GoogLeNetOutputs, InceptionV3, InceptionV3Outputs
 
 FAMILY = ["googlenet", "googlenet_cifar", "inception_v2", "inception_v2_cifar", "inception_v3", "inception_v3_cifar"]
@@ -311,17 +312,7 @@ def test_small_variants_on_grey_images(name, size):
 def test_small_variant_trains():
     # Memorising 16 random labels: a check that gradients flow through every branch, cheap enough
     # for CI (inception_v2_cifar and inception_v3_cifar train likewise, at 1.5x and 2.6x the cost).
-    torch.manual_seed(0)
-    model = cnnzoo.create_model("googlenet_cifar", in_chans=1, num_classes=10).train()
-    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    losses = []
-    for _ in range(12):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses("googlenet_cifar", batch=16, steps=12, lr=0.2)
     assert min(losses[-3:]) < 0.5 * losses[0], losses
 
 

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import cnnzoo
+from tests.helpers import sgd_losses
 from cnnzoo.models.mobilenet import InvertedResidual, MobileNetV1, make_divisible
 
 timm = pytest.importorskip("timm")
@@ -247,18 +248,7 @@ def test_cifar_variants_keep_resolution(name, side, size):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v1_cifar", "mobilenet_v2_cifar"])
 def test_cifar_variant_trains(name):
-    torch.manual_seed(0)
-    m = cnnzoo.create_model(name, in_chans=1, num_classes=10).train()
-    x = torch.randn(32, 1, 28, 28)
-    y = torch.randint(0, 10, (32,))
-    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(15):
-        loss = nn.functional.cross_entropy(m(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses(name, batch=32, steps=15, lr=0.05)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

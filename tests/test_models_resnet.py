@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 import cnnzoo
+from tests.helpers import sgd_losses
 from cnnzoo.models.resnet import BasicBlock, PadShortcut, ResNet
 from cnnzoo.registry import convert_state_dict
 
@@ -347,18 +348,7 @@ def test_grey_28x28(name):
     pytest.param("resnet18_cifar", 8, 8, marks=pytest.mark.slow),  # 0.56 GMAC per image: fewer images
 ])
 def test_cifar_variant_trains(name, batch, steps):
-    torch.manual_seed(0)
-    model = cnnzoo.create_model(name, in_chans=1, num_classes=10).train()
-    x = torch.randn(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses(name, batch=batch, steps=steps, lr=0.05)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

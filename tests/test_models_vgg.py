@@ -7,6 +7,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
+from tests.helpers import sgd_losses
 from cnnzoo.registry import convert_state_dict, get_model_cfg
 
 # torchvision's parameter counts for 1000 classes (as its documentation lists them).
@@ -169,18 +170,7 @@ def test_vgg16_cifar_known_count():
 
 @pytest.mark.slow
 def test_vgg11_cifar_trains_on_grey_28x28():
-    torch.manual_seed(0)
-    model = cnnzoo.create_model("vgg11_cifar", in_chans=1, num_classes=10).train()
-    x = torch.randn(16, 1, 28, 28)
-    y = torch.randint(0, 10, (16,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(12):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses("vgg11_cifar", batch=16, steps=12, lr=0.05)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.7 * losses[0], losses
 
