@@ -120,4 +120,7 @@ def test_unwritable_out_stops_every_rank_before_training(fmnist_small, tmp_path)
            "--data-dir", str(fmnist_small), "--epochs", "1", "--no-progress", "--out", str(blocker / "run")]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
-    assert p.stderr.count("cannot write to run folder") == 2, p.stderr[-3000:]  # both ranks say why
+    # Rank 0 always says why; rank 1 does too unless torchrun's agent, seeing rank 0 exit first,
+    # has already stopped it: either way no rank trains (no hang, no epoch line).
+    assert "cannot write to run folder" in p.stderr, p.stderr[-3000:]
+    assert "epoch 1/1" not in p.stdout + p.stderr
