@@ -22,3 +22,29 @@ def sgd_losses(name: str, *, batch: int, steps: int, lr: float, size: int = 28) 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def assert_min_input_is_true_minimum(name: str) -> None:
+    """At its registered minimum input the model runs forward and backward; one pixel less in either
+    side is a ValueError from check_input, and without that check the network itself fails."""
+    c, h, w = cnnzoo.get_model_cfg(name)["min_input_size"]
+    model = cnnzoo.create_model(name, num_classes=5).train()
+    out = model(torch.randn(2, c, h, w))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert model.get_submodule(model.first_conv).weight.grad is not None
+    for smaller in ((h - 1, w), (h, w - 1)):
+        try:
+            model(torch.randn(2, c, *smaller))
+        except ValueError as exc:
+            assert "at least" in str(exc)
+        else:
+            raise AssertionError(f"{name} accepted {smaller}, below its minimum {(h, w)}")
+    del model.default_cfg  # check_input steps aside without a cfg
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, c, h - 1, w - 1))
+    except RuntimeError:
+        return
+    raise AssertionError(f"{name} runs below its registered minimum {(h, w)}: the minimum is wrong")

@@ -7,7 +7,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
-from tests.helpers import sgd_losses
+from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 from cnnzoo.registry import get_model_cfg
 
 ALL = ["alexnet", "alexnet_cifar", "zfnet", "zfnet_cifar"]
@@ -171,31 +171,8 @@ def test_cifar_variant_trains_on_grey_28x28(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_runs_at_min_input_size_and_rejects_smaller(name):
-    cfg = get_model_cfg(name)
-    c, h, w = cfg["min_input_size"]
-    model = cnnzoo.create_model(name, num_classes=5).train()
-    out = model(torch.randn(2, c, h, w))
-    assert out.shape == (2, 5)
-    out.sum().backward()
-    assert model.get_submodule(model.first_conv).weight.grad is not None
-    with pytest.raises(ValueError, match="at least"):
-        model(torch.randn(2, c, h - 1, w))
-    with pytest.raises(ValueError, match="at least"):
-        model(torch.randn(2, c, h, w - 1))
-
-
-@pytest.mark.parametrize("name", ALL)
 def test_min_input_size_is_the_true_minimum(name):
-    # Below the registered minimum the network itself fails (checked without create_model's cfg,
-    # so check_input does not intervene).
-    model = cnnzoo.create_model(name).eval()
-    del model.default_cfg  # no check_input: the network itself must fail below the minimum
-    _, h, _ = get_model_cfg(name)["min_input_size"]
-    with torch.no_grad():
-        model(torch.randn(1, 3, h, h))
-        with pytest.raises(RuntimeError):
-            model(torch.randn(1, 3, h - 1, h - 1))
+    assert_min_input_is_true_minimum(name)
 
 
 def test_registry():

@@ -7,7 +7,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
-from tests.helpers import sgd_losses
+from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 from cnnzoo.registry import convert_state_dict, get_model_cfg
 
 # torchvision's parameter counts for 1000 classes (as its documentation lists them).
@@ -182,21 +182,7 @@ def test_vgg11_cifar_trains_on_grey_28x28():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(IMAGENET) + CIFAR)
 def test_runs_at_min_input_size_and_rejects_smaller(name):
-    c, h, w = get_model_cfg(name)["min_input_size"]
-    model = cnnzoo.create_model(name, num_classes=5).train()
-    out = model(torch.randn(2, c, h, w))
-    assert out.shape == (2, 5)
-    out.sum().backward()
-    assert model.get_submodule(model.first_conv).weight.grad is not None
-    with pytest.raises(ValueError, match="at least"):
-        model(torch.randn(2, c, h - 1, w))
-    with pytest.raises(ValueError, match="at least"):
-        model(torch.randn(2, c, h, w - 1))
-    # The registered minimum is the true one: one pixel less and the network itself fails.
-    del model.default_cfg  # check_input steps aside without a cfg
-    model.eval()
-    with torch.no_grad(), pytest.raises(RuntimeError):
-        model(torch.randn(1, c, h - 1, w - 1))
+    assert_min_input_is_true_minimum(name)
 
 
 def test_registry():
