@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from cnnzoo.bench import add_bench_parser
+from cnnzoo.compare import add_compare_parser
 from cnnzoo.compress import add_compress_parser
 from cnnzoo.export import add_export_parser
 from cnnzoo.train import TrainConfig
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_export_parser(sub)
     add_compress_parser(sub)
+    add_compare_parser(sub)
     return p
 
 

@@ -189,3 +189,17 @@ def test_sigint_in_process_raises_training_interrupted(fmnist_small, tmp_path, m
         train(TrainConfig.from_dict(cfg_dict(fmnist_small, tmp_path / "run", checkpoint_every=0)), progress=False)
     assert load_train_state(tmp_path / "run" / "train_state.pt")["step"] == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path):
+    # mkstemp's temporary file is private (0600); what lands under the final name must have the
+    # mode any new file gets under the umask, so that a run folder or chart can be shared.
+    from cnnzoo.checkpoint import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "f.txt").read_text() == "x"

@@ -1,0 +1,625 @@
+"""Accuracy against cost, as in Canziani et al. 2016 (arXiv 1605.07678), Fig. 2.
+
+``cnnzoo compare RUN_OR_LEAGUE_DIR ...`` draws two bubble charts side by side: top-1 accuracy (y)
+against multiply-accumulates per image (x, log scale), bubble area proportional to the parameter
+count.
+
+- Panel 1, our runs: every run folder written by ``cnnzoo train`` (``summary.json``, ``config.json``)
+  and every entry of a league folder written by ``cnnzoo league --out`` (``leaderboard.json``).
+  The MACs of a run are counted here, with :func:`cnnzoo.analysis.count_macs` on the network the
+  run trained (its input size, classes and constructor arguments), built on the meta device so that
+  no memory is allocated and nothing is computed.
+- Panel 2, the published ImageNet-1k figures of the zoo's ImageNet configurations, read from
+  ``published_imagenet.csv`` shipped in the package, with a source for every figure. Its parameter
+  counts and MACs are those of the networks cnnzoo builds (the tests hold them to the registry), so
+  the two panels measure cost the same way.
+
+Outputs: a PNG drawn with matplotlib's Agg canvas (no display, no global pyplot state) and a single
+HTML file that works offline: inline SVG drawn here, one ``<circle class="bubble">`` per point with
+an SVG ``<title>`` (the browser's own tooltip) and a few lines of inline JavaScript for a nicer one.
+
+Each panel scales its bubbles to its own largest network: a LeNet-5 next to a VGG on one scale would
+be invisible. The size legend of each panel gives its scale.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["ChartPoint", "load_published", "load_points", "compare", "render_png", "render_html",
+           "format_points", "add_compare_parser", "cmd_compare"]
+
+PUBLISHED_FILE = "published_imagenet.csv"
+_LEAGUE_FILE = "leaderboard.json"
+
+
+@dataclass
+class ChartPoint:
+    """One bubble. ``top1`` is in percent; ``source`` is the run folder or league file it was read
+    from, or for a published point the source of its top-1 (``sources`` holds all three)."""
+
+    panel: str  # "ours" | "published"
+    model: str
+    label: str
+    top1: float
+    gmacs: float
+    params: int
+    dataset: str | None
+    source: str
+    input_size: list[int] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading points
+
+
+def load_published() -> list[ChartPoint]:
+    """The published ImageNet-1k figures shipped with the package (lines starting with # are notes)."""
+    text = resources.files("cnnzoo").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
+    points = []
+    for row in rows:
+        points.append(ChartPoint(
+            panel="published", model=row["model"], label=row["model"], top1=float(row["top1"]),
+            gmacs=float(row["gmacs"]), params=int(row["params"]), dataset="ImageNet-1k",
+            source=row["top1_source"],
+            sources={k: row[f"{k}_source"] for k in ("top1", "gmacs", "params")},
+        ))
+    return points
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _percent(value: Any, where: str) -> float:
+    """Top-1 in percent. ``cnnzoo train`` writes fractions (0.9138); a value above 1 is taken as
+    already in percent, so a leaderboard written either way reads the same."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: test_top1 must be a finite number, got {value!r}")
+    if not 0 <= value <= 100:
+        raise ValueError(f"{where}: test_top1 {value!r} is neither a fraction (0-1) nor a percentage (0-100)")
+    return float(value) * 100 if value <= 1 else float(value)
+
+
+_MACS_CACHE: dict[str, tuple[int, int]] = {}
+
+
+def _macs_and_params(model: str, input_size: Sequence[int], num_classes: int | None,
+                     model_kwargs: dict[str, Any]) -> tuple[int, int]:
+    """MACs per image and parameters of the network a run trained, counted on a meta-device copy
+    (shapes only: even a VGG costs no memory and no arithmetic)."""
+    import torch
+
+    from cnnzoo.analysis import count_macs
+    from cnnzoo.registry import create_model
+
+    key = json.dumps([model, list(input_size), num_classes, model_kwargs], sort_keys=True, default=str)
+    if key not in _MACS_CACHE:
+        with torch.device("meta"):
+            net = create_model(model, num_classes=num_classes, in_chans=int(input_size[0]), **model_kwargs)
+        _MACS_CACHE[key] = (count_macs(net, tuple(int(s) for s in input_size)),
+                            sum(p.numel() for p in net.parameters()))
+    return _MACS_CACHE[key]
+
+
+def _load_run(folder: Path) -> ChartPoint:
+    summary_path = folder / "summary.json"
+    summary = _read_json(summary_path)
+    if not isinstance(summary, dict) or "model" not in summary or "test_top1" not in summary:
+        raise ValueError(f"{summary_path}: expected the summary `cnnzoo train` writes (model, test_top1, ...)")
+    config_path = folder / "config.json"
+    config = _read_json(config_path) if config_path.is_file() else {}
+    model = str(summary["model"])
+    input_size = summary.get("input_size") or config.get("input_size")
+    if not input_size or len(input_size) != 3:
+        raise ValueError(f"{summary_path}: no input_size [C, H, W] in summary.json or config.json")
+    classes = config.get("classes")
+    num_classes = len(classes) if isinstance(classes, list) and classes else None
+    try:
+        macs, params = _macs_and_params(model, input_size, num_classes, dict(config.get("model_kwargs") or {}))
+    except ValueError as exc:  # a model this cnnzoo does not know, or an input it refuses
+        raise ValueError(f"{folder}: cannot rebuild its network to count MACs: {exc}") from exc
+    return ChartPoint(
+        panel="ours", model=model, label=model, top1=_percent(summary["test_top1"], str(summary_path)),
+        gmacs=macs / 1e9, params=int(summary.get("params") or params), dataset=summary.get("dataset"),
+        source=str(folder), input_size=[int(s) for s in input_size], sources={"run_dir": str(folder)},
+    )
+
+
+def _load_league(path: Path) -> list[ChartPoint]:
+    obj = _read_json(path)
+    if isinstance(obj, dict) and isinstance(obj.get("entries"), list):
+        # `cnnzoo league` keeps the dataset in the board's settings; a top-level "dataset" is read too.
+        settings = obj.get("settings") if isinstance(obj.get("settings"), dict) else {}
+        entries, league_dataset = obj["entries"], obj.get("dataset") or settings.get("dataset")
+    elif isinstance(obj, list):
+        entries, league_dataset = obj, None
+    else:
+        raise ValueError(f"{path}: expected a leaderboard: an object with a list \"entries\", or a list of "
+                         f"entries, got {type(obj).__name__}")
+    points = []
+    for i, entry in enumerate(entries):
+        where = f"{path} entry {i}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
+        missing = [k for k in ("model", "params", "test_top1") if k not in entry]
+        if "macs" not in entry and "gmacs" not in entry:
+            missing.append("macs")
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)} (each entry needs model, params, macs, test_top1)")
+        gmacs = entry["macs"] / 1e9 if "macs" in entry else entry["gmacs"]
+        if isinstance(gmacs, bool) or not isinstance(gmacs, (int, float)) or not gmacs > 0:
+            raise ValueError(f"{where}: macs must be a positive number, got {entry.get('macs', entry.get('gmacs'))!r}")
+        params = entry["params"]
+        if isinstance(params, bool) or not isinstance(params, int) or params < 1:
+            raise ValueError(f"{where}: params must be a positive integer, got {params!r}")
+        run_dir = entry.get("run_dir")
+        points.append(ChartPoint(
+            panel="ours", model=str(entry["model"]), label=str(entry["model"]),
+            top1=_percent(entry["test_top1"], where), gmacs=float(gmacs), params=params,
+            dataset=entry.get("dataset") or league_dataset,
+            source=f"{path}" + (f" (run {run_dir})" if run_dir else f" (entry {i})"),
+            input_size=entry.get("input_size"),
+            sources={"run_dir": str(run_dir)} if run_dir else {"entry": str(i)},
+        ))
+    return points
+
+
+def load_points(sources: Sequence[str | Path]) -> list[ChartPoint]:
+    """Panel 1's points from run folders and league folders (or leaderboard.json files), in order.
+
+    The same model twice keeps both points: their labels get the run folder's name."""
+    points: list[ChartPoint] = []
+    for src in sources:
+        path = Path(src)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run or league folder")
+        if path.is_file():
+            if path.suffix != ".json":
+                raise ValueError(f"{path}: expected a run folder (summary.json + config.json from `cnnzoo train`) "
+                                 f"or a league folder / {_LEAGUE_FILE} (from `cnnzoo league --out`)")
+            points += _load_league(path)
+        elif (path / _LEAGUE_FILE).is_file():
+            points += _load_league(path / _LEAGUE_FILE)
+        elif (path / "summary.json").is_file():
+            points.append(_load_run(path))
+        elif (path / "config.json").is_file():
+            raise ValueError(f"{path}: a run folder without summary.json: its training has not finished "
+                             f"(continue it with `cnnzoo train --resume {path}`)")
+        else:
+            raise ValueError(f"{path}: neither a run folder (summary.json + config.json, written by `cnnzoo train`) "
+                             f"nor a league folder ({_LEAGUE_FILE}, written by `cnnzoo league --out`)")
+    _disambiguate(points)
+    return points
+
+
+def _disambiguate(points: list[ChartPoint]) -> None:
+    """Label repeated model names with their run folder (then a number, if that repeats too)."""
+    counts: dict[str, int] = {}
+    for p in points:
+        counts[p.model] = counts.get(p.model, 0) + 1
+    for p in points:
+        if counts[p.model] > 1:
+            run = p.sources.get("run_dir")
+            p.label = f"{p.model} ({Path(run).name})" if run else f"{p.model} (#{p.sources.get('entry', '?')})"
+    seen: dict[str, int] = {}
+    for p in points:
+        n = seen[p.label] = seen.get(p.label, 0) + 1
+        if n > 1:
+            p.label = f"{p.label} #{n}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry shared by the PNG and the HTML
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis from ``lo`` to ``hi``: the decades, or 1-2-5 steps (then every
+    integer multiple) when the range holds fewer than three decades' ticks."""
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [round(m * 10.0 ** k, 12) for k in range(k0, k1 + 1) for m in mantissas]
+        ticks = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks
+
+
+def _linear_ticks(lo: float, hi: float) -> list[float]:
+    span = hi - lo
+    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 25, 50) if span / s <= 8)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 6) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _limits(points: Sequence[ChartPoint]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits: at least a decade of GMACs (log), with room for the bubbles and the labels on
+    their right; top-1 padded by a tenth of its range (at least 3 points)."""
+    a = math.log10(min(p.gmacs for p in points))
+    b = math.log10(max(p.gmacs for p in points))
+    if b - a < 1:
+        mid = (a + b) / 2
+        a, b = mid - 0.5, mid + 0.5
+    span = b - a
+    xlim = (10 ** (a - 0.12 * span), 10 ** (b + 0.25 * span))
+    y0 = min(p.top1 for p in points)
+    y1 = max(p.top1 for p in points)
+    pad = max(3.0, 0.12 * (y1 - y0))
+    return xlim, (max(0.0, y0 - pad), y1 + pad)
+
+
+def _place_labels(anchors: Sequence[tuple[float, float, float]], widths: Sequence[float], height: float,
+                  bounds: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    """Greedy label placement in pixels (y pointing up): each label goes beside its bubble, right
+    (else left), moved up or down in steps of its height until it overlaps no label placed before.
+
+    ``anchors`` are (x, y, radius) of the bubbles, ``bounds`` (x0, y0, x1, y1) of the plot.
+    Returns the lower-left corner of each label."""
+    x0, y0, x1, y1 = bounds
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(anchors)
+    order = sorted(range(len(anchors)), key=lambda i: (anchors[i][0], -anchors[i][1]))
+    for i in order:
+        x, y, r = anchors[i]
+        w = widths[i]
+        gap = 0.75 * r + 3.0  # clear of a small disc; tucked into a big one's bounding-box corner
+        best = None
+        for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+            for side in (1, -1):
+                lx = x + gap if side == 1 else x - gap - w
+                ly = y - height / 2 + shift * height
+                box = (lx, ly, lx + w, ly + height)
+                inside = box[0] >= x0 and box[2] <= x1 and box[1] >= y0 and box[3] <= y1
+                clear = all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed)
+                if inside and clear:
+                    best = box
+                    break
+            if best:
+                break
+        if best is None:
+            best = (x + gap, y - height / 2, x + gap + w, y + height / 2)
+        placed.append(best)
+        out[i] = (best[0], best[1])
+    return out
+
+
+def _nice_sizes(largest: int) -> list[int]:
+    """Three round parameter counts for a size legend: the largest 1/2/5 x 10^k not above the
+    biggest network, then a tenth and a hundredth of it."""
+    k = math.floor(math.log10(largest))
+    top = max(m * 10 ** k for m in (1, 2, 5) if m * 10 ** k <= largest)
+    return [top, max(top // 10, 1), max(top // 100, 1)]
+
+
+def _fmt_params(n: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt_gmacs(g: float) -> str:
+    return f"{g:.4g}"
+
+
+def _panel_titles(ours: Sequence[ChartPoint]) -> tuple[str, str]:
+    datasets = sorted({p.dataset or "unknown dataset" for p in ours})
+    return (f"Our runs: test top-1 on {', '.join(datasets)}",
+            "Published: ImageNet-1k val top-1 (single crop)")
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG
+
+_AREA_MAX_PT2 = 1800.0  # marker area (points^2) of the largest network of a panel
+
+
+def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path: str | Path) -> Path:
+    """Both panels as one PNG (about 1300 x 560 pixels), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    from cnnzoo.checkpoint import atomic_write
+
+    dpi = 100
+    fig = Figure(figsize=(13.0, 5.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    titles = _panel_titles(ours)
+    rects = ((0.055, 0.11, 0.33, 0.8), (0.555, 0.11, 0.33, 0.8))
+    colours = ("#1f77b4", "#d62728")
+    for points, title, rect, colour in zip((ours, published), titles, rects, colours):
+        ax = fig.add_axes(rect)
+        (xl, xh), (yl, yh) = _limits(points)
+        ax.set_xscale("log")
+        ax.set_xlim(xl, xh)
+        ax.set_ylim(yl, yh)
+        ticks = _log_ticks(xl, xh)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_xlabel("GMACs per image (log scale)")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(title, fontsize=10.5)
+        biggest = max(p.params for p in points)
+        sizes = [_AREA_MAX_PT2 * p.params / biggest for p in points]
+        xs, ys = [p.gmacs for p in points], [p.top1 for p in points]
+        ax.scatter(xs, ys, s=sizes, color=colour, alpha=0.35, edgecolors=colour, linewidths=0.8)
+        ax.scatter(xs, ys, s=4, color=colour)  # the centre, visible however small the bubble
+        # Labels, placed in display pixels (y up) beside each bubble.
+        disp = ax.transData.transform(list(zip(xs, ys)))
+        px_per_pt = dpi / 72
+        radii = [math.sqrt(s / math.pi) * px_per_pt for s in sizes]
+        font_pt = 7.5
+        widths = [len(p.label) * font_pt * 0.6 * px_per_pt for p in points]
+        bbox = ax.get_window_extent()
+        corners = _place_labels([(x, y, r) for (x, y), r in zip(disp, radii)], widths, font_pt * 1.3 * px_per_pt,
+                                (bbox.x0, bbox.y0, bbox.x1, bbox.y1))
+        inverse = ax.transData.inverted()
+        for p, (cx, cy) in zip(points, corners):
+            tx, ty = inverse.transform((cx, cy))
+            ax.text(tx, ty, p.label, fontsize=font_pt, ha="left", va="bottom", color="#222222")
+        # Size legend, outside the plot on the right.
+        refs = _nice_sizes(biggest)
+        handles = [ax.scatter([], [], s=_AREA_MAX_PT2 * n / biggest, color=colour, alpha=0.35, edgecolors=colour)
+                   for n in refs]
+        ax.legend(handles, [f"{_fmt_params(n)} params" for n in refs], title="bubble area", loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8, title_fontsize=8,
+                  labelspacing=2.2, borderpad=1.2, handletextpad=1.5)
+    path = Path(path)
+    _ensure_parent(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return path
+
+
+def _ensure_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the folder of {path}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML (inline SVG, no external resources)
+
+_W, _H = 560, 430  # one panel's SVG, pixels
+_ML, _MR, _MT, _MB = 58, 120, 40, 48  # margins: the right one holds the size legend
+_R_MAX = 26.0  # radius of the largest network's bubble, pixels
+_FONT_PX = 11.0
+
+
+def _tip(p: ChartPoint) -> str:
+    lines = [p.label, f"top-1 {p.top1:.2f}%", f"{_fmt_gmacs(p.gmacs)} GMACs per image",
+             f"{p.params:,} params ({_fmt_params(p.params)})"]
+    lines.append(f"source: {p.source}")
+    return "\n".join(lines)
+
+
+def _svg_panel(points: Sequence[ChartPoint], title: str, colour: str) -> str:
+    (xl, xh), (yl, yh) = _limits(points)
+    x0, x1, y0, y1 = _ML, _W - _MR, _H - _MB, _MT  # pixel range of the plot (y0 at the bottom)
+    lxl, lxh = math.log10(xl), math.log10(xh)
+
+    def px(g: float) -> float:
+        return x0 + (math.log10(g) - lxl) / (lxh - lxl) * (x1 - x0)
+
+    def py(t: float) -> float:
+        return y0 - (t - yl) / (yh - yl) * (y0 - y1)
+
+    e = html.escape
+    out = [f'<svg class="panel" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
+           f'aria-label="{e(title)}">',
+           f'<text x="{(x0 + x1) / 2:.1f}" y="22" class="title">{e(title)}</text>',
+           f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" class="plot"/>']
+    for t in _log_ticks(xl, xh):
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{y1}" x2="{x:.1f}" y2="{y0}" class="grid"/>')
+        out.append(f'<text x="{x:.1f}" y="{y0 + 15}" class="xtick">{t:g}</text>')
+    for t in _linear_ticks(yl, yh):
+        y = py(t)
+        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" class="grid"/>')
+        out.append(f'<text x="{x0 - 5}" y="{y + 4:.1f}" class="ytick">{t:g}</text>')
+    out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{_H - 10}" class="axis">GMACs per image (log scale)</text>')
+    out.append(f'<text x="14" y="{(y0 + y1) / 2:.1f}" class="axis" '
+               f'transform="rotate(-90 14 {(y0 + y1) / 2:.1f})">top-1 accuracy (%)</text>')
+
+    biggest = max(p.params for p in points)
+    radii = [_R_MAX * math.sqrt(p.params / biggest) for p in points]
+    centres = [(px(p.gmacs), py(p.top1)) for p in points]
+    # Label placement works with y up: flip, place, flip back.
+    corners = _place_labels([(cx, _H - cy, r) for (cx, cy), r in zip(centres, radii)],
+                            [len(p.label) * _FONT_PX * 0.58 for p in points], _FONT_PX * 1.25,
+                            (x0, _H - y0, x1, _H - y1))
+    # Big bubbles first, so that small ones stay on top and can be pointed at.
+    order = sorted(range(len(points)), key=lambda i: -points[i].params)
+    out.append(f'<g fill="{colour}" stroke="{colour}">')
+    for i in order:
+        p, (cx, cy), r = points[i], centres[i], radii[i]
+        tip = _tip(p)
+        out.append(f'<circle class="bubble" cx="{cx:.1f}" cy="{cy:.1f}" r="{max(r, 2.0):.2f}" '
+                   f'data-tip="{e(tip)}"><title>{e(tip)}</title></circle>')
+    out.append("</g>")
+    for i, p in enumerate(points):
+        lx, ly = corners[i]
+        out.append(f'<text x="{lx:.1f}" y="{_H - ly - 3:.1f}" class="label">{e(p.label)}</text>')
+    # Size legend in the right margin.
+    lx = x1 + 14 + _R_MAX
+    out.append(f'<text x="{x1 + 12}" y="{y1 + 10}" class="legend">bubble area</text>')
+    y = y1 + 24
+    for n in _nice_sizes(biggest):
+        r = _R_MAX * math.sqrt(n / biggest)
+        y += r + 6
+        out.append(f'<circle cx="{lx:.1f}" cy="{y:.1f}" r="{max(r, 1.0):.2f}" class="legend-bubble" '
+                   f'fill="{colour}" stroke="{colour}"/>')
+        out.append(f'<text x="{lx + _R_MAX + 6:.1f}" y="{y + 4:.1f}" class="legend">{_fmt_params(n)}</text>')
+        y += r + 6
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+_CSS = """
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+.panels { display: flex; flex-wrap: wrap; gap: 1em; }
+svg text { font-family: system-ui, sans-serif; fill: #222; }
+.title { font-size: 13px; font-weight: 600; text-anchor: middle; }
+.axis { font-size: 12px; text-anchor: middle; }
+.xtick { font-size: 10px; text-anchor: middle; }
+.ytick { font-size: 10px; text-anchor: end; }
+.label { font-size: 11px; pointer-events: none; }
+.legend { font-size: 10px; }
+.plot { fill: none; stroke: #888; }
+.grid { stroke: #e4e4e4; }
+.bubble { fill-opacity: 0.35; stroke-width: 1; cursor: pointer; }
+.bubble:hover { fill-opacity: 0.7; }
+.legend-bubble { fill-opacity: 0.35; }
+#tip { position: absolute; display: none; background: #fffff0; border: 1px solid #999; padding: 4px 7px;
+       font-size: 12px; white-space: pre-line; pointer-events: none; max-width: 28em; }
+table { border-collapse: collapse; margin-top: 1.5em; font-size: 12px; }
+td, th { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+# Moves each bubble's text into a tooltip that follows the pointer; the SVG <title> elements it
+# removes are the browser's own tooltips, which remain where scripts are off.
+_JS = """
+(function () {
+  var tip = document.getElementById('tip');
+  document.querySelectorAll('circle.bubble').forEach(function (c) {
+    var t = c.querySelector('title');
+    if (t) { t.parentNode.removeChild(t); }
+    c.addEventListener('mousemove', function (ev) {
+      tip.textContent = c.getAttribute('data-tip');
+      tip.style.display = 'block';
+      tip.style.left = (ev.pageX + 14) + 'px';
+      tip.style.top = (ev.pageY + 14) + 'px';
+    });
+    c.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+  });
+})();
+"""
+
+
+def render_html(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path: str | Path) -> Path:
+    """Both panels as one self-contained HTML file (inline SVG, CSS and script; nothing fetched)."""
+    from cnnzoo.checkpoint import write_text
+
+    e = html.escape
+    titles = _panel_titles(ours)
+    rows = []
+    for p in (*ours, *published):
+        src = "; ".join(f"{k}: {v}" for k, v in p.sources.items()) if p.panel == "published" else p.source
+        rows.append(f"<tr><td>{e(p.panel)}</td><td>{e(p.label)}</td><td>{e(p.dataset or '')}</td>"
+                    f'<td class="num">{p.top1:.2f}</td><td class="num">{_fmt_gmacs(p.gmacs)}</td>'
+                    f'<td class="num">{p.params:,}</td><td>{e(src)}</td></tr>')
+    doc = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>cnnzoo compare: top-1 against GMACs</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1 style="font-size:18px">Top-1 accuracy against operations per image</h1>
+<p>After Canziani, Paszke and Culurciello 2016 (arXiv 1605.07678), Fig. 2. Bubble area is proportional
+to the parameter count, each panel to its own scale (see its legend). Point at a bubble for its figures.</p>
+<div class="panels">
+{_svg_panel(ours, titles[0], "#1f77b4")}
+{_svg_panel(published, titles[1], "#d62728")}
+</div>
+<table>
+<tr><th>panel</th><th>model</th><th>dataset</th><th>top-1 %</th><th>GMACs</th><th>params</th><th>source</th></tr>
+{chr(10).join(rows)}
+</table>
+<div id="tip"></div>
+<script>{_JS}</script>
+</body>
+</html>
+"""
+    path = Path(path)
+    _ensure_parent(path)
+    write_text(path, doc)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Library entry point and CLI
+
+
+def compare(sources: Sequence[str | Path], out_png: str | Path | None = None,
+            out_html: str | Path | None = None) -> dict[str, Any]:
+    """Read the runs and leagues in ``sources``, draw the chart(s) asked for.
+
+    Returns ``{"points": [...], "paths": {"png": ..., "html": ...}}``; each point is a
+    :class:`ChartPoint` as a dict, ``panel`` "ours" or "published"."""
+    if not sources:
+        raise ValueError("no run or league folder given")
+    ours = load_points(sources)
+    if not ours:
+        raise ValueError(f"no runs found in {', '.join(map(str, sources))} (empty leaderboard?)")
+    published = load_published()
+    paths: dict[str, str] = {}
+    if out_png is not None:
+        paths["png"] = str(render_png(ours, published, out_png))
+    if out_html is not None:
+        paths["html"] = str(render_html(ours, published, out_html))
+    return {"points": [asdict(p) for p in (*ours, *published)], "paths": paths}
+
+
+def format_points(points: Sequence[dict[str, Any]]) -> str:
+    """The plotted points as a text table."""
+    cols = ["panel", "model", "dataset", "top-1 %", "GMACs", "params", "source"]
+    text = []
+    for p in points:
+        src = p["source"] if len(p["source"]) <= 60 else p["source"][:59] + "…"
+        text.append([p["panel"], p["label"], p["dataset"] or "-", f"{p['top1']:.2f}", _fmt_gmacs(p["gmacs"]),
+                     f"{p['params']:,}", src])
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    right = {3, 4, 5}
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
+    for t in text:
+        lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w)
+                               for i, (v, w) in enumerate(zip(t, widths))).rstrip())
+    return "\n".join(lines)
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s = subparsers.add_parser(
+        "compare", help="top-1 vs GMACs bubble chart of runs and leagues beside published ImageNet figures",
+        description="Top-1 accuracy against GMACs per image (log scale), bubble area proportional to "
+                    "parameters, as Canziani et al. 2016 Fig. 2: our runs in one panel, the published "
+                    "ImageNet-1k figures of the zoo's networks in the other.")
+    s.add_argument("sources", nargs="+", metavar="RUN_OR_LEAGUE_DIR",
+                   help="run folders (cnnzoo train) and/or league folders (cnnzoo league --out)")
+    s.add_argument("--out", metavar="PNG", help="write the chart as a PNG")
+    s.add_argument("--html", metavar="HTML", help="write the chart as one standalone HTML file (works offline)")
+    s.add_argument("--json", action="store_true", help="last line: one JSON object with the points and paths")
+    s.set_defaults(func=cmd_compare)
+    return s
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result = compare(args.sources, out_png=args.out, out_html=args.html)
+    print(format_points(result["points"]))
+    for kind, path in result["paths"].items():
+        print(f"wrote {kind.upper()}: {path}")
+    if not result["paths"]:
+        print("no chart written: add --out chart.png and/or --html chart.html")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
