@@ -16,8 +16,10 @@ from typing import Any
 from cnnzoo.bench import add_bench_parser
 from cnnzoo.compare import add_compare_parser
 from cnnzoo.compress import add_compress_parser
+from cnnzoo.degradation import add_degradation_parser
 from cnnzoo.export import add_export_parser
-from cnnzoo.train import TrainConfig
+from cnnzoo.league import add_league_parser
+from cnnzoo.train import RECIPES, TrainConfig
 
 
 def _print_json(obj: Any) -> None:
@@ -58,12 +60,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in
                      ("model", "dataset", "data_dir", "epochs", "batch_size", "lr", "opt", "sched", "warmup_epochs",
                       "weight_decay", "label_smoothing", "seed", "out", "crop_padding", "flip", "threads",
-                      "train_subset", "device", "checkpoint_every") if getattr(args, k) is not None}
+                      "train_subset", "device", "checkpoint_every", "tta_flip", "amp") if getattr(args, k) is not None}
         if args.input_size:
             overrides["input_size"] = tuple(args.input_size)
-        overrides.update(amp=args.amp, channels_last=args.channels_last, skip_bad_images=args.skip_bad_images,
+        overrides.update(channels_last=args.channels_last, skip_bad_images=args.skip_bad_images,
                          deterministic=args.deterministic, sync_bn=args.sync_bn)
-        summary = train(TrainConfig(**overrides), progress=not args.no_progress)
+        cfg = TrainConfig.from_recipe(args.recipe, **overrides) if args.recipe else TrainConfig(**overrides)
+        summary = train(cfg, progress=not args.no_progress)
     summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return 0
@@ -79,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cnnzoo.predict import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, tta_flip=args.tta_flip)
     print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
           f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
     if args.json:
@@ -150,12 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     s.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
     s.add_argument("--opt", choices=["sgd", "adamw"])
-    s.add_argument("--sched", choices=["cosine", "step", "none"])
+    s.add_argument("--sched", choices=["cosine", "linear", "step", "none"])
     s.add_argument("--warmup-epochs", type=float)
     s.add_argument("--weight-decay", type=float)
     s.add_argument("--label-smoothing", type=float)
     s.add_argument("--crop-padding", type=int, help="random-crop augmentation, pixels of padding")
     s.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    s.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="evaluate on each image and its mirror image, logits averaged")
+    s.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="start from a named set of settings (see cnnzoo.train.RECIPES); other flags override it")
     s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"))
     s.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
     s.add_argument("--skip-bad-images", action="store_true",
@@ -163,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--device", help="cpu (default), cuda or cuda:N")
-    s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (fast on GPUs and on CPUs with AVX512-BF16 or AMX)")
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC memory format (default on)")
     s.add_argument("--checkpoint-every", type=int, metavar="STEPS",
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir")
     s.add_argument("--model", help="model name, for weight files without cnnzoo metadata")
     s.add_argument("--batch-size", type=int, default=512)
+    s.add_argument("--tta-flip", action="store_true", help="average each image's logits with its mirror image's")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
 
@@ -214,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_compress_parser(sub)
     add_compare_parser(sub)
+    add_league_parser(sub)
+    add_degradation_parser(sub)
     return p
 
 

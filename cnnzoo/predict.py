@@ -27,8 +27,9 @@ def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None) -
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, data_dir: str | None = None,
-                        model_name: str | None = None, batch_size: int = 512) -> dict[str, Any]:
-    """Top-1 / top-5 / loss of a checkpoint on the test split of ``dataset`` (default: its own)."""
+                        model_name: str | None = None, batch_size: int = 512, tta_flip: bool = False) -> dict[str, Any]:
+    """Top-1 / top-5 / loss of a checkpoint on the test split of ``dataset`` (default: its own);
+    ``tta_flip`` averages each image's logits with its mirror image's."""
     model, meta = load_any_checkpoint(checkpoint, model_name)
     dataset = dataset or meta.get("dataset")
     if dataset is None:
@@ -39,7 +40,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
     if len(ds.classes) != cfg["num_classes"]:
         raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
     ds.images = resize_to(ds.images, cfg["input_size"][1:])
-    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size)
+    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size, tta_flip=tta_flip)
     return dict(model=cfg["architecture"], checkpoint=str(checkpoint), dataset=dataset, images=len(ds), **res)
 
 

@@ -186,7 +186,7 @@ def test_runs_at_min_input_size_and_rejects_smaller(name):
 
 
 def test_registry():
-    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR)
+    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench"])
     for name in list(IMAGENET) + CIFAR:
         cfg = get_model_cfg(name)
         assert cfg["family"] == "VGG"
@@ -196,3 +196,47 @@ def test_registry():
     with torch.device("meta"):
         assert cnnzoo.create_model("vgg11").default_cfg["classifier"] == "fc8"
         assert cnnzoo.create_model("vgg11_cifar").default_cfg["first_conv"] == "stage1.conv1.conv"
+
+
+# --------------------------------------------------------------------------------------------------
+# vgg_airbench: the fast recipe's network
+
+
+def test_airbench_layer_table():
+    # widths 32/64/128 after a 2x2 whitening stem of 2 x 4 filters: 28 -> 27 -> 13 -> 6 -> 3
+    model = cnnzoo.create_model("vgg_airbench")
+    assert model.default_cfg["input_size"] == (1, 28, 28) and model.num_classes == 10
+    x = torch.randn(2, 1, 28, 28)
+    shapes = []
+    for stage in (model.stem, model.stage1, model.stage2, model.stage3):
+        x = stage(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(8, 27, 27), (32, 13, 13), (64, 6, 6), (128, 3, 3)]
+    convs = 8 * 1 * 4 + 8 + 9 * (8 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128)
+    bns = 2 * 2 * (32 + 64 + 128)
+    assert n_params(model) == convs + bns + 128 * 10
+
+
+def test_airbench_stem_whitens_patches_and_freezes():
+    torch.manual_seed(0)
+    # correlated "images": smooth random fields, whose 2x2 patches are far from white
+    images = torch.nn.functional.avg_pool2d(torch.randn(400, 1, 31, 31), 4, stride=1)
+    model = cnnzoo.create_model("vgg_airbench")
+    model.init_from_data(images)
+    out = model.stem(images)[:, :4]  # the positive half of the filters
+    features = out.permute(0, 2, 3, 1).reshape(-1, 4).double()
+    cov = torch.cov(features.T)
+    # decorrelated, and unit variance up to the eps that keeps near-zero eigenvalues from exploding
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    assert off_diagonal.abs().max() < 1e-4, cov
+    assert ((torch.diagonal(cov) > 0.85) & (torch.diagonal(cov) < 1.0001)).all(), cov
+    raw = torch.cov(torch.nn.functional.unfold(images, 2).transpose(1, 2).reshape(-1, 4).T.double())
+    assert (raw - torch.diag(torch.diagonal(raw))).abs().max() > 0.1 * torch.diagonal(raw).min()  # it was correlated
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert torch.equal(model.stem.conv.weight[4:], -model.stem.conv.weight[:4])
+
+
+def test_airbench_trains_and_runs_at_min_input():
+    losses = sgd_losses("vgg_airbench", batch=32, steps=12, lr=0.05)
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+    assert_min_input_is_true_minimum("vgg_airbench")

@@ -156,3 +156,68 @@ def test_mid_epoch_checkpoints_record_the_step(fmnist_small, tmp_path):
     state = load_train_state(run / "train_state.pt")
     assert (state["epoch"], state["step"]) == (1, 0) and len(state["metrics"]) == 1
     assert read_weights_meta(run / "last.safetensors")["epoch"] == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Schedules, flip test-time averaging, recipes
+
+
+def test_linear_schedule_warms_up_then_falls_to_zero():
+    cfg = TrainConfig(epochs=4, warmup_epochs=1, sched="linear", lr=1.0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = train_mod.build_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert lrs[10] == pytest.approx(1.0) and lrs[25] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(1 / 30)
+
+
+def test_flip_tta_averages_the_mirror_images_logits():
+    from cnnzoo.data import ImageDataset, Normalize
+
+    class LeftHalf(torch.nn.Module):  # a "model" that sees only the left half: flips change its answer
+        def forward(self, x):
+            left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
+            return torch.stack([left, -left], dim=1)
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g)
+    ds = ImageDataset(images, torch.zeros(64, dtype=torch.long), ["a", "b"])
+    norm = Normalize((0.5,), (0.25,))
+    x = norm(images)
+    plain = train_mod.evaluate(LeftHalf(), ds, norm)
+    tta = train_mod.evaluate(LeftHalf(), ds, norm, tta_flip=True)
+    logits = (LeftHalf()(x) + LeftHalf()(x.flip(3))) / 2
+    assert plain["top1"] == pytest.approx((LeftHalf()(x).argmax(1) == 0).float().mean().item())
+    assert tta["top1"] == pytest.approx((logits.argmax(1) == 0).float().mean().item())
+    assert tta["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ds.labels).item(), rel=1e-5)
+    assert tta["top1"] != plain["top1"]
+
+
+def test_recipe_sets_defaults_and_flags_win():
+    cfg = TrainConfig.from_recipe("fast", epochs=2)
+    assert cfg.recipe == "fast" and cfg.model == "vgg_airbench" and cfg.epochs == 2
+    assert cfg.opt == "sgd" and cfg.sched == "linear" and cfg.tta_flip and cfg.flip
+    with pytest.raises(ValueError, match="unknown recipe 'quick'.*fast"):
+        TrainConfig.from_recipe("quick")
+
+
+@pytest.mark.slow
+def test_fast_recipe_trains_the_whitened_vgg(fmnist_small, tmp_path):
+    cfg = TrainConfig.from_recipe("fast", data_dir=str(fmnist_small), epochs=3, batch_size=128,
+                                  test_subset=500, out=str(tmp_path / "run"))
+    summary = train(cfg, progress=False)
+    assert summary["test_top1"] > 0.6 and summary["tta_flip"] and summary["test_images"] == 500
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["recipe"] == "fast" and saved["model"] == "vgg_airbench"
+    # the stem was whitened from the data and frozen: its weights are W and -W, unchanged by training
+    model, _ = load_checkpoint(tmp_path / "run")
+    w = model.stem.conv.weight
+    assert torch.equal(w[4:], -w[:4])
+    # resuming rebuilds the same stem and continues to the same weights as the run itself
+    again = resume_training(tmp_path / "run", epochs=3, progress=False)
+    assert again["test_top1"] == summary["test_top1"]

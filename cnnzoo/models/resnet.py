@@ -200,6 +200,8 @@ class ResNet(ZooModel):
     max-pool; ``"cifar"``: one 3x3 stride-1 convolution. ``shortcut``: "B" (projection where the
     shape changes), "A" (zero padding) or "none" (a plain network). ``groups``/``base_width`` make
     a ResNeXt; ``se_width`` (channels -> SE bottleneck width) adds squeeze-and-excitation.
+    ``zero_init_residual`` starts the last batch norm of every residual branch at scale 0, so that
+    each block begins as its shortcut (Goyal et al. 2017): a deep net then starts as a shallow one.
     """
 
     first_conv = "conv1"
@@ -218,8 +220,11 @@ class ResNet(ZooModel):
         groups: int = 1,
         base_width: int = 64,
         se_width: Callable[[int], int] | None = None,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
+        if zero_init_residual and shortcut == "none":
+            raise ValueError("zero_init_residual needs shortcuts: a plain network's blocks would output zeros")
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} differ in length")
         if stem not in ("imagenet", "cifar"):
@@ -255,6 +260,10 @@ class ResNet(ZooModel):
         self.fc = nn.Linear(in_channels, num_classes)
         # He et al. initialise as in their PReLU paper; the fc keeps PyTorch's default.
         init_weights(self, linear_std=None)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -261,3 +261,97 @@ def vgg16_cifar(**kwargs) -> CifarVGG:
 def vgg19_cifar(**kwargs) -> CifarVGG:
     """Configuration E's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[19], **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# A VGG for training in minutes on a CPU (the fast recipe, ``cnnzoo train --recipe fast``)
+
+
+class WhitenedStem(nn.Module):
+    """A frozen kxk convolution (no padding) whose filters whiten the image's kxk patches: the
+    eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), each with its negative, so a
+    following ReLU-like activation loses nothing. Set from data by ``init_from_data``; until then
+    an ordinary trainable convolution. (Jordan 2024, airbench, after Coates & Ng 2011.)"""
+
+    def __init__(self, in_channels: int, kernel_size: int = 2) -> None:
+        super().__init__()
+        patch = in_channels * kernel_size * kernel_size
+        self.conv = nn.Conv2d(in_channels, 2 * patch, kernel_size, padding=0)
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        k = self.conv.kernel_size[0]
+        patches = nn.functional.unfold(images.float(), k).transpose(1, 2).reshape(-1, self.conv.in_channels * k * k)
+        patches = patches.double() - patches.double().mean(0)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + eps)).T.float()
+        filters = filters.reshape(-1, self.conv.in_channels, k, k)
+        self.conv.weight.copy_(torch.cat([filters, -filters]))
+        self.conv.bias.zero_()
+        self.conv.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class AirbenchStage(nn.Module):
+    """conv 3x3 -> 2x2 max-pool -> BN -> GELU -> conv 3x3 -> BN -> GELU. Pooling right after the
+    first convolution runs the normalisation, activation and second convolution at a quarter of
+    the pixels, which is where a CPU spends its time."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class AirbenchVGG(ZooModel):
+    """airbench's network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU") scaled to
+    a CPU: a whitened 2x2 stem, three stages that each halve the resolution, global max-pool, one
+    linear layer. On 28x28 images: 27 -> 13 -> 6 -> 3."""
+
+    first_conv = "stem.conv"
+    classifier_name = "fc"
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10, in_chans: int = 1,
+                 stem_kernel: int = 2) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = widths[2]
+        self.stem = WhitenedStem(in_chans, stem_kernel)
+        stem_width = self.stem.conv.out_channels
+        self.stage1 = AirbenchStage(stem_width, widths[0])
+        self.stage2 = AirbenchStage(widths[0], widths[1])
+        self.stage3 = AirbenchStage(widths[1], widths[2])
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+        init_weights(self)
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Whiten the stem on a sample of normalised training images (N, C, H, W)."""
+        self.stem.init_from_data(images)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.stage1(x)
+        x = self.stage2(x)
+        return self.stage3(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.pool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+
+@register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
+                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench")
+def vgg_airbench(**kwargs) -> AirbenchVGG:
+    """airbench's whitened-stem VGG at widths 32/64/128: the fast recipe's network for 28x28 images."""
+    return AirbenchVGG(**kwargs)

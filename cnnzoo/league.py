@@ -1,0 +1,442 @@
+"""``cnnzoo league``: every family trained with one recipe on one dataset, side by side.
+
+Each model is trained with the project's default recipe (``TrainConfig``'s defaults) in its own run
+folder ``OUT/<model>/``, and ``OUT/leaderboard.json`` / ``OUT/leaderboard.md`` are rewritten after
+every entry: test top-1 and top-5, parameters, MACs per image at the training input size, training
+throughput, and the figure the dataset's own benchmark table publishes for the family.
+
+A league is resumable: an entry whose run finished (``summary.json``) with the same settings is
+skipped, an interrupted one (``config.json`` + ``train_state.pt``) is continued where it stopped,
+and an entry trained with other settings is an error that names it; nothing is ever deleted.
+
+``--budget-minutes M`` gives each model the same wall-clock budget instead of the same epochs: the
+model's training and evaluation speed is measured on a few real batches, and the number of epochs
+(or, when one epoch of the full set does not fit, a seeded training subset) is chosen to fit M
+minutes. The choice is stored in the run folder (``league_plan.json``) and in the leaderboard, so a
+rerun reuses it rather than re-measuring, and ``--epochs`` / ``--train-subset`` reproduce it.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from cnnzoo.checkpoint import write_json, write_text
+from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
+from cnnzoo.registry import create_model, get_model_cfg, list_models, unknown_name_error
+from cnnzoo.train import TrainConfig, build_optimizer, fit_input_size, resume_training, train
+
+# One small-input variant per family of the seed, plus LeNet-5 and both MobileNets.
+DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
+                  "resnet18_cifar", "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
+
+# Fashion-MNIST test accuracy from the dataset's own benchmark table (zalandoresearch/fashion-mnist
+# README), for the architectures that table names. Matched by model name, not by family: the table's
+# "ResNet18" says nothing about ResNet-20 or SE-ResNet-18, nor its "VGG16" about VGG-11. The table's
+# "MobileNet" does not say which version, so both v1 and v2 are set beside it.
+PUBLISHED_FASHION_MNIST: list[tuple[str, str, float]] = [
+    ("alexnet*", "AlexNet", 0.899),
+    ("vgg16*", "VGG16", 0.935),
+    ("googlenet*", "GoogLeNet", 0.937),
+    ("resnet18*", "ResNet18", 0.949),
+    ("mobilenet*", "MobileNet", 0.950),
+]
+
+# The settings that make two runs the same experiment. Threads, device and AMP change the speed
+# (and float rounding), not the experiment, so a league may be continued on another machine.
+SETTING_KEYS = ("model", "dataset", "epochs", "train_subset", "seed", "batch_size", "lr", "opt", "momentum",
+                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "tta_flip", "test_subset",
+                "model_kwargs")
+
+PLAN_FILE = "league_plan.json"
+
+
+def published_figure(model: str, dataset: str = "fashion-mnist") -> tuple[str | None, float | None]:
+    """(name in the benchmark table, test top-1) published for ``model``'s architecture, or (None, None)."""
+    if dataset != "fashion-mnist":
+        return None, None
+    for pattern, label, top1 in PUBLISHED_FASHION_MNIST:
+        if fnmatch.fnmatchcase(model, pattern):
+            return label, top1
+    return None, None
+
+
+def resolve_models(patterns: list[str] | None) -> list[str]:
+    """Registered names for ``patterns`` (exact names or fnmatch wildcards), in the order given,
+    each once. A pattern that matches nothing is a ValueError with the closest names."""
+    if not patterns:
+        return list(DEFAULT_MODELS)
+    names: list[str] = []
+    for pattern in patterns:
+        matched = list_models(pattern)
+        if not matched:
+            raise unknown_name_error("model", pattern, list_models())
+        names.extend(n for n in matched if n not in names)
+    return names
+
+
+# --------------------------------------------------------------------------------------------------
+# Time budget
+
+
+def plan_budget(budget_seconds: float, train_images_per_second: float, eval_images_per_second: float,
+                train_images: int, test_images: int, batch_size: int = 128) -> dict[str, Any]:
+    """Epochs and training images that fit ``budget_seconds``, from measured speeds.
+
+    An epoch costs ``train_images / train_speed`` seconds of training plus one evaluation of the
+    test set (the trainer evaluates after every epoch). As many whole epochs of the full training
+    set as fit, at least one; when even one does not fit, one epoch of a seeded subset of the
+    training set sized to the time left after the evaluation, in whole batches (at least one).
+    """
+    if budget_seconds <= 0 or train_images_per_second <= 0 or eval_images_per_second <= 0:
+        raise ValueError(f"budget and speeds must be positive, got budget {budget_seconds} s, "
+                         f"{train_images_per_second} / {eval_images_per_second} img/s")
+    eval_seconds = test_images / eval_images_per_second
+    epoch_seconds = train_images / train_images_per_second + eval_seconds
+    if epoch_seconds <= budget_seconds:
+        epochs = max(1, math.floor(budget_seconds / epoch_seconds))
+        return dict(epochs=epochs, train_images=train_images, train_subset=None,
+                    estimated_seconds=round(epochs * epoch_seconds, 1))
+    fit = math.floor((budget_seconds - eval_seconds) * train_images_per_second / batch_size) * batch_size
+    n = min(train_images, max(batch_size, fit))
+    return dict(epochs=1, train_images=n, train_subset=n if n < train_images else None,
+                estimated_seconds=round(n / train_images_per_second + eval_seconds, 1))
+
+
+def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 6, warmup: int = 2) -> dict[str, float]:
+    """Training and evaluation images per second of ``cfg.model``, timed on real batches.
+
+    The same work as the trainer does per step (normalise, forward, loss with auxiliary heads,
+    backward, optimiser step) at the same batch size, input size, memory format, threads and
+    device; ``warmup`` steps first, so that one-off costs (allocation, kernel selection) are not
+    counted. Evaluation is timed on the same batches in inference mode.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU here")
+    input_size = fit_input_size(cfg.model, tuple(train_ds.images.shape[1:]), cfg.input_size)
+    n = min(len(train_ds), (warmup + steps) * cfg.batch_size)
+    images = resize_to(train_ds.images[:n], input_size[1:])
+    labels = train_ds.labels[:n]
+    normalize = Normalize(*ImageDataset(images, labels, train_ds.classes).channel_stats())
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    torch.manual_seed(cfg.seed)
+    net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
+    net.to(device, memory_format=memory_format).train()
+    opt = build_optimizer(net, cfg)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    batches = [(images[i: i + cfg.batch_size], labels[i: i + cfg.batch_size]) for i in range(0, n, cfg.batch_size)]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        x = normalize(x.to(device)).contiguous(memory_format=memory_format)
+        y = y.to(device)
+        with autocast:
+            outputs = net(x)
+            logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
+            loss = F.cross_entropy(logits.float(), y)
+            for aux_logits in aux:
+                loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def timed(run: Callable[[torch.Tensor, torch.Tensor], Any], todo: list) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for x, y in todo:
+            run(x, y)
+        sync()
+        return sum(len(y) for _, y in todo) / (time.perf_counter() - t0)
+
+    warm, timed_batches = batches[:warmup], batches[warmup:] or batches
+    for x, y in warm:
+        step(x, y)
+    train_speed = timed(step, timed_batches)
+    net.eval()
+
+    @torch.inference_mode()
+    def infer(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast:
+            net(normalize(x.to(device)).contiguous(memory_format=memory_format))
+
+    infer(*batches[0])
+    eval_speed = timed(infer, timed_batches)
+    return dict(train_images_per_second=round(train_speed, 1), eval_images_per_second=round(eval_speed, 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Entries: skip, resume or train
+
+
+def settings_difference(requested: TrainConfig, saved: dict[str, Any]) -> list[str]:
+    """``key: saved -> requested`` for each setting of SETTING_KEYS that differs."""
+    want = asdict(requested)
+    return [f"{k} {saved.get(k)!r} -> {want[k]!r}" for k in SETTING_KEYS if saved.get(k) != want[k]]
+
+
+def entry_state(cfg: TrainConfig) -> str:
+    """What is in ``cfg.out`` for this entry: "new", "finished" (summary.json), "interrupted"
+    (config.json + train_state.pt) or "unstarted" (config.json only: killed before the first
+    checkpoint, nothing trained). A run there with other settings is a ValueError naming them."""
+    run_dir = Path(cfg.out)
+    config = run_dir / "config.json"
+    if not config.is_file():
+        return "new"
+    saved = json.loads(config.read_text())
+    diff = settings_difference(cfg, saved)
+    if diff:
+        raise ValueError(f"entry {cfg.model}: {run_dir} holds a run with other settings ({'; '.join(diff)}); "
+                         f"rerun with that run's settings, or pass another --out (nothing was deleted)")
+    if (run_dir / "summary.json").is_file():
+        return "finished"
+    if (run_dir / "train_state.pt").is_file():
+        return "interrupted"
+    return "unstarted"
+
+
+def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any], str]:
+    """Train, continue or skip the run of ``cfg`` in ``cfg.out``; returns (summary, what was done:
+    "skipped", "resumed" or "trained")."""
+    state = entry_state(cfg)
+    run_dir = Path(cfg.out)
+    if state == "finished":
+        return json.loads((run_dir / "summary.json").read_text()), "skipped"
+    if state == "interrupted":
+        return resume_training(run_dir, progress=progress), "resumed"
+    if state == "unstarted":
+        # A run killed between writing its config and its first checkpoint holds no weights; its
+        # two files are rewritten by the fresh start (same settings, checked above).
+        print(f"entry {cfg.model}: {run_dir} was stopped before its first checkpoint; starting it again",
+              file=sys.stderr)
+        for name in ("config.json", "metrics.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    return train(cfg, progress=progress), "trained"
+
+
+def league_config(model: str, *, epochs: int | None, train_subset: int | None, out: Path, dataset: str,
+                  data_dir: str | None, device: str, amp: bool, threads: int | None, seed: int) -> TrainConfig:
+    """The default recipe for ``model``; only what the league varies is set."""
+    cfg = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
+                      threads=threads, device=device, amp=amp, out=str(out / model))
+    if epochs is not None:
+        cfg.epochs = epochs
+    # The default warm-up is one epoch; a short budgeted run (often one epoch of a subset) would
+    # then spend all of it ramping the learning rate up and never decay it.
+    cfg.warmup_epochs = min(cfg.warmup_epochs, cfg.epochs / 5)
+    return cfg
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _no_measuring(model: str) -> Any:
+    raise AssertionError("an entry with a run on disk is never measured")
+
+
+def _plan_entry(cfg: TrainConfig, budget_minutes: float, data: Callable[[str], tuple[ImageDataset, int]],
+                progress: bool) -> tuple[TrainConfig, dict[str, Any]]:
+    """Epochs / subset for ``cfg.model`` under the budget: the plan stored with its run if there is
+    one for this budget, else a fresh measurement (stored before training starts)."""
+    run_dir = Path(cfg.out)
+    plan = _read_json(run_dir / PLAN_FILE)
+    has_run = (run_dir / "config.json").is_file()
+    # What a plan depends on; threads and device are not in it, so a league can be continued elsewhere.
+    basis = dict(budget_minutes=budget_minutes, dataset=cfg.dataset, seed=cfg.seed, batch_size=cfg.batch_size,
+                 base_train_subset=cfg.train_subset)
+    same = plan is not None and all(plan.get(k) == v for k, v in basis.items())
+    if has_run and plan is None:
+        saved = json.loads((run_dir / "config.json").read_text())
+        raise ValueError(f"entry {cfg.model}: {run_dir} holds a run of epochs={saved.get('epochs')}, "
+                         f"train_subset={saved.get('train_subset')} not made under --budget-minutes; rerun it "
+                         f"with --epochs {saved.get('epochs')}, or pass another --out (nothing was deleted)")
+    if has_run and not same:
+        diff = [f"{k} {plan.get(k)!r} -> {v!r}" for k, v in basis.items() if plan.get(k) != v]
+        raise ValueError(f"entry {cfg.model}: {run_dir} holds a run planned with other settings ({'; '.join(diff)}); "
+                         f"rerun with that run's settings, or pass another --out (nothing was deleted)")
+    if not same:
+        ds, test_images = data(cfg.model)
+        if cfg.train_subset:
+            ds = ds.subset(cfg.train_subset, cfg.seed)
+        speed = measure_speed(cfg, ds)
+        plan = dict(**basis, **speed,
+                    **plan_budget(budget_minutes * 60, speed["train_images_per_second"],
+                                  speed["eval_images_per_second"], len(ds), test_images))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / PLAN_FILE, plan)
+        if progress:
+            subset = f" on a subset of {plan['train_images']} images" if plan["train_subset"] else ""
+            print(f"{cfg.model}: {speed['train_images_per_second']:.0f} img/s training, "
+                  f"{speed['eval_images_per_second']:.0f} img/s evaluation -> {plan['epochs']} epoch(s){subset} "
+                  f"(about {plan['estimated_seconds']:.0f} s)", flush=True)
+    # No subset in the plan: all of the training set the league was given (itself maybe a subset).
+    subset = plan["train_subset"] if plan["train_subset"] is not None else cfg.train_subset
+    return replace(cfg, epochs=plan["epochs"], train_subset=subset), plan
+
+
+# --------------------------------------------------------------------------------------------------
+# Leaderboard
+
+
+def leaderboard_entry(summary: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any] | None) -> dict[str, Any]:
+    """One row: the run's results, its cost (params, MACs per image at the training input size,
+    training throughput) and the published figure for its architecture."""
+    from cnnzoo.analysis import count_macs
+
+    input_size = tuple(summary["input_size"])
+    classes = json.loads((Path(summary["run_dir"]) / "config.json").read_text())["classes"]
+    with torch.device("meta"):  # shapes and counts only, as registry.model_table does
+        model = create_model(cfg.model, num_classes=len(classes), in_chans=input_size[0], **cfg.model_kwargs)
+    label, top1 = published_figure(cfg.model, cfg.dataset)
+    seconds = summary["train_seconds"]
+    return dict(model=cfg.model, family=get_model_cfg(cfg.model)["family"], params=summary["params"],
+                macs=count_macs(model, input_size), input_size=list(input_size), epochs=summary["epochs"],
+                train_images=summary["train_images"], train_seconds=seconds, test_top1=summary["test_top1"],
+                test_top5=summary["test_top5"],
+                images_per_second=round(summary["epochs"] * summary["train_images"] / seconds, 1) if seconds else None,
+                measured_images_per_second=plan["train_images_per_second"] if plan else None,
+                run_dir=summary["run_dir"], published=top1, published_model=label)
+
+
+def format_leaderboard(board: dict[str, Any]) -> str:
+    """The leaderboard as markdown, best test top-1 first."""
+    s = board["settings"]
+    how = (f"a budget of {s['budget_minutes']:g} min per model (epochs / training images chosen from the measured "
+           f"speed)" if s["budget_minutes"] else f"{s['epochs'] or TrainConfig.epochs} epochs per model")
+    lines = [f"# cnnzoo league on {s['dataset']}", "",
+             f"Default recipe (`TrainConfig` defaults: {s['recipe']['opt']} lr {s['recipe']['lr']:g}, weight decay "
+             f"{s['recipe']['weight_decay']:g}, {s['recipe']['sched']} schedule, batch {s['recipe']['batch_size']}), "
+             f"{how}; seed {s['seed']}, {s['device']}{', bf16 autocast' if s['amp'] else ''}, "
+             f"{s['threads'] or 'all'} threads. Published: the dataset's benchmark table (test top-1).", "",
+             "| # | model | family | test top-1 | published | top-5 | params | MMACs | input | epochs | train images "
+             "| train s | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, e in enumerate(board["entries"], 1):
+        published = "-" if e["published"] is None else f"{e['published']:.3f} ({e['published_model']})"
+        lines.append(f"| {i} | {e['model']} | {e['family']} | {e['test_top1']:.4f} | {published} | {e['test_top5']:.4f} "
+                     f"| {e['params']:,} | {e['macs'] / 1e6:.1f} | {'x'.join(map(str, e['input_size']))} | {e['epochs']} "
+                     f"| {e['train_images']:,} | {e['train_seconds']:.1f} | "
+                     f"{'-' if e['images_per_second'] is None else format(e['images_per_second'], '.0f')} |")
+    pending = board.get("pending") or []
+    if pending:
+        lines += ["", f"Not yet trained: {', '.join(pending)}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_league(models: list[str] | None = None, *, epochs: int | None = None, budget_minutes: float | None = None,
+               out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
+               device: str = "cpu", amp: bool = False, threads: int | None = None, seed: int = 0,
+               train_subset: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or skip, or continue) every model of the league and return the leaderboard, which is
+    also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry."""
+    if epochs is not None and budget_minutes is not None:
+        raise ValueError("give --epochs or --budget-minutes, not both")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    if budget_minutes is not None and budget_minutes <= 0:
+        raise ValueError(f"--budget-minutes must be > 0, got {budget_minutes}")
+    names = resolve_models(models)
+    out = Path(out)
+    configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
+                             device=device, amp=amp, threads=threads, seed=seed) for m in names]
+    # Check every entry already on disk before any training time is spent.
+    for cfg in configs:
+        if budget_minutes is not None and (Path(cfg.out) / "config.json").is_file():
+            cfg, _ = _plan_entry(cfg, budget_minutes, _no_measuring, progress=False)
+        entry_state(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    defaults = TrainConfig()
+    board: dict[str, Any] = dict(
+        settings=dict(dataset=dataset, data_dir=data_dir, epochs=epochs, budget_minutes=budget_minutes,
+                      train_subset=train_subset, seed=seed, device=device, amp=amp, threads=threads, models=names,
+                      recipe={k: getattr(defaults, k) for k in ("opt", "lr", "momentum", "weight_decay", "sched",
+                                                                 "warmup_epochs", "batch_size", "label_smoothing",
+                                                                 "crop_padding", "flip")}),
+        entries=[], pending=list(names))
+
+    cache: dict[Any, tuple[ImageDataset, int]] = {}
+
+    def data(model: str) -> tuple[ImageDataset, int]:
+        """The training set and the test set's size, loaded (once per size) only if a budget
+        needs measuring; at the size the trainer loads them (digits as stored, else the model's)."""
+        size = None if dataset in ("fashion-mnist", "mnist") else get_model_cfg(model)["input_size"]
+        if size not in cache:
+            common = dict(data_dir=data_dir, input_size=size, seed=seed)
+            train_ds = load_dataset(dataset, "train", **common)
+            cache[size] = (train_ds, len(load_dataset(dataset, "test", classes=train_ds.classes, **common)))
+        return cache[size]
+
+    for cfg in configs:
+        plan = None
+        if budget_minutes is not None:
+            cfg, plan = _plan_entry(cfg, budget_minutes, data, progress)
+        if progress:
+            print(f"== {cfg.model}: {cfg.epochs} epoch(s)"
+                  f"{f' on {cfg.train_subset} training images' if cfg.train_subset else ''} -> {cfg.out}", flush=True)
+        summary, done = run_entry(cfg, progress=progress)
+        entry = leaderboard_entry(summary, cfg, plan)
+        entry["status"] = done
+        board["entries"].append(entry)
+        board["entries"].sort(key=lambda e: -e["test_top1"])
+        board["pending"].remove(cfg.model)
+        write_json(out / "leaderboard.json", board)
+        write_text(out / "leaderboard.md", format_leaderboard(board))
+        if progress:
+            print(f"{cfg.model}: test top-1 {summary['test_top1']:.4f} ({done})", flush=True)
+    del board["pending"]
+    write_json(out / "leaderboard.json", board)
+    write_text(out / "leaderboard.md", format_leaderboard(board))
+    return board
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_league_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = subparsers.add_parser("league", help="train every family with the default recipe; leaderboard vs published")
+    s.add_argument("--models", nargs="+", metavar="PATTERN",
+                   help=f"model names or wildcards (default: {' '.join(DEFAULT_MODELS)})")
+    s.add_argument("--dataset", default="fashion-mnist")
+    s.add_argument("--data-dir")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--epochs", type=int, help=f"epochs per model (default {TrainConfig.epochs})")
+    how.add_argument("--budget-minutes", type=float, metavar="M",
+                     help="per model: the epochs (or training subset) that fit M minutes at its measured speed")
+    s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs/league", help="league folder: one run folder per model, leaderboard.{md,json}")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_league)
+    return s
+
+
+def cmd_league(args: argparse.Namespace) -> int:
+    board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
+                       dataset=args.dataset, data_dir=args.data_dir, device=args.device, amp=args.amp,
+                       threads=args.threads, seed=args.seed, train_subset=args.train_subset,
+                       progress=not args.no_progress)
+    print(format_leaderboard(board), end="")
+    print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'} and leaderboard.json")
+    if args.json:
+        print(json.dumps(board, default=str))
+    return 0

@@ -1,0 +1,225 @@
+import argparse
+import json
+
+import pytest
+
+import cnnzoo
+import cnnzoo.league as league
+import cnnzoo.train as train_mod
+from cnnzoo.analysis import count_macs
+from cnnzoo.league import plan_budget, published_figure, resolve_models, run_league
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    league.add_league_parser(p.add_subparsers(dest="command"))
+    return p
+
+
+def _count_train_calls(monkeypatch) -> list:
+    calls = []
+    real = league.train
+
+    def counting(cfg, **kw):
+        calls.append(cfg.model)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(league, "train", counting)
+    return calls
+
+
+@pytest.mark.slow
+def test_league_writes_leaderboard_skips_finished_and_refuses_changed_settings(fmnist_small, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "league"
+    common = dict(epochs=1, train_subset=256, out=out, data_dir=str(fmnist_small), threads=1, progress=False)
+    board = run_league(["lenet5", "resnet20"], **common)
+
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert saved["settings"]["epochs"] == 1 and saved["settings"]["models"] == ["lenet5", "resnet20"]
+    entries = {e["model"]: e for e in saved["entries"]}
+    assert set(entries) == {"lenet5", "resnet20"}
+    assert [e["test_top1"] for e in saved["entries"]] == sorted((e["test_top1"] for e in saved["entries"]), reverse=True)
+    for name, size in (("lenet5", [1, 32, 32]), ("resnet20", [1, 28, 28])):
+        e = entries[name]
+        model = cnnzoo.create_model(name, num_classes=10, in_chans=1)
+        assert e["params"] == sum(p.numel() for p in model.parameters())
+        assert e["input_size"] == size and e["macs"] == count_macs(model, size)
+        assert e["epochs"] == 1 and e["train_images"] == 256 and e["status"] == "trained"
+        assert 0.0 <= e["test_top5"] <= 1.0 and e["test_top1"] <= e["test_top5"]
+        assert e["images_per_second"] > 0 and e["run_dir"] == str(out / name)
+        assert e["published"] is None and e["family"] == cnnzoo.get_model_cfg(name)["family"]
+    assert board["entries"] == saved["entries"]
+    md = (out / "leaderboard.md").read_text()
+    assert "| lenet5 | LeNet |" in md and "| resnet20 | ResNet |" in md and "published" in md
+
+    # A second league with the same settings trains nothing (CLI path, --json last line).
+    calls = _count_train_calls(monkeypatch)
+    mtime = (out / "resnet20" / "summary.json").stat().st_mtime_ns
+    args = _parser().parse_args(["league", "--models", "lenet?", "resnet20", "--epochs", "1", "--train-subset", "256",
+                                 "--data-dir", str(fmnist_small), "--threads", "1", "--out", str(out),
+                                 "--no-progress", "--json"])
+    assert args.func(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert calls == [] and {e["status"] for e in last["entries"]} == {"skipped"}
+    assert (out / "resnet20" / "summary.json").stat().st_mtime_ns == mtime
+    assert {e["model"]: e["test_top1"] for e in last["entries"]} == {m: e["test_top1"] for m, e in entries.items()}
+
+    # Other settings in the same folder: an error naming the entry and the difference, before any training.
+    with pytest.raises(ValueError, match=r"entry lenet5: .*\(epochs 1 -> 2; warmup_epochs 0.2 -> 0.4\)"):
+        run_league(["lenet5", "resnet20"], **{**common, "epochs": 2})
+    with pytest.raises(ValueError, match=r"entry resnet20: .*seed 0 -> 3"):
+        run_league(["mobilenet_v1_cifar", "resnet20"], **{**common, "seed": 3})
+    assert calls == [] and not (out / "mobilenet_v1_cifar").exists()
+    assert (out / "lenet5" / "summary.json").is_file()
+
+
+def test_interrupted_entry_is_resumed_not_restarted(fmnist_small, tmp_path, monkeypatch):
+    out = tmp_path / "league"
+    common = dict(epochs=2, train_subset=256, out=out, data_dir=str(fmnist_small), threads=1, progress=False)
+    real_save = train_mod.save_train_state
+
+    def save_then_die(path, state):  # killed right after the first epoch's checkpoint
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_league(["lenet5"], **common)
+    monkeypatch.setattr(train_mod, "save_train_state", real_save)
+    run = out / "lenet5"
+    assert (run / "train_state.pt").is_file() and not (run / "summary.json").exists()
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1
+
+    calls = _count_train_calls(monkeypatch)
+    board = run_league(["lenet5"], **common)
+    assert calls == []  # continued by resume_training, not started again
+    (entry,) = board["entries"]
+    assert entry["status"] == "resumed" and entry["epochs"] == 2
+    assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+
+
+def test_entry_stopped_before_its_first_checkpoint_starts_again(fmnist_small, tmp_path, monkeypatch, capsys):
+    common = dict(epochs=1, train_subset=128, out=tmp_path, data_dir=str(fmnist_small), threads=1, progress=False)
+
+    def die(path, state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_train_state", die)
+    with pytest.raises(KeyboardInterrupt):
+        run_league(["lenet5"], **common)
+    monkeypatch.undo()
+    assert (tmp_path / "lenet5" / "config.json").is_file() and not (tmp_path / "lenet5" / "train_state.pt").exists()
+    (entry,) = run_league(["lenet5"], **common)["entries"]
+    assert entry["status"] == "trained" and (tmp_path / "lenet5" / "summary.json").is_file()
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
+def test_plan_budget_arithmetic():
+    # 10,000 images at 1,000 img/s + 10,000 test images at 10,000 img/s: 11 s per epoch.
+    assert plan_budget(60, 1000, 10000, 10000, 10000) == dict(epochs=5, train_images=10000, train_subset=None,
+                                                              estimated_seconds=55.0)
+    assert plan_budget(11, 1000, 10000, 10000, 10000)["epochs"] == 1
+    # One epoch does not fit 5 s: 4 s of training left after the evaluation = 3,968 images (31 batches).
+    assert plan_budget(5, 1000, 10000, 10000, 10000) == dict(epochs=1, train_images=3968, train_subset=3968,
+                                                             estimated_seconds=5.0)
+    # Even the evaluation does not fit: one batch, never zero images.
+    assert plan_budget(0.5, 1000, 10000, 10000, 10000, batch_size=64)["train_subset"] == 64
+    with pytest.raises(ValueError, match="positive"):
+        plan_budget(10, 0, 100, 10, 10)
+
+
+def test_measure_speed_times_real_steps():
+    from cnnzoo.data import synthetic_dataset
+    from cnnzoo.train import TrainConfig
+
+    ds = synthetic_dataset(96, (1, 28, 28), 10, seed=0)
+    speed = league.measure_speed(TrainConfig(model="lenet5", batch_size=32, threads=1), ds, steps=2, warmup=1)
+    assert speed["train_images_per_second"] > 0 and speed["eval_images_per_second"] > 0
+
+
+def test_budget_picks_epochs_or_subset_from_measured_speed(fmnist_small, tmp_path, monkeypatch):
+    measured = []
+
+    def fake_speed(speeds):
+        def measure(cfg, ds, **kw):
+            measured.append((cfg.model, len(ds)))
+            return speeds
+        return measure
+
+    # 3,000 training images at 3,000 img/s + 1,000 test images at 10,000 img/s = 1.1 s an epoch: 2 fit 3 s.
+    monkeypatch.setattr(league, "measure_speed", fake_speed(dict(train_images_per_second=3000.0,
+                                                                 eval_images_per_second=10000.0)))
+    common = dict(budget_minutes=0.05, data_dir=str(fmnist_small), threads=1, progress=False)
+    (e,) = run_league(["lenet5"], out=tmp_path / "a", **common)["entries"]
+    assert measured == [("lenet5", 3000)]
+    assert (e["epochs"], e["train_images"], e["measured_images_per_second"]) == (2, 3000, 3000.0)
+    plan = json.loads((tmp_path / "a" / "lenet5" / "league_plan.json").read_text())
+    assert plan["epochs"] == 2 and plan["train_subset"] is None and plan["budget_minutes"] == 0.05
+    # A rerun reuses the stored plan: no measuring, no training.
+    calls = _count_train_calls(monkeypatch)
+    (e,) = run_league(["lenet5"], out=tmp_path / "a", **common)["entries"]
+    assert measured == [("lenet5", 3000)] and calls == [] and e["status"] == "skipped"
+    with pytest.raises(ValueError, match=r"entry lenet5: .*budget_minutes 0.05 -> 0.1"):
+        run_league(["lenet5"], out=tmp_path / "a", **{**common, "budget_minutes": 0.1})
+    # A run of an --epochs league in that folder is not silently taken for a budgeted one.
+    (tmp_path / "b" / "lenet5").mkdir(parents=True)
+    (tmp_path / "b" / "lenet5" / "config.json").write_text(json.dumps({"model": "lenet5", "epochs": 3}))
+    with pytest.raises(ValueError, match=r"entry lenet5: .*epochs=3, .*not made under --budget-minutes"):
+        run_league(["lenet5"], out=tmp_path / "b", **common)
+    assert measured == [("lenet5", 3000)]
+
+    # A league on a subset of 1,000 images that fits the budget whole trains on those 1,000.
+    (e,) = run_league(["lenet5"], out=tmp_path / "d", train_subset=1000, **common)["entries"]
+    assert (e["epochs"], e["train_images"]) == (6, 1000) and measured[-1] == ("lenet5", 1000)
+
+    # 100 img/s: one epoch of 3,000 images does not fit; (3 s - 0.1 s) x 100 img/s = 290 -> 256 images.
+    monkeypatch.setattr(league, "measure_speed", fake_speed(dict(train_images_per_second=100.0,
+                                                                 eval_images_per_second=10000.0)))
+    (e,) = run_league(["lenet5"], out=tmp_path / "c", **common)["entries"]
+    assert (e["epochs"], e["train_images"]) == (1, 256)
+    md = (tmp_path / "c" / "leaderboard.md").read_text()
+    assert "budget of 0.05 min" in md and "| 256 |" in md
+
+
+def test_bad_pattern_names_close_matches_and_defaults_exist():
+    with pytest.raises(ValueError, match=r"resnet2O.*Did you mean.*resnet20"):
+        resolve_models(["resnet2O"])
+    assert resolve_models(["vgg1?_cifar"]) == ["vgg11_cifar", "vgg13_cifar", "vgg16_cifar", "vgg19_cifar"]
+    assert resolve_models(["lenet5", "lenet*"])[0] == "lenet5"
+    assert len(set(resolve_models(["lenet5", "lenet*"]))) == len(resolve_models(["lenet5", "lenet*"]))
+    assert set(resolve_models(None)) <= set(cnnzoo.list_models())
+    families = {cnnzoo.get_model_cfg(m)["family"] for m in resolve_models(None)}
+    assert {"LeNet", "AlexNet", "ZFNet", "VGG", "Inception", "ResNet", "SENet", "MobileNet"} <= families
+
+
+def test_published_figures():
+    assert published_figure("resnet18_cifar") == ("ResNet18", 0.949)
+    assert published_figure("alexnet_cifar") == ("AlexNet", 0.899)
+    assert published_figure("vgg16_cifar") == ("VGG16", 0.935)
+    assert published_figure("googlenet_cifar") == ("GoogLeNet", 0.937)
+    assert published_figure("mobilenet_v1_cifar") == ("MobileNet", 0.950)
+    for none in ("lenet5", "seresnet18_cifar", "zfnet_cifar", "inception_v3_cifar", "vgg11_cifar", "resnet20"):
+        assert published_figure(none) == (None, None)
+    assert published_figure("resnet18_cifar", "mnist") == (None, None)
+
+
+def test_epochs_and_budget_exclude_each_other(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        run_league(["lenet5"], epochs=1, budget_minutes=1, out=tmp_path)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["league", "--epochs", "1", "--budget-minutes", "1"])
+
+
+def test_markdown_shows_the_published_figure_beside_each_entry():
+    settings = dict(dataset="fashion-mnist", epochs=None, budget_minutes=2.0, seed=0, device="cpu", amp=False, threads=2,
+                    recipe={k: getattr(league.TrainConfig, k) for k in ("opt", "lr", "weight_decay", "sched", "batch_size")})
+    entry = dict(family="ResNet", test_top5=0.99, params=11_000_000, macs=500e6, input_size=[1, 28, 28], epochs=1,
+                 train_images=5_000, train_seconds=100.0, images_per_second=50.0, published=None, published_model=None)
+    board = dict(settings=settings, entries=[
+        {**entry, "model": "resnet18_cifar", "test_top1": 0.91, "published": 0.949, "published_model": "ResNet18"},
+        {**entry, "model": "seresnet18_cifar", "family": "SENet", "test_top1": 0.90}], pending=["vgg16_cifar"])
+    md = league.format_leaderboard(board).splitlines()
+    rows = [line for line in md if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows[0].startswith("| 1 | resnet18_cifar | ResNet | 0.9100 | 0.949 (ResNet18) |")
+    assert rows[1].startswith("| 2 | seresnet18_cifar | SENet | 0.9000 | - |")
+    assert "a budget of 2 min per model" in md[2] and md[-1] == "Not yet trained: vgg16_cifar."
