@@ -38,7 +38,8 @@ def test_degradation_trains_both_nets_plots_and_resumes(fmnist_small, tmp_path, 
         rows = list(csv.DictReader(open(out / m / "metrics.csv")))
         assert r["test_error"] == [1 - float(row["test_top1"]) for row in rows]
         cfg = json.loads((out / m / "config.json").read_text())
-        assert (cfg["opt"], cfg["lr"], cfg["crop_padding"], cfg["flip"]) == ("sgd", 0.1, 2, True)
+        assert (cfg["opt"], cfg["lr"], cfg["batch_size"], cfg["crop_padding"], cfg["flip"], cfg["test_subset"]) == (
+                "sgd", 0.05, 32, 2, True, 2000)
     (shortcut,) = result["findings"]
     r20, p20 = result["models"]["resnet20"]["final_train_error"], result["models"]["plain20"]["final_train_error"]
     assert shortcut["kind"] == "shortcut" and (shortcut["residual_train_error"], shortcut["plain_train_error"]) == (r20, p20)
