@@ -186,7 +186,7 @@ def test_runs_at_min_input_size_and_rejects_smaller(name):
 
 
 def test_registry():
-    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench"])
+    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench", "vgg_airbench_wide"])
     for name in list(IMAGENET) + CIFAR:
         cfg = get_model_cfg(name)
         assert cfg["family"] == "VGG"
@@ -234,6 +234,12 @@ def test_airbench_stem_whitens_patches_and_freezes():
     assert (raw - torch.diag(torch.diagonal(raw))).abs().max() > 0.1 * torch.diagonal(raw).min()  # it was correlated
     assert not any(p.requires_grad for p in model.stem.parameters())
     assert torch.equal(model.stem.conv.weight[4:], -model.stem.conv.weight[:4])
+
+
+def test_airbench_wide_doubles_the_widths():
+    model = cnnzoo.create_model("vgg_airbench_wide")
+    assert [model.stage1.conv1.out_channels, model.stage2.conv1.out_channels, model.fc.in_features] == [64, 128, 256]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_airbench_trains_and_runs_at_min_input():

@@ -355,3 +355,10 @@ class AirbenchVGG(ZooModel):
 def vgg_airbench(**kwargs) -> AirbenchVGG:
     """airbench's whitened-stem VGG at widths 32/64/128: the fast recipe's network for 28x28 images."""
     return AirbenchVGG(**kwargs)
+
+
+@register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
+                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_wide")
+def vgg_airbench_wide(**kwargs) -> AirbenchVGG:
+    """vgg_airbench at twice the width (64/128/256): the ``fast-long`` recipe's network."""
+    return AirbenchVGG(widths=(64, 128, 256), **kwargs)
