@@ -145,7 +145,8 @@ def plot_degradation(curves: dict[str, dict[str, list[float]]], path: str | Path
     ax.set_ylabel("error (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    fig.text(0.01, 0.01, TRAIN_ERROR_NOTE.capitalize() + "; test error after each epoch.", fontsize=7, color="dimgrey")
+    test_note = f"; test error on {RECIPE['test_subset']:,} test images after each epoch."
+    fig.text(0.01, 0.01, TRAIN_ERROR_NOTE.capitalize() + test_note, fontsize=7, color="dimgrey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

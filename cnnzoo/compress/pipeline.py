@@ -35,7 +35,7 @@ MODEL_DEFAULTS: dict[str, dict[str, dict[str, float]]] = {
     "lenet5_caffe": dict(sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.95, "fc2": 0.8}, bits={"conv": 6, "fc": 4}),
 }
 GENERIC_DEFAULTS = dict(sparsity={"conv": 0.65, "fc": 0.9}, bits={"conv": 8, "fc": 5})  # the paper's AlexNet bits
-SCHEDULE_DEFAULTS = {"quant_epochs": 2.0, "centroid_lr": 1e-4}
+SCHEDULE_DEFAULTS = {"final_epochs": 8.0, "quant_epochs": 2.0, "centroid_lr": 1e-4}
 
 
 def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data_dir: str | None,
@@ -137,7 +137,7 @@ def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune
 
 def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
              prune_quality: float | None = None, sparsity: str | dict | None = None, bits: str | dict | None = None,
-             prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = 8.0,
+             prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = None,
              quant_epochs: float | None = None, lr: float = 1e-3, centroid_lr: float | None = None,
              batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
              train_subset: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -159,6 +159,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     model, meta = load_checkpoint(checkpoint)
     model_name = meta["model"]
     schedule = {**SCHEDULE_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}).get("schedule", {})}
+    final_epochs = schedule["final_epochs"] if final_epochs is None else final_epochs
     quant_epochs = schedule["quant_epochs"] if quant_epochs is None else quant_epochs
     centroid_lr = schedule["centroid_lr"] if centroid_lr is None else centroid_lr
     weights = prunable_weights(model)
@@ -183,7 +184,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
                 # removes the same share of what is left, so the last step is no bigger than the first
                 masks[n] = magnitude_mask(w, sparsity=1.0 - (1.0 - (s or 0.0)) ** frac, previous=masks.get(n))
         apply_masks(model, masks)
-        epochs = final_epochs if it == prune_iters and final_epochs is not None else prune_epochs
+        epochs = final_epochs if it == prune_iters else prune_epochs
         finetune(model, train_ds, normalize, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + it,
                  masks=masks, progress=False)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
@@ -357,7 +358,8 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     s.add_argument("--bits", help="codebook bits per layer, e.g. 'conv=8,fc=5' or 'c5=4' (default: tuned per model)")
     s.add_argument("--prune-iters", type=int, default=4, help="pruning reaches its target in this many steps")
     s.add_argument("--prune-epochs", type=float, default=3.0, help="retraining epochs after each pruning step")
-    s.add_argument("--final-epochs", type=float, default=8.0, help="retraining epochs after the last pruning step")
+    s.add_argument("--final-epochs", type=float,
+                   help="retraining epochs after the last pruning step (default: tuned per model, else 8)")
     s.add_argument("--quant-epochs", type=float, help="centroid fine-tuning epochs (default: tuned per model, else 2)")
     s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the pruned retraining")
     s.add_argument("--centroid-lr", type=float, help="Adam learning rate of the shared values (default: per model, else 1e-4)")
