@@ -132,6 +132,29 @@ def test_pruned_weights_stay_exactly_zero_through_retraining():
         assert not torch.equal(w.detach()[masks[n]], before[n][masks[n]]), f"{n} did not train"
 
 
+def test_distillation_pulls_the_student_towards_the_teacher():
+    # labels all 0 (so cross-entropy alone would teach one class), a teacher that spreads its mass:
+    # with the teacher, the student's outputs move towards the teacher's; without, they do not.
+    ds, norm = _tiny_data()
+    ds.labels.zero_()
+    torch.manual_seed(1)
+    teacher = create_model("lenet5", num_classes=10, in_chans=1).eval()
+    x = norm(ds.images)
+
+    def kl(student):
+        with torch.no_grad():
+            return torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), teacher(x).log_softmax(1),
+                                              reduction="batchmean", log_target=True).item()
+
+    results = {}
+    for use_teacher in (False, True):
+        torch.manual_seed(0)
+        student = create_model("lenet5", num_classes=10, in_chans=1)
+        finetune(student, ds, norm, epochs=4, lr=3e-3, batch_size=32, teacher=teacher if use_teacher else None)
+        results[use_teacher] = kl(student)
+    assert results[True] < 0.5 * results[False], results
+
+
 def test_quantized_finetune_sums_gradients_and_keeps_weights_tied():
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=10, in_chans=1)

@@ -6,6 +6,7 @@ fp32 size, file size on disk, ratio, and test top-1 after each lossy stage).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -62,11 +63,14 @@ def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,
              batch_size: int = 128, seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
-             progress: bool = False) -> None:
+             teacher: nn.Module | None = None, temperature: float = 4.0, progress: bool = False) -> None:
     """Retrain with the compression constraints held: ``masks`` keep pruned weights at zero (their
     gradients zeroed, the weights re-zeroed after each step); ``quantized`` layers train only their
     centroids, each with the summed gradient of its weights, and are rebuilt from them after each
-    step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional."""
+    step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional. With ``teacher``
+    (the uncompressed model) the loss adds the KL divergence to its softened outputs at
+    ``temperature`` (Hinton et al. 2015), which tells the smaller network more per image than the
+    label alone."""
     if epochs <= 0:
         return
     params = dict(model.named_parameters())
@@ -88,9 +92,16 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
                 break
             for group, base in zip(opt.param_groups, base_lrs):
                 group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
-            out = model(normalize(x))
+            x = normalize(x)
+            out = model(x)
             logits = out[0] if isinstance(out, tuple) else out
             loss = F.cross_entropy(logits, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = loss + temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=1),
+                                                          F.log_softmax(target / temperature, dim=1),
+                                                          reduction="batchmean", log_target=True)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss became {loss.item()} at step {step}; try a lower --lr")
             opt.zero_grad(set_to_none=True)
@@ -140,7 +151,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
              prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = None,
              quant_epochs: float | None = None, lr: float = 1e-3, centroid_lr: float | None = None,
              batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
-             train_subset: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+             train_subset: int | None = None, distill: bool = False, seed: int = 0,
+             progress: bool = True) -> dict[str, Any]:
     """Deep-Compress the model of a run folder into ``out`` (.cnnz); returns the report, also written
     next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``.
 
@@ -168,6 +180,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     log = print if progress else (lambda *a, **k: None)
 
     top1_before = evaluate(model, test_ds, normalize)["top1"]
+    # the uncompressed network, kept as the teacher of every retraining when distilling
+    teacher = copy.deepcopy(model).eval() if distill else None
     log(f"{model_name}: test top-1 {top1_before:.4f} before compression")
 
     # ---- 1. prune, iteratively, retraining with the masks fixed
@@ -186,7 +200,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
         apply_masks(model, masks)
         epochs = final_epochs if it == prune_iters else prune_epochs
         finetune(model, train_ds, normalize, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + it,
-                 masks=masks, progress=False)
+                 masks=masks, teacher=teacher, progress=False)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         log(f"prune step {it}/{prune_iters}: {kept:.1%} of conv/fc weights kept, "
             f"test top-1 {evaluate(model, test_ds, normalize)['top1']:.4f}")
@@ -201,7 +215,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
             weights[n].copy_(q.dense())
     top1_clustered = evaluate(model, test_ds, normalize)["top1"]
     finetune(model, train_ds, normalize, epochs=quant_epochs, lr=lr * 0.1, batch_size=batch_size, seed=seed + 1000,
-             quantized=quantized, centroid_lr=centroid_lr, progress=False)
+             quantized=quantized, centroid_lr=centroid_lr, teacher=teacher, progress=False)
 
     # ---- 3. round what the file stores to its stored precision, so memory == file exactly
     codebook_dtype = 1 if dense_dtype == "fp16" else 0
@@ -243,7 +257,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
                   settings=dict(prune_quality=prune_quality, sparsity=None if prune_quality is not None and not sparsity else sp,
                                 bits=bit_spec, prune_iters=prune_iters, prune_epochs=prune_epochs, final_epochs=final_epochs,
                                 quant_epochs=quant_epochs, lr=lr, centroid_lr=centroid_lr, init=init,
-                                dense_dtype=dense_dtype, train_images=len(train_ds), seed=seed),
+                                dense_dtype=dense_dtype, train_images=len(train_ds), distill=distill, seed=seed),
                   roundtrip_exact=exact, seconds=round(time.perf_counter() - t0, 1))
     write_json(out.with_suffix(".report.json"), report)
     write_text(out.with_suffix(".report.md"), report_markdown(report))
@@ -336,7 +350,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                       prune_iters=args.prune_iters, prune_epochs=args.prune_epochs,
                       final_epochs=args.final_epochs, quant_epochs=args.quant_epochs,
                       lr=args.lr, centroid_lr=args.centroid_lr, batch_size=args.batch_size, init=args.init,
-                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, seed=args.seed,
+                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill, seed=args.seed,
                       progress=not args.no_progress and not args.json)
     print(report_markdown(report))
     out = Path(args.out)
@@ -368,6 +382,8 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     s.add_argument("--dense-dtype", choices=["fp16", "fp32"], default="fp16",
                    help="storage of codebooks, biases and batch-norm tensors")
     s.add_argument("--train-subset", type=int, help="retrain on a random subset of this many images")
+    s.add_argument("--distill", action="store_true",
+                   help="retrain against the uncompressed model's softened outputs too (knowledge distillation)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
     s.add_argument("--no-progress", action="store_true")
