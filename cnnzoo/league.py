@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
 from cnnzoo.registry import create_model, get_model_cfg, list_models, unknown_name_error
-from cnnzoo.train import TrainConfig, build_optimizer, fit_input_size, resume_training, train
+from cnnzoo.train import RECIPES, TrainConfig, build_optimizer, fit_input_size, resume_training, train
 
 # One small-input variant per family of the seed, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
@@ -229,10 +229,12 @@ def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any
 
 
 def league_config(model: str, *, epochs: int | None, train_subset: int | None, out: Path, dataset: str,
-                  data_dir: str | None, device: str, amp: bool, threads: int | None, seed: int) -> TrainConfig:
-    """The default recipe for ``model``; only what the league varies is set."""
-    cfg = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
-                      threads=threads, device=device, amp=amp, out=str(out / model))
+                  data_dir: str | None, device: str, amp: bool | None, threads: int | None, seed: int,
+                  recipe: str | None = None) -> TrainConfig:
+    """The default recipe (or the named one) for ``model``; only what the league varies is set."""
+    given = dict(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
+                 threads=threads, device=device, out=str(out / model), **({} if amp is None else {"amp": amp}))
+    cfg = TrainConfig.from_recipe(recipe, **given) if recipe else TrainConfig(**given)
     if epochs is not None:
         cfg.epochs = epochs
     # The default warm-up is one epoch; a short budgeted run (often one epoch of a subset) would
@@ -317,9 +319,11 @@ def format_leaderboard(board: dict[str, Any]) -> str:
     """The leaderboard as markdown, best test top-1 first."""
     s = board["settings"]
     how = (f"a budget of {s['budget_minutes']:g} min per model (epochs / training images chosen from the measured "
-           f"speed)" if s["budget_minutes"] else f"{s['epochs'] or TrainConfig.epochs} epochs per model")
+           f"speed)" if s["budget_minutes"] else f"{s['epochs']} epochs per model")
+    named = s.get("recipe_name")
     lines = [f"# cnnzoo league on {s['dataset']}", "",
-             f"Default recipe (`TrainConfig` defaults: {s['recipe']['opt']} lr {s['recipe']['lr']:g}, weight decay "
+             (f"Recipe `{named}` (" if named else "Default recipe (`TrainConfig` defaults: ") +
+             f"{s['recipe']['opt']} lr {s['recipe']['lr']:g}, weight decay "
              f"{s['recipe']['weight_decay']:g}, {s['recipe']['sched']} schedule, batch {s['recipe']['batch_size']}), "
              f"{how}; seed {s['seed']}, {s['device']}{', bf16 autocast' if s['amp'] else ''}, "
              f"{s['threads'] or 'all'} threads. Published: the dataset's benchmark table (test top-1).", "",
@@ -340,8 +344,8 @@ def format_leaderboard(board: dict[str, Any]) -> str:
 
 def run_league(models: list[str] | None = None, *, epochs: int | None = None, budget_minutes: float | None = None,
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
-               device: str = "cpu", amp: bool = False, threads: int | None = None, seed: int = 0,
-               train_subset: int | None = None, progress: bool = True) -> dict[str, Any]:
+               device: str = "cpu", amp: bool | None = None, threads: int | None = None, seed: int = 0,
+               train_subset: int | None = None, recipe: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
     also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry."""
     if epochs is not None and budget_minutes is not None:
@@ -353,20 +357,22 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     names = resolve_models(models)
     out = Path(out)
     configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
-                             device=device, amp=amp, threads=threads, seed=seed) for m in names]
+                             device=device, amp=amp, threads=threads, seed=seed, recipe=recipe) for m in names]
     # Check every entry already on disk before any training time is spent.
     for cfg in configs:
         if budget_minutes is not None and (Path(cfg.out) / "config.json").is_file():
             cfg, _ = _plan_entry(cfg, budget_minutes, _no_measuring, progress=False)
         entry_state(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    defaults = TrainConfig()
+    first = configs[0]
     board: dict[str, Any] = dict(
-        settings=dict(dataset=dataset, data_dir=data_dir, epochs=epochs, budget_minutes=budget_minutes,
-                      train_subset=train_subset, seed=seed, device=device, amp=amp, threads=threads, models=names,
-                      recipe={k: getattr(defaults, k) for k in ("opt", "lr", "momentum", "weight_decay", "sched",
-                                                                 "warmup_epochs", "batch_size", "label_smoothing",
-                                                                 "crop_padding", "flip")}),
+        settings=dict(dataset=dataset, data_dir=data_dir, budget_minutes=budget_minutes,
+                      epochs=epochs if epochs is not None or budget_minutes is not None else first.epochs,
+                      train_subset=train_subset, seed=seed, device=device, amp=first.amp, threads=threads, models=names,
+                      recipe_name=recipe,
+                      recipe={k: getattr(first, k) for k in ("opt", "lr", "momentum", "weight_decay", "sched",
+                                                              "warmup_epochs", "batch_size", "label_smoothing",
+                                                              "crop_padding", "flip", "tta_flip")}),
         entries=[], pending=list(names))
 
     cache: dict[Any, tuple[ImageDataset, int]] = {}
@@ -420,7 +426,9 @@ def add_league_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                      help="per model: the epochs (or training subset) that fit M minutes at its measured speed")
     s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
+    s.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="train every model with this named recipe (its model setting aside) instead of the defaults")
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/league", help="league folder: one run folder per model, leaderboard.{md,json}")
@@ -433,7 +441,7 @@ def add_league_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def cmd_league(args: argparse.Namespace) -> int:
     board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, device=args.device, amp=args.amp,
-                       threads=args.threads, seed=args.seed, train_subset=args.train_subset,
+                       threads=args.threads, seed=args.seed, train_subset=args.train_subset, recipe=args.recipe,
                        progress=not args.no_progress)
     print(format_leaderboard(board), end="")
     print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'} and leaderboard.json")

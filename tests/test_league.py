@@ -223,3 +223,15 @@ def test_markdown_shows_the_published_figure_beside_each_entry():
     assert rows[0].startswith("| 1 | resnet18_cifar | ResNet | 0.9100 | 0.949 (ResNet18) |")
     assert rows[1].startswith("| 2 | seresnet18_cifar | SENet | 0.9000 | - |")
     assert "a budget of 2 min per model" in md[2] and md[-1] == "Not yet trained: vgg16_cifar."
+
+
+def test_a_named_recipe_trains_every_model_with_it(fmnist_small, tmp_path):
+    out = tmp_path / "league"
+    board = run_league(["lenet5"], recipe="fast", epochs=1, train_subset=256, out=out, data_dir=str(fmnist_small),
+                       threads=1, progress=False)
+    config = json.loads((out / "lenet5" / "config.json").read_text())
+    # the recipe's optimiser and tricks, the league's model: the recipe's own network is set aside
+    assert config["model"] == "lenet5" and config["recipe"] == "fast"
+    assert (config["opt"], config["sched"], config["tta_flip"], config["amp"]) == ("sgd", "linear", True, True)
+    assert board["settings"]["recipe_name"] == "fast" and board["settings"]["recipe"]["opt"] == "sgd"
+    assert "Recipe `fast` (sgd lr 0.2" in (out / "leaderboard.md").read_text()
