@@ -51,8 +51,14 @@ def init_from_env(device_type: str) -> World:
     return World(rank, size, local_rank, started_group=True)
 
 
-def close(world: World) -> None:
+def close(world: World, wait_for_peers: bool = False) -> None:
+    """Leave the process group. After a run that ended normally, first wait for every rank to get
+    here: rank 0 still writes files after the last collective, and a rank that tears its gloo
+    connections down while a peer is still using them can be aborted ("terminate called without an
+    active exception"). After an error there is no waiting: the other ranks may never arrive."""
     if world.started_group and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

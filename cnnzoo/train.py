@@ -324,6 +324,7 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
     """
     world = dist_util.init_from_env(torch.device(cfg.device).type)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    finished = False
     try:
         if cfg.deterministic:
             # Same kernels, same reduction order: cuBLAS needs a fixed workspace for that, and on
@@ -334,10 +335,12 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
             if cfg.threads is None:
                 cfg = TrainConfig.from_dict({**asdict(cfg), "threads": torch.get_num_threads()})
         with StopRequest() as stop:
-            return _train(cfg, state, progress, world, stop)
+            summary = _train(cfg, state, progress, world, stop)
+        finished = True
+        return summary
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-        dist_util.close(world)
+        dist_util.close(world, wait_for_peers=finished)
 
 
 def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world: World,

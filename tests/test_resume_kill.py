@@ -185,10 +185,11 @@ def test_sigint_in_process_raises_training_interrupted(fmnist_small, tmp_path, m
         return model
 
     monkeypatch.setattr(train_mod, "create_model", create)
+    before = signal.getsignal(signal.SIGINT)  # the default, or SIG_IGN under a shell's background job
     with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after epoch 1 step 1/"):
         train(TrainConfig.from_dict(cfg_dict(fmnist_small, tmp_path / "run", checkpoint_every=0)), progress=False)
     assert load_train_state(tmp_path / "run" / "train_state.pt")["step"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
 
 def test_atomic_write_gives_an_ordinary_file_mode(tmp_path):
