@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
 from cnnzoo.registry import create_model, get_model_cfg, list_models, unknown_name_error
-from cnnzoo.train import RECIPES, TrainConfig, build_optimizer, fit_input_size, resume_training, train
+from cnnzoo.train import (RECIPES, TrainConfig, build_optimizer, fit_input_size, resume_training, train,
+                          training_loss)
 
 # One small-input variant per family of the seed, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
@@ -146,11 +146,7 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 6, w
         x = normalize(x.to(device)).contiguous(memory_format=memory_format)
         y = y.to(device)
         with autocast:
-            outputs = net(x)
-            logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
-            loss = F.cross_entropy(logits.float(), y)
-            for aux_logits in aux:
-                loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y)
+            _, loss = training_loss(net(x), y, cfg.label_smoothing, len(y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -137,6 +137,20 @@ def fit_input_size(model_name: str, data_size: tuple[int, int, int], requested: 
     return data_size
 
 
+def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, label_smoothing: float,
+                  share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss): the cross-entropy summed over the batch and divided by ``share`` (the batch
+    size, or under DDP this rank's share of the global batch). Models built with auxiliary
+    classifiers return (logits, *aux) in training mode; each auxiliary loss is weighted 0.3, as in
+    the GoogLeNet paper."""
+    logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum") / share
+    for aux_logits in aux:
+        loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=label_smoothing,
+                                            reduction="sum") / share
+    return logits, loss
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # Weight decay regularises weights; on biases and norm scales it only fights the optimiser.
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -468,14 +482,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
             y = y.to(device, non_blocking=True)
             share = n / world.size  # the loss is a sum over this rank's images / share: DDP's gradient
             with autocast:          # average over ranks is then the mean over the global batch
-                outputs = model(x)
-                # Models built with auxiliary classifiers return (logits, *aux) in training mode;
-                # each auxiliary loss is weighted 0.3, as in the GoogLeNet paper.
-                logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum") / share
-                for aux_logits in aux:
-                    loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=cfg.label_smoothing,
-                                                        reduction="sum") / share
+                logits, loss = training_loss(model(x), y, cfg.label_smoothing, share)
             # On a GPU, checking every step would stall the pipeline; every 20th step still stops
             # a diverged run long before an epoch's checkpoint could store it. The same check
             # tells every rank whether any of them was asked to stop.
