@@ -65,10 +65,12 @@ for path in sorted(out.glob("*.json")):
         print(f"| {r['model']} | {r['mode']} | {variant} | {r['batch_size']} | {r['images_per_s']:.1f} | "
               f"{r['spread_pct']:.0f} | {r['latency_ms_p50']:.1f} | {r['latency_ms_p90']:.1f} | {gm} | {gf} | {share} |")
     if rep["ratios"]:
-        print("\n| model | mode | batch | ours/reference | optimized/reference | optimized/ours |")
-        print("|---|---|---|---|---|---|")
+        print("\n| model | mode | batch | ours/reference | 90% CI | same operators | optimized/reference | optimized/ours |")
+        print("|---|---|---|---|---|---|---|---|")
         fmt = lambda q, k: f"{q[k]:.2f}" if k in q else "-"
         for q in rep["ratios"]:
-            print(f"| {q['model']} | {q['mode']} | {q['batch_size']} | {fmt(q, 'ours_over_reference')} | "
+            ci = "-" if "ours_over_reference_ci90" not in q else "{:.2f}-{:.2f}".format(*q["ours_over_reference_ci90"])
+            same = "-" if "same_ops" not in q else ("yes" if q["same_ops"] else "**no**")
+            print(f"| {q['model']} | {q['mode']} | {q['batch_size']} | {fmt(q, 'ours_over_reference')} | {ci} | {same} | "
                   f"{fmt(q, 'optimized_over_reference')} | {fmt(q, 'optimized_over_ours')} |")
 PY

@@ -8,16 +8,24 @@ them all alike. Each result carries the median images/s with its spread, latency
 batch, peak memory, parameters, MACs, the achieved GFLOP/s and their share of a large fp32 matmul
 measured in the same run on the same threads (the practical peak of this machine).
 
+With a reference, each ours/reference ratio comes with a bootstrap 90% confidence interval over the
+paired iterations and with ``same_ops``: whether both run the same ATen operators on the same
+shapes and strides (``compare_ops``, traced on the meta device). Same operators and an interval
+holding 1.0 mean the same work at the same cost; different operators name the extra work.
+
 FLOPs are counted as 2 x MACs (convolutions and linear layers, ``cnnzoo.analysis.count_macs``);
 a training step is counted as 3 x the forward pass (forward, gradient w.r.t. inputs and weights).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import math
 import os
+import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 MODES = ("infer", "train")
 TRAIN_FLOP_FACTOR = 3  # forward + backward (input gradients + weight gradients)
@@ -185,6 +194,60 @@ def _make_step(model: Callable[[torch.Tensor], Any], mode: str, x: torch.Tensor,
     return train
 
 
+class _OpRecorder(TorchDispatchMode):
+    """Counts every ATen operator call with the shapes and strides of its tensor arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[tuple[str, tuple[Any, ...]]] = collections.Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        # Size-1 dimensions are dropped: their strides mean nothing, and (N, C, 1, 1) against (N, C)
+        # is the same work (a dropout before or after the flatten).
+        layout = tuple(tuple((n, st) for n, st in zip(t.shape, t.stride()) if n != 1) for t in tensors)
+        self.ops[(str(func.overloadpacket), layout)] += 1
+        return func(*args, **kwargs)
+
+
+def op_trace(model: nn.Module, x: torch.Tensor, mode: str) -> collections.Counter[tuple[str, tuple[Any, ...]]]:
+    """The multiset of ATen operators (with argument shapes and strides) that one inference or
+    training step (forward, cross-entropy, backward) of ``model`` on ``x`` runs. Works on the meta
+    device, so the traces of 100M-parameter networks cost no memory and no arithmetic."""
+    rec = _OpRecorder()
+    if mode == "infer":
+        model.eval()
+        with torch.inference_mode(), rec:
+            model(x)
+    else:
+        model.train()
+        y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        with rec:
+            F.cross_entropy(_first_output(model(x)), y).backward()
+    return rec.ops
+
+
+def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, batch_size: int = 2) -> dict[str, Any]:
+    """Whether our ``name`` and its reference implementation run the same operators on the same
+    shapes and strides in ``mode``: then a timing difference between them is the machine's noise,
+    not wasted work. Both are built on the meta device. Returns ``same`` and the operators only one
+    of them runs (``ours_only``, ``reference_only``: [(count, op, layout)])."""
+    from cnnzoo.registry import create_model, get_model_cfg
+
+    cfg = get_model_cfg(name)
+    if not cfg.get("reference"):
+        raise ValueError(f"{name} has no reference implementation to compare with")
+    size = tuple(input_size or cfg["input_size"])
+    with torch.device("meta"):
+        ours = create_model(name, in_chans=size[0])
+        ref = build_reference(cfg["reference"], ours.default_cfg["num_classes"], size[0])
+    x = torch.empty(batch_size, *size, device="meta")
+    a, b = op_trace(ours, x, mode), op_trace(ref, x, mode)
+    only = lambda c: [(n, op, layout) for (op, layout), n in sorted(c.items())]
+    return dict(same=a == b, ours_only=only(a - b), reference_only=only(b - a))
+
+
 def _count_macs(model: nn.Module, size: tuple[int, ...]) -> int | None:
     from cnnzoo.analysis import count_macs
 
@@ -307,6 +370,9 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 ratio: dict[str, Any] = dict(model=label, mode=m, batch_size=batch_size)
                 if "reference" in by:
                     ratio["ours_over_reference"] = by["ours"]["images_per_s"] / by["reference"]["images_per_s"]
+                    ours_t, ref_t = (vs[[v.label for v in vs].index(k)].times for k in ("ours", "reference"))
+                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(ours_t, ref_t)
+                    ratio["same_ops"] = compare_ops(name, m, size)["same"]
                 if "optimized" in by:
                     ratio["optimized_over_ours"] = by["optimized"]["images_per_s"] / by["ours"]["images_per_s"]
                     ratio["optimized_backend"] = getattr(vs[[v.label for v in vs].index("optimized")].model,
@@ -328,6 +394,18 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 matmul_peak_end_gflops=peak_end, matmul_peak_dtype=str(peak_dtype).removeprefix("torch."),
                 load_avg_start=load_start, load_avg_end=load_end, cpu_count=os.cpu_count(),
                 torch=torch.__version__, results=rows, ratios=ratios)
+
+
+def paired_ratio_ci(ours: Sequence[float], ref: Sequence[float], level: float = 0.9,
+                    resamples: int = 2000, seed: int = 0) -> list[float]:
+    """A bootstrap confidence interval for the median speed ratio ours/reference from interleaved
+    timings: iteration i of each ran back to back, so ``ref[i] / ours[i]`` pairs them under the
+    same machine load. A ratio whose interval holds 1.0 is not a measured difference."""
+    pairs = [r / o for o, r in zip(ours, ref)]
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(pairs, k=len(pairs))) for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return [medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]]
 
 
 def _device_name(dev: torch.device) -> str:
@@ -444,7 +522,9 @@ def format_table(report: dict[str, Any]) -> str:
     for q in report["ratios"]:
         parts = []
         if "ours_over_reference" in q:
-            parts.append(f"ours/reference {q['ours_over_reference']:.3f}")
+            lo, hi = q["ours_over_reference_ci90"]
+            parts.append(f"ours/reference {q['ours_over_reference']:.3f} (90% CI {lo:.3f}-{hi:.3f}; "
+                         f"{'same' if q['same_ops'] else 'DIFFERENT'} operators)")
         if "optimized_over_ours" in q:
             parts.append(f"optimized ({q.get('optimized_backend')})/ours {q['optimized_over_ours']:.3f}")
         if "optimized_over_reference" in q:

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.bench import _percentile, add_bench_parser, benchmark, build_reference, matmul_peak, resolve_device
+from cnnzoo.bench import (_percentile, add_bench_parser, benchmark, build_reference, compare_ops, matmul_peak,
+                          op_trace, paired_ratio_ci, resolve_device)
+from cnnzoo.registry import get_model_cfg, list_models
 from cnnzoo.registry import create_model
 
 FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
@@ -60,9 +62,58 @@ def test_reference_interleaved_torchvision_and_timm():
         ours, ref = by[(name, "ours")], by[(name, "reference")]
         assert ours["params"] == ref["params"]  # the same architecture
         assert ours["gmacs"] == pytest.approx(ref["gmacs"])
-    ratios = {q["model"]: q["ours_over_reference"] for q in report["ratios"]}
-    assert ratios["resnet18"] == pytest.approx(by[("resnet18", "ours")]["images_per_s"]
-                                               / by[("resnet18", "reference")]["images_per_s"])
+    ratios = {q["model"]: q for q in report["ratios"]}
+    assert ratios["resnet18"]["ours_over_reference"] == pytest.approx(by[("resnet18", "ours")]["images_per_s"]
+                                                              / by[("resnet18", "reference")]["images_per_s"])
+    for q in ratios.values():
+        assert q["same_ops"] is True
+        lo, hi = q["ours_over_reference_ci90"]
+        assert 0 < lo <= hi
+
+
+def test_paired_ratio_ci():
+    # reference 10% slower in every pair, whatever the machine's load did to both
+    ours = [1.0, 2.0, 1.5, 1.2, 3.0, 1.1]
+    assert paired_ratio_ci(ours, [1.1 * t for t in ours]) == pytest.approx([1.1, 1.1])
+    lo, hi = paired_ratio_ci([1.0, 1.0, 1.0, 1.0], [0.9, 1.0, 1.1, 1.05])
+    assert 0.9 <= lo < 1.0 < hi <= 1.1
+
+
+REFERENCE_MODELS = [n for n in list_models() if get_model_cfg(n)["reference"]]
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_same_operators_as_reference(name):
+    """Ours runs exactly the reference's ATen operators, on the same shapes and strides, in
+    inference and in a training step: no wasted work, so any timing gap is the machine's noise."""
+    if get_model_cfg(name)["reference"].startswith("timm:"):
+        pytest.importorskip("timm")
+    for mode in ("infer", "train"):
+        diff = compare_ops(name, mode)
+        assert diff["same"], f"{name} {mode}: ours only {diff['ours_only'][:5]}, reference only {diff['reference_only'][:5]}"
+
+
+def test_op_trace_sees_wasted_work():
+    class Wasteful(torch.nn.Module):
+        def __init__(self, in_place: bool) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.in_place = in_place
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.in_place:
+                y += x.mean(1, keepdim=True)
+            else:
+                y = y + x.mean(1, keepdim=True)
+            return y.mean((2, 3))  # logits
+
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    with torch.device("meta"):
+        a, b = op_trace(Wasteful(True), x, "train"), op_trace(Wasteful(False), x, "train")
+    assert a != b and ("aten.add_" in {op for op, _ in a - b}) and ("aten.add" in {op for op, _ in b - a})
+    with pytest.raises(ValueError, match="no reference"):
+        compare_ops("resnet20", "infer")
 
 
 def test_reference_errors(monkeypatch):

@@ -154,8 +154,9 @@ class MobileNetV1(ZooModel):
         self.num_classes = num_classes
         self.num_features = channels
         self.pool = nn.AdaptiveAvgPool2d(1)
-        # TF-slim keeps 99.9% of the activations (dropout 0.001); timm uses none. Off by default.
-        self.dropout = nn.Dropout(drop_rate)
+        # TF-slim keeps 99.9% of the activations (dropout 0.001); timm uses none. Off by default,
+        # and then not even an eval-mode dropout call is left in the forward pass.
+        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.classifier = nn.Linear(channels, num_classes)
         init_weights(self)
 

@@ -141,7 +141,7 @@ class BasicBlock(nn.Module):
         if self.se is not None:
             out = self.se(out)
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
+            out += self.shortcut(x)  # in place: no new activation-sized tensor per block
         return self.relu(out)
 
 
@@ -181,7 +181,7 @@ class Bottleneck(nn.Module):
         if self.se is not None:
             out = self.se(out)
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
+            out += self.shortcut(x)  # in place: no new activation-sized tensor per block
         return self.relu(out)
 
 
