@@ -155,6 +155,33 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     assert results[True] < 0.5 * results[False], results
 
 
+def test_finetune_augments_like_the_trainer(monkeypatch):
+    # every retraining batch goes through the trainer's crop and flip when asked, and through
+    # neither by default
+    import cnnzoo.data as data
+
+    seen = {"crop": 0, "flip": 0}
+    crop, flip = data.random_crop, data.random_flip
+
+    def counting_crop(x, padding, generator):
+        seen["crop"] += padding == 2
+        return crop(x, padding, generator)
+
+    def counting_flip(x, generator):
+        seen["flip"] += 1
+        return flip(x, generator)
+
+    monkeypatch.setattr(data, "random_crop", counting_crop)
+    monkeypatch.setattr(data, "random_flip", counting_flip)
+    ds, norm = _tiny_data()
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    finetune(model, ds, norm, epochs=1, lr=1e-3, batch_size=32)
+    assert seen == {"crop": 0, "flip": 0}
+    finetune(model, ds, norm, epochs=1, lr=1e-3, batch_size=32, crop_padding=2, flip=True)
+    batches = -(-len(ds) // 32)
+    assert seen == {"crop": batches, "flip": batches}
+
+
 def test_quantized_finetune_sums_gradients_and_keeps_weights_tied():
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=10, in_chans=1)

@@ -63,14 +63,15 @@ def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,
              batch_size: int = 128, seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
-             teacher: nn.Module | None = None, temperature: float = 4.0, progress: bool = False) -> None:
+             teacher: nn.Module | None = None, temperature: float = 4.0, crop_padding: int = 0, flip: bool = False,
+             progress: bool = False) -> None:
     """Retrain with the compression constraints held: ``masks`` keep pruned weights at zero (their
     gradients zeroed, the weights re-zeroed after each step); ``quantized`` layers train only their
     centroids, each with the summed gradient of its weights, and are rebuilt from them after each
     step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional. With ``teacher``
     (the uncompressed model) the loss adds the KL divergence to its softened outputs at
     ``temperature`` (Hinton et al. 2015), which tells the smaller network more per image than the
-    label alone."""
+    label alone. ``crop_padding`` and ``flip`` augment the batches as the trainer does."""
     if epochs <= 0:
         return
     params = dict(model.named_parameters())
@@ -87,7 +88,7 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     epoch = 0
     while step < total:
         g = torch.Generator().manual_seed(seed * 100003 + 7919 + epoch)
-        for x, y in iterate_batches(train_ds, batch_size, shuffle=True, generator=g):
+        for x, y in iterate_batches(train_ds, batch_size, shuffle=True, generator=g, crop_padding=crop_padding, flip=flip):
             if step >= total:
                 break
             for group, base in zip(opt.param_groups, base_lrs):
@@ -151,7 +152,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
              prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = None,
              quant_epochs: float | None = None, lr: float = 1e-3, centroid_lr: float | None = None,
              batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
-             train_subset: int | None = None, distill: bool = False, seed: int = 0,
+             train_subset: int | None = None, distill: bool = False, crop_padding: int = 0, flip: bool = False,
+             seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
     """Deep-Compress the model of a run folder into ``out`` (.cnnz); returns the report, also written
     next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``.
@@ -161,12 +163,15 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     model's tuned defaults apply. Pruning is reached in ``prune_iters`` steps, each followed by
     ``prune_epochs`` of retraining (``final_epochs`` after the last step, where the network has lost
     the most and needs the most recovery). ``bits`` sets the codebook size 2^bits per layer.
+    ``distill``, ``crop_padding`` and ``flip`` shape every retraining (see ``finetune``).
     """
     t0 = time.perf_counter()
     if init not in INITS:
         raise ValueError(f"--init must be one of {INITS}, got {init!r}")
     if prune_iters < 1:
         raise ValueError(f"--prune-iters must be >= 1, got {prune_iters}")
+    if crop_padding < 0:
+        raise ValueError(f"--crop-padding must be >= 0, got {crop_padding}")
     torch.manual_seed(seed)
     model, meta = load_checkpoint(checkpoint)
     model_name = meta["model"]
@@ -200,7 +205,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
         apply_masks(model, masks)
         epochs = final_epochs if it == prune_iters else prune_epochs
         finetune(model, train_ds, normalize, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + it,
-                 masks=masks, teacher=teacher, progress=False)
+                 masks=masks, teacher=teacher, crop_padding=crop_padding, flip=flip, progress=False)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         log(f"prune step {it}/{prune_iters}: {kept:.1%} of conv/fc weights kept, "
             f"test top-1 {evaluate(model, test_ds, normalize)['top1']:.4f}")
@@ -215,7 +220,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
             weights[n].copy_(q.dense())
     top1_clustered = evaluate(model, test_ds, normalize)["top1"]
     finetune(model, train_ds, normalize, epochs=quant_epochs, lr=lr * 0.1, batch_size=batch_size, seed=seed + 1000,
-             quantized=quantized, centroid_lr=centroid_lr, teacher=teacher, progress=False)
+             quantized=quantized, centroid_lr=centroid_lr, teacher=teacher, crop_padding=crop_padding, flip=flip,
+             progress=False)
 
     # ---- 3. round what the file stores to its stored precision, so memory == file exactly
     codebook_dtype = 1 if dense_dtype == "fp16" else 0
@@ -257,7 +263,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
                   settings=dict(prune_quality=prune_quality, sparsity=None if prune_quality is not None and not sparsity else sp,
                                 bits=bit_spec, prune_iters=prune_iters, prune_epochs=prune_epochs, final_epochs=final_epochs,
                                 quant_epochs=quant_epochs, lr=lr, centroid_lr=centroid_lr, init=init,
-                                dense_dtype=dense_dtype, train_images=len(train_ds), distill=distill, seed=seed),
+                                dense_dtype=dense_dtype, train_images=len(train_ds), distill=distill,
+                                crop_padding=crop_padding, flip=flip, seed=seed),
                   roundtrip_exact=exact, seconds=round(time.perf_counter() - t0, 1))
     write_json(out.with_suffix(".report.json"), report)
     write_text(out.with_suffix(".report.md"), report_markdown(report))
@@ -350,7 +357,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                       prune_iters=args.prune_iters, prune_epochs=args.prune_epochs,
                       final_epochs=args.final_epochs, quant_epochs=args.quant_epochs,
                       lr=args.lr, centroid_lr=args.centroid_lr, batch_size=args.batch_size, init=args.init,
-                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill, seed=args.seed,
+                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill,
+                      crop_padding=args.crop_padding, flip=args.flip, seed=args.seed,
                       progress=not args.no_progress and not args.json)
     print(report_markdown(report))
     out = Path(args.out)
@@ -384,6 +392,8 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     s.add_argument("--train-subset", type=int, help="retrain on a random subset of this many images")
     s.add_argument("--distill", action="store_true",
                    help="retrain against the uncompressed model's softened outputs too (knowledge distillation)")
+    s.add_argument("--crop-padding", type=int, default=0, help="retrain on random crops shifted up to N pixels")
+    s.add_argument("--flip", action="store_true", help="retrain on random horizontal flips too")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
     s.add_argument("--no-progress", action="store_true")
