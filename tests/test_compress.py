@@ -363,6 +363,9 @@ def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
     assert by_layer["c5"]["kept_pct"] == pytest.approx(10.0, abs=0.1) and by_layer["c5"]["bits"] == 4
     assert by_layer["f6"]["bits"] == 3 and by_layer["c1"]["kept_pct"] == pytest.approx(50.0, abs=1)
     assert (tmp_path / "m.report.md").read_text().count("|") > 50
+    # LeNet-5's tuned schedule applies where no flag overrides it
+    assert report["settings"]["lr"] == 3e-3 and report["settings"]["distill"] is True
+    assert report["settings"]["quant_epochs"] == 0.25 and report["settings"]["crop_padding"] == 0
     model = load_compressed(out)
     w = model.c5.weight.detach()
     assert (w != 0).float().mean().item() <= 0.1 + 1e-3 and len(torch.unique(w)) <= 2 ** 4 + 1
