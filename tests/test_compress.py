@@ -13,8 +13,9 @@ import torch
 
 from cnnzoo.compress import fileformat as ff
 from cnnzoo.compress import huffman
-from cnnzoo.compress.pipeline import add_compress_parser, compress, finetune, load_compressed, load_compressed_checkpoint
-from cnnzoo.compress.prune import apply_masks, magnitude_mask, parse_layer_spec, prunable_weights
+from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_with_defaults, add_compress_parser, compress,
+                                     finetune, load_compressed, load_compressed_checkpoint)
+from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
 from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
 from cnnzoo.data import Normalize, synthetic_dataset
 from cnnzoo.registry import create_model
@@ -104,6 +105,19 @@ def test_entry_streams_insert_fillers_where_a_gap_overflows():
 def _tiny_data(n=128):
     ds = synthetic_dataset(n, (1, 32, 32), 10, seed=0)
     return ds, Normalize((0.3,), (0.3,))
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_DEFAULTS))
+def test_tuned_defaults_name_real_layers(name):
+    # every tuned default must reach a layer of its model (a renamed layer would silently leave the
+    # default sparsity in place) and every schedule key must be one the pipeline reads
+    with torch.device("meta"):
+        weights = prunable_weights(create_model(name, num_classes=10))
+    for key in ("sparsity", "bits"):
+        check_spec_keys(MODEL_DEFAULTS[name][key], list(weights), f"{name} default {key}")
+    sparsity, bits = _spec_with_defaults(name, weights, None, None, None)
+    assert sparsity == MODEL_DEFAULTS[name]["sparsity"] and set(bits) == {n[: -len(".weight")] for n in weights}
+    assert set(MODEL_DEFAULTS[name].get("schedule", {})) <= set(SCHEDULE_DEFAULTS)
 
 
 def test_layer_spec_parsing_and_errors():
