@@ -30,8 +30,9 @@ from cnnzoo.train import evaluate
 # the first conv layer, with few weights that every feature depends on, is barely pruned.
 MODEL_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # LeNet-5 keeps more of c3 (its only wide convolution) than c5/f6, and retrains at a higher rate
-    # against the dense model's outputs: 0.71 points lost at 41x, against 1.16 at 42x for
-    # c3=0.7, c5=0.95, f6=0.92, lr 1e-3, no distillation, on the same run (BENCHMARKS.md).
+    # against the dense model's outputs: 0.71 points lost at 41x on 1 thread, 0.99 on 2 (the
+    # run-to-run noise is about 0.3), against 1.16 at 42x for c3=0.7, c5=0.95, f6=0.92, lr 1e-3,
+    # no distillation, on the same run (BENCHMARKS.md).
     "lenet5": dict(sparsity={"c1": 0.2, "c3": 0.5, "c5": 0.955, "f6": 0.9, "output": 0.6},
                    bits={"c1": 4, "c3": 4, "c5": 3, "f6": 4, "output": 4},
                    schedule={"quant_epochs": 12.0, "centroid_lr": 3e-4, "lr": 3e-3, "distill": True}),
