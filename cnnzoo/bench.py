@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 MODES = ("infer", "train")
 TRAIN_FLOP_FACTOR = 3  # forward + backward (input gradients + weight gradients)
@@ -203,7 +204,7 @@ class _OpRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        tensors = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
         # Size-1 dimensions are dropped: their strides mean nothing, and (N, C, 1, 1) against (N, C)
         # is the same work (a dropout before or after the flatten).
         layout = tuple(tuple((n, st) for n, st in zip(t.shape, t.stride()) if n != 1) for t in tensors)
