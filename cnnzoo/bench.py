@@ -367,17 +367,16 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 v.peak_mem_mib = pm.mib
                 rows.append(_row(label, m, v, batch_size, size, peak, dev, pm.kind))
             by = {r["variant"]: r for r in rows[-len(vs):]}
+            variant = {v.label: v for v in vs}
             if "reference" in by or "optimized" in by:
                 ratio: dict[str, Any] = dict(model=label, mode=m, batch_size=batch_size)
                 if "reference" in by:
                     ratio["ours_over_reference"] = by["ours"]["images_per_s"] / by["reference"]["images_per_s"]
-                    ours_t, ref_t = (vs[[v.label for v in vs].index(k)].times for k in ("ours", "reference"))
-                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(ours_t, ref_t)
+                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(variant["ours"].times, variant["reference"].times)
                     ratio["same_ops"] = compare_ops(name, m, size)["same"]
                 if "optimized" in by:
                     ratio["optimized_over_ours"] = by["optimized"]["images_per_s"] / by["ours"]["images_per_s"]
-                    ratio["optimized_backend"] = getattr(vs[[v.label for v in vs].index("optimized")].model,
-                                                         "inference_backend", None)
+                    ratio["optimized_backend"] = getattr(variant["optimized"].model, "inference_backend", None)
                     if "reference" in by:
                         ratio["optimized_over_reference"] = (by["optimized"]["images_per_s"]
                                                              / by["reference"]["images_per_s"])

@@ -198,8 +198,10 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     log = print if progress else (lambda *a, **k: None)
 
     top1_before = evaluate(model, test_ds, normalize)["top1"]
-    # the uncompressed network, kept as the teacher of every retraining when distilling
-    teacher = copy.deepcopy(model).eval() if distill else None
+    # what every retraining shares: the uncompressed network as the teacher when distilling, and
+    # the augmentation
+    retrain = dict(teacher=copy.deepcopy(model).eval() if distill else None, crop_padding=crop_padding, flip=flip,
+                   progress=False)
     log(f"{model_name}: test top-1 {top1_before:.4f} before compression")
 
     # ---- 1. prune, iteratively, retraining with the masks fixed
@@ -218,7 +220,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
         apply_masks(model, masks)
         epochs = final_epochs if it == prune_iters else prune_epochs
         finetune(model, train_ds, normalize, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + it,
-                 masks=masks, teacher=teacher, crop_padding=crop_padding, flip=flip, progress=False)
+                 masks=masks, **retrain)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         log(f"prune step {it}/{prune_iters}: {kept:.1%} of conv/fc weights kept, "
             f"test top-1 {evaluate(model, test_ds, normalize)['top1']:.4f}")
@@ -233,8 +235,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
             weights[n].copy_(q.dense())
     top1_clustered = evaluate(model, test_ds, normalize)["top1"]
     finetune(model, train_ds, normalize, epochs=quant_epochs, lr=lr * 0.1, batch_size=batch_size, seed=seed + 1000,
-             quantized=quantized, centroid_lr=centroid_lr, teacher=teacher, crop_padding=crop_padding, flip=flip,
-             progress=False)
+             quantized=quantized, centroid_lr=centroid_lr, **retrain)
 
     # ---- 3. round what the file stores to its stored precision, so memory == file exactly
     codebook_dtype = 1 if dense_dtype == "fp16" else 0
