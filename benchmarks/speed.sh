@@ -71,6 +71,7 @@ for path in sorted(out.glob("*.json")):
         for q in rep["ratios"]:
             ci = "-" if "ours_over_reference_ci90" not in q else "{:.2f}-{:.2f}".format(*q["ours_over_reference_ci90"])
             same = "-" if "same_ops" not in q else ("yes" if q["same_ops"] else "**no**")
+            same += " (channels-last pools)" if q.get("channels_last_pooling") else ""
             print(f"| {q['model']} | {q['mode']} | {q['batch_size']} | {fmt(q, 'ours_over_reference')} | {ci} | {same} | "
                   f"{fmt(q, 'optimized_over_reference')} | {fmt(q, 'optimized_over_ours')} |")
 PY

@@ -10,7 +10,8 @@ measured in the same run on the same threads (the practical peak of this machine
 
 With a reference, each ours/reference ratio comes with a bootstrap 90% confidence interval over the
 paired iterations and with ``same_ops``: whether both run the same ATen operators on the same
-shapes and strides (``compare_ops``, traced on the meta device). Same operators and an interval
+shapes and strides (``compare_ops``, traced on the meta device), apart from our pooling in
+channels-last layout in CPU inference (``channels_last_pooling``). Same operators and an interval
 holding 1.0 mean the same work at the same cost; different operators name the extra work.
 
 FLOPs are counted as 2 x MACs (convolutions and linear layers, ``cnnzoo.analysis.count_macs``);
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from cnnzoo.layers import pool_in_input_layout
 
 MODES = ("infer", "train")
 TRAIN_FLOP_FACTOR = 3  # forward + backward (input gradients + weight gradients)
@@ -223,6 +226,7 @@ def op_trace(model: nn.Module, x: torch.Tensor, mode: str) -> collections.Counte
             model(x)
     else:
         model.train()
+        model.zero_grad(set_to_none=True)  # a second trace must not see gradient accumulation
         y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         with rec:
             F.cross_entropy(_first_output(model(x)), y).backward()
@@ -232,8 +236,12 @@ def op_trace(model: nn.Module, x: torch.Tensor, mode: str) -> collections.Counte
 def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, batch_size: int = 2) -> dict[str, Any]:
     """Whether our ``name`` and its reference implementation run the same operators on the same
     shapes and strides in ``mode``: then a timing difference between them is the machine's noise,
-    not wasted work. Both are built on the meta device. Returns ``same`` and the operators only one
-    of them runs (``ours_only``, ``reference_only``: [(count, op, layout)])."""
+    not wasted work. Both are built on the meta device (which stands in for the CPU).
+
+    Returns ``same``: the same operators apart from the one place ours differs on purpose, pooling
+    in channels-last layout in CPU inference (``cnnzoo.layers.MaxPool2d``: same values, less time);
+    ``channels_last_pooling``: whether that detour ran; and the operators only one of the two runs
+    as traced, detour included (``ours_only``, ``reference_only``: [(count, op, layout)])."""
     from cnnzoo.registry import create_model, get_model_cfg
 
     cfg = get_model_cfg(name)
@@ -245,8 +253,11 @@ def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, b
         ref = build_reference(cfg["reference"], ours.default_cfg["num_classes"], size[0])
     x = torch.empty(batch_size, *size, device="meta")
     a, b = op_trace(ours, x, mode), op_trace(ref, x, mode)
+    with pool_in_input_layout():
+        a_as_torch_pools = op_trace(ours, x, mode)
     only = lambda c: [(n, op, layout) for (op, layout), n in sorted(c.items())]
-    return dict(same=a == b, ours_only=only(a - b), reference_only=only(b - a))
+    return dict(same=a_as_torch_pools == b, channels_last_pooling=a != a_as_torch_pools,
+                ours_only=only(a - b), reference_only=only(b - a))
 
 
 def _count_macs(model: nn.Module, size: tuple[int, ...]) -> int | None:
@@ -373,7 +384,8 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 if "reference" in by:
                     ratio["ours_over_reference"] = by["ours"]["images_per_s"] / by["reference"]["images_per_s"]
                     ratio["ours_over_reference_ci90"] = paired_ratio_ci(variant["ours"].times, variant["reference"].times)
-                    ratio["same_ops"] = compare_ops(name, m, size)["same"]
+                    ops = compare_ops(name, m, size)
+                    ratio["same_ops"], ratio["channels_last_pooling"] = ops["same"], ops["channels_last_pooling"]
                 if "optimized" in by:
                     ratio["optimized_over_ours"] = by["optimized"]["images_per_s"] / by["ours"]["images_per_s"]
                     ratio["optimized_backend"] = getattr(variant["optimized"].model, "inference_backend", None)
@@ -524,7 +536,8 @@ def format_table(report: dict[str, Any]) -> str:
         if "ours_over_reference" in q:
             lo, hi = q["ours_over_reference_ci90"]
             parts.append(f"ours/reference {q['ours_over_reference']:.3f} (90% CI {lo:.3f}-{hi:.3f}; "
-                         f"{'same' if q['same_ops'] else 'DIFFERENT'} operators)")
+                         f"{'same' if q['same_ops'] else 'DIFFERENT'} operators"
+                         f"{', pooling in channels-last' if q.get('channels_last_pooling') else ''})")
         if "optimized_over_ours" in q:
             parts.append(f"optimized ({q.get('optimized_backend')})/ours {q['optimized_over_ours']:.3f}")
         if "optimized_over_reference" in q:

@@ -69,7 +69,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, init_weights
+from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -117,13 +117,13 @@ class AlexNet(_ConvFcNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
-        self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.pool1 = MaxPool2d(kernel_size=3, stride=2)
         self.conv2 = nn.Conv2d(64, 192, kernel_size=5, padding=2)
-        self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.pool2 = MaxPool2d(kernel_size=3, stride=2)
         self.conv3 = nn.Conv2d(192, 384, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(256, 256, kernel_size=3, padding=1)
-        self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.pool5 = MaxPool2d(kernel_size=3, stride=2)
         self._build_head(256, 6, 4096, num_classes, dropout)
         init_weights(self)
 
@@ -139,15 +139,15 @@ class ZFNet(_ConvFcNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5, lrn: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, 96, kernel_size=7, stride=2, padding=1)
-        self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        self.pool1 = MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.norm1 = self._contrast_norm(lrn)
         self.conv2 = nn.Conv2d(96, 256, kernel_size=5, stride=2)
-        self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        self.pool2 = MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.norm2 = self._contrast_norm(lrn)
         self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
-        self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        self.pool5 = MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self._build_head(256, 6, 4096, num_classes, dropout)
         init_weights(self)
 
@@ -181,13 +181,13 @@ class CifarAlexNet(_ConvFcNet):
         # Batch norm after every convolution (ConvBnAct, no conv bias): AlexNet without it needs
         # hand-tuned learning rates on small images; with it it trains at the usual SGD settings.
         self.conv1 = ConvBnAct(in_chans, c1, conv1_kernel)
-        self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.pool1 = MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.conv2 = ConvBnAct(c1, c2, 5)
-        self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.pool2 = MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.conv3 = ConvBnAct(c2, c3, 3)
         self.conv4 = ConvBnAct(c3, c4, 3)
         self.conv5 = ConvBnAct(c4, c5, 3)
-        self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.pool5 = MaxPool2d(kernel_size=3, stride=2)
         # 1024 units, not 4096: fc6 reads a 3x3 map (2,304 values, not 9,216), 10 classes need far
         # less than 1000, and two 4096-wide layers would be 4/5 of the parameters and of the CPU
         # time for no accuracy on 28x28 data.

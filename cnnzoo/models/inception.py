@@ -110,7 +110,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnzoo.layers import Concat, ConvBnAct, init_weights
+from cnnzoo.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -162,7 +162,7 @@ class InceptionV1Block(Concat):
                 conv1=ConvBnAct(c5x5_reduce, c5x5, 3, bn_eps=bn_eps),
             ),
             "branch_pool": _seq(
-                pool=nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                pool=MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
                 proj=ConvBnAct(in_channels, pool_proj, 1, bn_eps=bn_eps),
             ),
         })
@@ -243,20 +243,20 @@ class GoogLeNet(ZooModel):
         else:
             self.stem = _seq(
                 conv1=ConvBnAct(in_chans, c(64), 7, stride=2, padding=3, bn_eps=TF_BN_EPS),
-                pool1=nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                pool1=MaxPool2d(3, stride=2, ceil_mode=True),
                 conv2=ConvBnAct(c(64), c(64), 1, bn_eps=TF_BN_EPS),
                 conv3=ConvBnAct(c(64), c(192), 3, bn_eps=TF_BN_EPS),
-                pool2=nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                pool2=MaxPool2d(3, stride=2, ceil_mode=True),
             )
         self.inception3a = InceptionV1Block(c(192), c(64), c(96), c(128), c(16), c(32), c(32))
         self.inception3b = InceptionV1Block(self.inception3a.out_channels, c(128), c(128), c(192), c(32), c(96), c(64))
-        self.pool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.pool3 = MaxPool2d(3, stride=2, ceil_mode=True)
         self.inception4a = InceptionV1Block(self.inception3b.out_channels, c(192), c(96), c(208), c(16), c(48), c(64))
         self.inception4b = InceptionV1Block(self.inception4a.out_channels, c(160), c(112), c(224), c(24), c(64), c(64))
         self.inception4c = InceptionV1Block(self.inception4b.out_channels, c(128), c(128), c(256), c(24), c(64), c(64))
         self.inception4d = InceptionV1Block(self.inception4c.out_channels, c(112), c(144), c(288), c(32), c(64), c(64))
         self.inception4e = InceptionV1Block(self.inception4d.out_channels, c(256), c(160), c(320), c(32), c(128), c(128))
-        self.pool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.pool4 = MaxPool2d(2, stride=2, ceil_mode=True)
         self.inception5a = InceptionV1Block(self.inception4e.out_channels, c(256), c(160), c(320), c(32), c(128), c(128))
         self.inception5b = InceptionV1Block(self.inception5a.out_channels, c(384), c(192), c(384), c(48), c(128), c(128))
         self.num_features = self.inception5b.out_channels
@@ -325,7 +325,7 @@ class InceptionV2Block(Concat):
     ) -> None:
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
-        pool_layer = nn.AvgPool2d(3, 1, 1) if pool == "avg" else nn.MaxPool2d(3, 1, 1)
+        pool_layer = AvgPool2d(3, 1, 1) if pool == "avg" else MaxPool2d(3, 1, 1)
         super().__init__({
             "branch1x1": ConvBnAct(in_channels, c1x1, 1),
             "branch3x3": _seq(
@@ -360,7 +360,7 @@ class InceptionV2Reduction(Concat):
                 conv1=ConvBnAct(c3x3dbl_reduce, c3x3dbl, 3),
                 conv2=ConvBnAct(c3x3dbl, c3x3dbl, 3, stride=2),
             ),
-            "branch_pool": nn.MaxPool2d(3, stride=2, padding=1),
+            "branch_pool": MaxPool2d(3, stride=2, padding=1),
         })
         self.out_channels = c3x3 + c3x3dbl + in_channels
 
@@ -388,10 +388,10 @@ class InceptionV2(ZooModel):
         else:
             self.stem = _seq(
                 conv1=ConvBnAct(in_chans, c(64), 7, stride=2, padding=3),
-                pool1=nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                pool1=MaxPool2d(3, stride=2, ceil_mode=True),
                 conv2=ConvBnAct(c(64), c(64), 1),
                 conv3=ConvBnAct(c(64), c(192), 3),
-                pool2=nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                pool2=MaxPool2d(3, stride=2, ceil_mode=True),
             )
         self.inception3a = InceptionV2Block(c(192), c(64), c(64), c(64), c(64), c(96), c(32))
         self.inception3b = InceptionV2Block(self.inception3a.out_channels, c(64), c(64), c(96), c(64), c(96), c(64))
@@ -454,7 +454,7 @@ class Inception35x35(Concat):
                 conv2=ConvBnAct(c3x3dbl, c3x3dbl, 3, bn_eps=eps),
             ),
             "branch_pool": _seq(
-                pool=nn.AvgPool2d(3, stride=1, padding=1),
+                pool=AvgPool2d(3, stride=1, padding=1),
                 proj=ConvBnAct(in_channels, pool_proj, 1, bn_eps=eps),
             ),
         })
@@ -474,7 +474,7 @@ class Reduction35to17(Concat):
                 conv1=ConvBnAct(c3x3dbl_reduce, c3x3dbl, 3, bn_eps=eps),
                 conv2=ConvBnAct(c3x3dbl, c3x3dbl, 3, stride=2, padding=0, bn_eps=eps),
             ),
-            "branch_pool": nn.MaxPool2d(3, stride=2),
+            "branch_pool": MaxPool2d(3, stride=2),
         })
         self.out_channels = c3x3 + c3x3dbl + in_channels
 
@@ -502,7 +502,7 @@ class Inception17x17(Concat):
                 conv4=ConvBnAct(m, c7x7, (1, 7), bn_eps=eps),
             ),
             "branch_pool": _seq(
-                pool=nn.AvgPool2d(3, stride=1, padding=1),
+                pool=AvgPool2d(3, stride=1, padding=1),
                 proj=ConvBnAct(in_channels, pool_proj, 1, bn_eps=eps),
             ),
         })
@@ -526,7 +526,7 @@ class Reduction17to8(Concat):
                 conv2=ConvBnAct(c7x7x3, c7x7x3, (7, 1), bn_eps=eps),
                 conv3=ConvBnAct(c7x7x3, c7x7x3, 3, stride=2, padding=0, bn_eps=eps),
             ),
-            "branch_pool": nn.MaxPool2d(3, stride=2),
+            "branch_pool": MaxPool2d(3, stride=2),
         })
         self.out_channels = c3x3 + c7x7x3 + in_channels
 
@@ -567,7 +567,7 @@ class Inception8x8(Concat):
                 split=_split_1x3_3x1(c3x3dbl, c3x3dbl),
             ),
             "branch_pool": _seq(
-                pool=nn.AvgPool2d(3, stride=1, padding=1),
+                pool=AvgPool2d(3, stride=1, padding=1),
                 proj=ConvBnAct(in_channels, pool_proj, 1, bn_eps=eps),
             ),
         })
@@ -581,7 +581,7 @@ class InceptionV3Aux(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
-        self.pool = nn.AvgPool2d(5, stride=3)
+        self.pool = AvgPool2d(5, stride=3)
         self.reduce = ConvBnAct(in_channels, 128, 1, bn_eps=TF_BN_EPS)
         self.conv = ConvBnAct(128, 768, 5, padding=0, bn_eps=TF_BN_EPS)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -659,10 +659,10 @@ class InceptionV3(ZooModel):
                 conv1a=ConvBnAct(in_chans, c(32), 3, stride=2, padding=0, bn_eps=eps),
                 conv2a=ConvBnAct(c(32), c(32), 3, padding=0, bn_eps=eps),
                 conv2b=ConvBnAct(c(32), c(64), 3, bn_eps=eps),
-                pool1=nn.MaxPool2d(3, stride=2),
+                pool1=MaxPool2d(3, stride=2),
                 conv3b=ConvBnAct(c(64), c(80), 1, bn_eps=eps),
                 conv4a=ConvBnAct(c(80), c(192), 3, padding=0, bn_eps=eps),
-                pool2=nn.MaxPool2d(3, stride=2),
+                pool2=MaxPool2d(3, stride=2),
             )
         self.mixed5b = Inception35x35(c(192), c(64), c(48), c(64), c(64), c(96), c(32))
         self.mixed5c = Inception35x35(self.mixed5b.out_channels, c(64), c(48), c(64), c(64), c(96), c(64))

@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, SqueezeExcite, init_weights
+from cnnzoo.layers import ConvBnAct, MaxPool2d, SqueezeExcite, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -239,7 +239,7 @@ class ResNet(ZooModel):
             self.conv1 = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        self.maxpool = MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
 
         in_channels = stem_width
         self.stage_names: list[str] = []

@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnzoo.layers import init_weights
+from cnnzoo.layers import MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -77,7 +77,7 @@ class VggStage(nn.Sequential):
         for i in range(depth):
             layers[f"conv{i + 1}"] = VggConv(in_channels if i == 0 else out_channels, out_channels, batch_norm)
         if pool:
-            layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+            layers["pool"] = MaxPool2d(kernel_size=2, stride=2)
         super().__init__(layers)
 
 
@@ -302,7 +302,7 @@ class AirbenchStage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2d(2)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
