@@ -140,10 +140,25 @@ def test_pruned_weights_stay_exactly_zero_through_retraining():
     apply_masks(model, masks)
     before = {n: w.detach().clone() for n, w in weights.items()}
     ds, norm = _tiny_data()
-    finetune(model, ds, norm, epochs=1, lr=1e-2, batch_size=64, masks=masks)
+    finetune(model, ds, norm, epochs=1, lr=1e-2, batch_size=64, masks=masks, weight_decay=0.05)
     for n, w in weights.items():
         assert torch.all(w.detach()[~masks[n]] == 0), n
         assert not torch.equal(w.detach()[masks[n]], before[n][masks[n]]), f"{n} did not train"
+
+
+def test_retraining_weight_decay_shrinks_weights_not_biases():
+    # with a zero learning signal (lr so small that Adam's steps are nil next to the decay), the
+    # decoupled weight decay alone shrinks conv/linear weights by lr * wd per step; biases keep theirs
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ds, norm = _tiny_data(64)
+    finetune(model, ds, norm, epochs=1, lr=1e-12, batch_size=64, weight_decay=1e9)
+    for n, p in model.named_parameters():
+        if p.ndim > 1:
+            assert torch.allclose(p.detach(), before[n] * (1 - 1e-12 * 1e9), rtol=1e-5), n  # one step at lr
+        else:
+            assert torch.allclose(p.detach(), before[n], atol=1e-9), n
 
 
 def test_distillation_pulls_the_student_towards_the_teacher():

@@ -47,7 +47,7 @@ MODEL_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 GENERIC_DEFAULTS = dict(sparsity={"conv": 0.65, "fc": 0.9}, bits={"conv": 8, "fc": 5})  # the paper's AlexNet bits
 SCHEDULE_DEFAULTS: dict[str, Any] = {"final_epochs": 8.0, "quant_epochs": 2.0, "lr": 1e-3, "centroid_lr": 1e-4,
-                                     "distill": False}
+                                     "weight_decay": 0.0, "distill": False}
 
 
 def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data_dir: str | None,
@@ -74,12 +74,15 @@ def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,
              batch_size: int = 128, seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
-             teacher: nn.Module | None = None, temperature: float = 4.0, crop_padding: int = 0, flip: bool = False,
+             weight_decay: float = 0.0, teacher: nn.Module | None = None, temperature: float = 4.0, crop_padding: int = 0, flip: bool = False,
              progress: bool = False) -> None:
     """Retrain with the compression constraints held: ``masks`` keep pruned weights at zero (their
     gradients zeroed, the weights re-zeroed after each step); ``quantized`` layers train only their
     centroids, each with the summed gradient of its weights, and are rebuilt from them after each
-    step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional. With ``teacher``
+    step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional. ``weight_decay``
+    (decoupled, AdamW) applies to the free conv/linear weights, never to biases or centroids: the
+    paper's L2 retraining, which keeps pushing small weights towards zero, so the next pruning step
+    removes less that matters (Han et al. 2015, Sec. 3.1). With ``teacher``
     (the uncompressed model) the loss adds the KL divergence to its softened outputs at
     ``temperature`` (Hinton et al. 2015), which tells the smaller network more per image than the
     label alone. ``crop_padding`` and ``flip`` augment the batches as the trainer does."""
@@ -87,10 +90,12 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
         return
     params = dict(model.named_parameters())
     quantized = quantized or {}
-    groups: list[dict[str, Any]] = [{"params": [p for n, p in params.items() if n not in quantized], "lr": lr}]
+    free = [p for n, p in params.items() if n not in quantized]
+    groups: list[dict[str, Any]] = [{"params": [p for p in free if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+                                    {"params": [p for p in free if p.ndim <= 1], "lr": lr, "weight_decay": 0.0}]
     if quantized:
-        groups.append({"params": [q.centroids for q in quantized.values()], "lr": centroid_lr or lr})
-    opt = torch.optim.Adam(groups)
+        groups.append({"params": [q.centroids for q in quantized.values()], "lr": centroid_lr or lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups)
     base_lrs = [g["lr"] for g in groups]
     steps_per_epoch = math.ceil(len(train_ds) / batch_size)
     total = max(1, int(round(epochs * steps_per_epoch)))
@@ -162,7 +167,7 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
              prune_quality: float | None = None, sparsity: str | dict | None = None, bits: str | dict | None = None,
              prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = None,
              quant_epochs: float | None = None, lr: float | None = None, centroid_lr: float | None = None,
-             batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
+             weight_decay: float | None = None, batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
              train_subset: int | None = None, distill: bool | None = None, crop_padding: int = 0, flip: bool = False,
              seed: int = 0,
              progress: bool = True) -> dict[str, Any]:
@@ -192,16 +197,17 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     centroid_lr = schedule["centroid_lr"] if centroid_lr is None else centroid_lr
     lr = schedule["lr"] if lr is None else lr
     distill = schedule["distill"] if distill is None else distill
+    weight_decay = schedule["weight_decay"] if weight_decay is None else weight_decay
     weights = prunable_weights(model)
     sp, bit_spec = _spec_with_defaults(model_name, weights, prune_quality, sparsity, bits)
     train_ds, test_ds, normalize = _load_data(meta, model, dataset, data_dir, train_subset, seed)
     log = print if progress else (lambda *a, **k: None)
 
     top1_before = evaluate(model, test_ds, normalize)["top1"]
-    # what every retraining shares: the uncompressed network as the teacher when distilling, and
-    # the augmentation
-    retrain = dict(teacher=copy.deepcopy(model).eval() if distill else None, crop_padding=crop_padding, flip=flip,
-                   progress=False)
+    # what every retraining shares: the uncompressed network as the teacher when distilling, the
+    # weight decay, and the augmentation
+    retrain = dict(teacher=copy.deepcopy(model).eval() if distill else None, weight_decay=weight_decay,
+                   crop_padding=crop_padding, flip=flip, progress=False)
     log(f"{model_name}: test top-1 {top1_before:.4f} before compression")
 
     # ---- 1. prune, iteratively, retraining with the masks fixed
@@ -276,7 +282,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     report.update(checkpoint=str(checkpoint), out=str(out), dataset=meta.get("dataset") if dataset is None else dataset,
                   settings=dict(prune_quality=prune_quality, sparsity=None if prune_quality is not None and not sparsity else sp,
                                 bits=bit_spec, prune_iters=prune_iters, prune_epochs=prune_epochs, final_epochs=final_epochs,
-                                quant_epochs=quant_epochs, lr=lr, centroid_lr=centroid_lr, init=init,
+                                quant_epochs=quant_epochs, lr=lr, centroid_lr=centroid_lr,
+                                weight_decay=weight_decay, init=init,
                                 dense_dtype=dense_dtype, train_images=len(train_ds), distill=distill,
                                 crop_padding=crop_padding, flip=flip, seed=seed),
                   roundtrip_exact=exact, seconds=round(time.perf_counter() - t0, 1))
@@ -370,7 +377,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                       prune_quality=args.prune_quality, sparsity=args.sparsity, bits=args.bits,
                       prune_iters=args.prune_iters, prune_epochs=args.prune_epochs,
                       final_epochs=args.final_epochs, quant_epochs=args.quant_epochs,
-                      lr=args.lr, centroid_lr=args.centroid_lr, batch_size=args.batch_size, init=args.init,
+                      lr=args.lr, centroid_lr=args.centroid_lr, weight_decay=args.weight_decay,
+                      batch_size=args.batch_size, init=args.init,
                       dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill,
                       crop_padding=args.crop_padding, flip=args.flip, seed=args.seed,
                       progress=not args.no_progress and not args.json)
@@ -399,6 +407,8 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     s.add_argument("--quant-epochs", type=float, help="centroid fine-tuning epochs (default: tuned per model, else 2)")
     s.add_argument("--lr", type=float, help="Adam learning rate of the pruned retraining (default: per model, else 1e-3)")
     s.add_argument("--centroid-lr", type=float, help="Adam learning rate of the shared values (default: per model, else 1e-4)")
+    s.add_argument("--weight-decay", type=float,
+                   help="decoupled weight decay of the retrained conv/linear weights (default: per model, else 0)")
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--init", choices=INITS, default="linear", help="k-means initialisation (the paper's best: linear)")
     s.add_argument("--dense-dtype", choices=["fp16", "fp32"], default="fp16",
