@@ -14,7 +14,7 @@ import torch
 from cnnzoo.compress import fileformat as ff
 from cnnzoo.compress import huffman
 from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_with_defaults, add_compress_parser, compress,
-                                     finetune, load_compressed, load_compressed_checkpoint)
+                                     finetune, load_compressed, load_compressed_checkpoint, teacher_logits)
 from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
 from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
 from cnnzoo.data import Normalize, synthetic_dataset
@@ -175,13 +175,20 @@ def test_distillation_pulls_the_student_towards_the_teacher():
             return torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), teacher(x).log_softmax(1),
                                               reduction="batchmean", log_target=True).item()
 
-    results = {}
-    for use_teacher in (False, True):
+    results, students = {}, {}
+    logits = teacher_logits(teacher, ds, norm)
+    for use_teacher in ("none", "model", "logits"):
         torch.manual_seed(0)
-        student = create_model("lenet5", num_classes=10, in_chans=1)
-        finetune(student, ds, norm, epochs=4, lr=3e-3, batch_size=32, teacher=teacher if use_teacher else None)
+        student = students[use_teacher] = create_model("lenet5", num_classes=10, in_chans=1)
+        finetune(student, ds, norm, epochs=4, lr=3e-3, batch_size=32,
+                 teacher=dict(none=None, model=teacher, logits=logits)[use_teacher])
         results[use_teacher] = kl(student)
-    assert results[True] < 0.5 * results[False], results
+    assert results["model"] < 0.5 * results["none"], results
+    # the teacher's logits computed once teach what its forward pass at every step teaches
+    for (n, a), b in zip(students["model"].named_parameters(), students["logits"].parameters()):
+        assert torch.allclose(a, b, atol=1e-5), n
+    with pytest.raises(ValueError, match="unaugmented"):
+        finetune(students["logits"], ds, norm, epochs=1, lr=1e-3, teacher=logits, flip=True)
 
 
 def test_finetune_augments_like_the_trainer(monkeypatch):

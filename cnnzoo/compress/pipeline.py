@@ -78,7 +78,7 @@ def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,
              batch_size: int = 128, seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
-             weight_decay: float = 0.0, teacher: nn.Module | None = None, temperature: float = 4.0,
+             weight_decay: float = 0.0, teacher: nn.Module | torch.Tensor | None = None, temperature: float = 4.0,
              crop_padding: int = 0, flip: bool = False, progress: bool = False) -> None:
     """Retrain with the compression constraints held: ``masks`` keep pruned weights at zero (their
     gradients zeroed, the weights re-zeroed after each step); ``quantized`` layers train only their
@@ -90,7 +90,11 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     than none, BENCHMARKS.md). With ``teacher``
     (the uncompressed model) the loss adds the KL divergence to its softened outputs at
     ``temperature`` (Hinton et al. 2015), which tells the smaller network more per image than the
-    label alone. ``crop_padding`` and ``flip`` augment the batches as the trainer does."""
+    label alone; ``teacher`` may also be its logits for every image of ``train_ds``
+    (``teacher_logits``), which spares a forward pass per step when the images are not augmented.
+    ``crop_padding`` and ``flip`` augment the batches as the trainer does."""
+    if isinstance(teacher, torch.Tensor) and (crop_padding or flip):
+        raise ValueError("precomputed teacher logits hold for unaugmented images only; pass the teacher model")
     if epochs <= 0:
         return
     params = dict(model.named_parameters())
@@ -109,7 +113,9 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     epoch = 0
     while step < total:
         g = torch.Generator().manual_seed(seed * 100003 + 7919 + epoch)
-        for x, y in iterate_batches(train_ds, batch_size, shuffle=True, generator=g, crop_padding=crop_padding, flip=flip):
+        order = torch.randperm(len(train_ds), generator=g)
+        batches = iterate_batches(train_ds, batch_size, generator=g, indices=order, crop_padding=crop_padding, flip=flip)
+        for start, (x, y) in zip(range(0, len(order), batch_size), batches):
             if step >= total:
                 break
             for group, base in zip(opt.param_groups, base_lrs):
@@ -120,7 +126,8 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
             loss = F.cross_entropy(logits, y)
             if teacher is not None:
                 with torch.no_grad():
-                    target = teacher(x)
+                    target = (teacher[order[start: start + batch_size]] if isinstance(teacher, torch.Tensor)
+                              else teacher(x))
                 loss = loss + temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=1),
                                                           F.log_softmax(target / temperature, dim=1),
                                                           reduction="batchmean", log_target=True)
@@ -144,6 +151,15 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
         if progress:
             print(f"  fine-tune epoch {epoch}: last batch loss {loss.item():.4f}", flush=True)
     model.eval()
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, ds: ImageDataset, normalize: Normalize, batch_size: int = 1024) -> torch.Tensor:
+    """The (uncompressed) model's logits for every image of ``ds``, in order: computed once, they
+    stand in for its forward pass at every retraining step."""
+    teacher.eval()
+    out = [teacher(normalize(x)) for x, _ in iterate_batches(ds, batch_size)]
+    return torch.cat([o[0] if isinstance(o, tuple) else o for o in out])
 
 
 def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune_quality: float | None,
@@ -209,10 +225,13 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     log = print if progress else (lambda *a, **k: None)
 
     top1_before = evaluate(model, test_ds, normalize)["top1"]
-    # what every retraining shares: the uncompressed network as the teacher when distilling, the
-    # weight decay, and the augmentation
-    retrain = dict(teacher=copy.deepcopy(model).eval() if distill else None, weight_decay=weight_decay,
-                   crop_padding=crop_padding, flip=flip, progress=False)
+    # what every retraining shares: the uncompressed network as the teacher when distilling (its
+    # logits, computed once, when the images are not augmented), the weight decay, the augmentation
+    teacher = None
+    if distill:
+        teacher = (copy.deepcopy(model).eval() if crop_padding or flip
+                   else teacher_logits(model, train_ds, normalize))
+    retrain = dict(teacher=teacher, weight_decay=weight_decay, crop_padding=crop_padding, flip=flip, progress=False)
     log(f"{model_name}: test top-1 {top1_before:.4f} before compression")
 
     # ---- 1. prune, iteratively, retraining with the masks fixed
