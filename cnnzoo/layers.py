@@ -97,9 +97,9 @@ class Concat(nn.ModuleDict):
 # pools at batch 8 (ResNet's stem, VGG's 2x2 pools, Inception's 3x3 branch pools; VGG's first pool,
 # 64x224x224, breaks even: the copies cost what the pool saves). Both kernels pick the same maxima and
 # sum the same windows, so the values are bit-for-bit those of nn.MaxPool2d / nn.AvgPool2d. Training
-# pools as given: there the channels-last backward is up to 2x slower for 2x2 pools. So is CUDA,
-# whose NCHW kernels are fast, and any input that is already channels-last. BENCHMARKS.md, "Pooling
-# in channels-last", has the figures.
+# pools as given: there the channels-last backward is up to 2x slower for 2x2 pools. So do other
+# devices (CUDA's NCHW kernels are fast), and any input that is already channels-last.
+# BENCHMARKS.md, "Pooling in channels-last", has the figures.
 _channels_last_pooling = True
 
 
@@ -116,7 +116,8 @@ def pool_in_input_layout() -> Iterator[None]:
 
 
 def _pool_channels_last(pool: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    if (_channels_last_pooling and x.dim() == 4 and x.device.type != "cuda" and x.is_contiguous()
+    # the meta device stands in for the CPU in operator traces (cnnzoo.bench.op_trace)
+    if (_channels_last_pooling and x.dim() == 4 and x.device.type in ("cpu", "meta") and x.is_contiguous()
             and not (x.requires_grad and torch.is_grad_enabled())):
         return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
     return pool(x)
