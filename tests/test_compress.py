@@ -140,10 +140,11 @@ def test_pruned_weights_stay_exactly_zero_through_retraining():
     apply_masks(model, masks)
     before = {n: w.detach().clone() for n, w in weights.items()}
     ds, norm = _tiny_data()
-    finetune(model, ds, norm, epochs=1, lr=1e-2, batch_size=64, masks=masks, weight_decay=0.05)
+    finetune(model, ds, norm, epochs=1, lr=1e-2, batch_size=64, masks=masks, weight_decay=0.05, channels_last=True)
     for n, w in weights.items():
         assert torch.all(w.detach()[~masks[n]] == 0), n
         assert not torch.equal(w.detach()[masks[n]], before[n][masks[n]]), f"{n} did not train"
+        assert w.is_contiguous(), f"{n}: retraining ran channels-last and must hand the model back as it came"
 
 
 def test_retraining_weight_decay_shrinks_weights_not_biases():
@@ -236,7 +237,7 @@ def test_quantized_finetune_sums_gradients_and_keeps_weights_tied():
             weights[n].copy_(qw.dense())
     start = {n: qw.centroids.detach().clone() for n, qw in quant.items()}
     ds, norm = _tiny_data()
-    finetune(model, ds, norm, epochs=1, lr=1e-3, batch_size=64, quantized=quant, centroid_lr=1e-3)
+    finetune(model, ds, norm, epochs=1, lr=1e-3, batch_size=64, quantized=quant, centroid_lr=1e-3, channels_last=True)
     for n, qw in quant.items():
         w = weights[n].detach().flatten()
         assert torch.equal(w[qw.positions], qw.centroids.detach()[qw.labels]), n  # tied to its cluster
