@@ -127,8 +127,7 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
             for group, base in zip(opt.param_groups, base_lrs):
                 group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
             x = normalize(x).contiguous(memory_format=layout)
-            out = model(x)
-            logits = out[0] if isinstance(out, tuple) else out
+            logits = _main_logits(model(x))
             loss = F.cross_entropy(logits, y)
             if teacher is not None:
                 with torch.no_grad():
@@ -165,8 +164,12 @@ def teacher_logits(teacher: nn.Module, ds: ImageDataset, normalize: Normalize, b
     """The (uncompressed) model's logits for every image of ``ds``, in order: computed once, they
     stand in for its forward pass at every retraining step."""
     teacher.eval()
-    out = [teacher(normalize(x)) for x, _ in iterate_batches(ds, batch_size)]
-    return torch.cat([o[0] if isinstance(o, tuple) else o for o in out])
+    return torch.cat([_main_logits(teacher(normalize(x))) for x, _ in iterate_batches(ds, batch_size)])
+
+
+def _main_logits(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The main head's logits: Inception models in training mode also return their auxiliary heads'."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune_quality: float | None,
