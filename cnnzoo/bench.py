@@ -11,7 +11,7 @@ measured in the same run on the same threads (the practical peak of this machine
 With a reference, each ours/reference ratio comes with a bootstrap 90% confidence interval over the
 paired iterations and with ``same_ops``: whether both run the same ATen operators on the same
 shapes and strides (``compare_ops``, traced on the meta device), apart from our pooling in
-channels-last layout in CPU inference (``channels_last_pooling``). Same operators and an interval
+channels-last layout on the CPU (``channels_last_pooling``). Same operators and an interval
 holding 1.0 mean the same work at the same cost; different operators name the extra work.
 
 FLOPs are counted as 2 x MACs (convolutions and linear layers, ``cnnzoo.analysis.count_macs``);
@@ -239,7 +239,7 @@ def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, b
     not wasted work. Both are built on the meta device (which stands in for the CPU).
 
     Returns ``same``: the same operators apart from the one place ours differs on purpose, pooling
-    in channels-last layout in CPU inference (``cnnzoo.layers.MaxPool2d``: same values, less time);
+    in channels-last layout on the CPU (``cnnzoo.layers.MaxPool2d``: same values and gradients, less time);
     ``channels_last_pooling``: whether that detour ran; and the operators only one of the two runs
     as traced, detour included (``ours_only``, ``reference_only``: [(count, op, layout)])."""
     from cnnzoo.registry import create_model, get_model_cfg

@@ -5,7 +5,7 @@
 - ``DepthwiseSeparableConv``: MobileNet v1's factorisation of a 3x3 convolution into a per-channel
   3x3 (depthwise) and a 1x1 (pointwise) convolution.
 - ``Concat``: parallel branches whose outputs are concatenated along channels (Inception modules).
-- ``MaxPool2d``, ``AvgPool2d``: torch's pooling layers, run in channels-last layout in CPU inference.
+- ``MaxPool2d``, ``AvgPool2d``: torch's pooling layers, run in channels-last layout on the CPU where faster.
 - ``init_weights``: the initialisation every family uses.
 """
 from __future__ import annotations
@@ -96,11 +96,17 @@ class Concat(nn.ModuleDict):
 # channels-last, pooling and converting back is 1.4-5.6x faster than pooling in place for the zoo's
 # pools at batch 8 (ResNet's stem, VGG's 2x2 pools, Inception's 3x3 branch pools; VGG's first pool,
 # 64x224x224, breaks even: the copies cost what the pool saves). Both kernels pick the same maxima and
-# sum the same windows, so the values are bit-for-bit those of nn.MaxPool2d / nn.AvgPool2d. Training
-# pools as given: there the channels-last backward is up to 2x slower for 2x2 pools. So do other
-# devices (CUDA's NCHW kernels are fast), and any input that is already channels-last.
-# BENCHMARKS.md, "Pooling in channels-last", has the figures.
+# sum the same windows, so the values are bit-for-bit those of nn.MaxPool2d / nn.AvgPool2d.
+# In training, max pooling takes the channels-last kernel forwards only: its backward is up to 2x
+# slower than the NCHW one for 2x2 pools, so the gradient is routed through the NCHW backward from
+# the same argmax indices (an index counts positions within one channel's plane, whatever the
+# layout), which is exactly the gradient torch's layer computes: 1.6-5.6x faster forward and
+# backward for the zoo's pools, except planes larger than 128x128 (VGG's first pool, 224x224), where
+# the transposes to channels-last cost more than the pool saves. Average pooling trains as given.
+# Other devices (CUDA's NCHW kernels are fast), inputs already channels-last, and traced or compiled
+# graphs pool as torch's layers do. BENCHMARKS.md, "Pooling in channels-last", has the figures.
 _channels_last_pooling = True
+_MAX_TRAINING_PLANE = 128 * 128
 
 
 @contextlib.contextmanager
@@ -115,26 +121,61 @@ def pool_in_input_layout() -> Iterator[None]:
         _channels_last_pooling = saved
 
 
-def _pool_channels_last(pool: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _may_pool_channels_last(x: torch.Tensor) -> bool:
     # the meta device stands in for the CPU in operator traces (cnnzoo.bench.op_trace)
-    if (_channels_last_pooling and x.dim() == 4 and x.device.type in ("cpu", "meta") and x.is_contiguous()
-            and not (x.requires_grad and torch.is_grad_enabled())):
-        return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
-    return pool(x)
+    return (_channels_last_pooling and x.dim() == 4 and x.device.type in ("cpu", "meta") and x.is_contiguous()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def _training(x: torch.Tensor) -> bool:
+    return x.requires_grad and torch.is_grad_enabled()
+
+
+class _MaxPoolForwardChannelsLast(torch.autograd.Function):
+    """Max pooling whose forward runs in channels-last layout and whose backward is the NCHW kernel's,
+    fed with the forward's argmax indices: values and gradients are those of ``F.max_pool2d``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+        out, indices = torch.ops.aten.max_pool2d_with_indices(
+            x.contiguous(memory_format=torch.channels_last), kernel_size, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(x, indices.contiguous())
+        ctx.args = (kernel_size, stride, padding, dilation, ceil_mode)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, indices = ctx.saved_tensors
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, *ctx.args, indices)
+        return grad_x, None, None, None, None, None
+
+
+def _pair(v: int | tuple[int, ...]) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d``; in CPU inference it pools in channels-last layout (same values, faster)."""
+    """``nn.MaxPool2d``; on the CPU it pools in channels-last layout (same values and gradients, faster)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _pool_channels_last(super().forward, x)
+        if self.return_indices or not _may_pool_channels_last(x):
+            return super().forward(x)
+        if _training(x):
+            if x.shape[-2] * x.shape[-1] > _MAX_TRAINING_PLANE:
+                return super().forward(x)
+            return _MaxPoolForwardChannelsLast.apply(x, _pair(self.kernel_size), _pair(self.stride), _pair(self.padding),
+                                                     _pair(self.dilation), self.ceil_mode)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class AvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d``; in CPU inference it pools in channels-last layout (same values, faster)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _pool_channels_last(super().forward, x)
+        if _training(x) or not _may_pool_channels_last(x):
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 def init_weights(model: nn.Module, linear_std: float | None = 0.01) -> None:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnzoo.layers import AvgPool2d, MaxPool2d
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+_POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
 
 
 def _choose(table: dict, key: str, what: str):
@@ -101,7 +102,7 @@ class CaffeLeNet(ZooModel):
         self.num_features = 500
         self.conv1 = nn.Conv2d(in_chans, 20, kernel_size=5)
         self.conv2 = nn.Conv2d(20, 50, kernel_size=5)
-        self.pool = nn.MaxPool2d(2, 2)
+        self.pool = MaxPool2d(2, 2)
         self.fc1 = nn.Linear(50 * 4 * 4, 500)
         self.fc2 = nn.Linear(500, num_classes)
         self.act = nn.ReLU(inplace=True)
