@@ -95,9 +95,9 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     (``teacher_logits``), which spares a forward pass per step when the images are not augmented.
     ``crop_padding`` and ``flip`` augment the batches as the trainer does. ``channels_last`` runs
     the retraining in channels-last layout: the CPU's convolutions are faster there (lenet5_caffe:
-    17 ms a step against 28), but they round differently, so the retraining takes another path
-    (off by default, so that the tuned defaults reproduce; BENCHMARKS.md). The model is handed back
-    in the default layout."""
+    20 ms a step against 28 at batch 128 on 2 threads), but they round differently, so the
+    retraining takes another path (off by default, so that the tuned defaults reproduce;
+    BENCHMARKS.md). The model is handed back in the default layout."""
     if isinstance(teacher, torch.Tensor) and (crop_padding or flip):
         raise ValueError("precomputed teacher logits hold for unaugmented images only; pass the teacher model")
     if epochs <= 0:
