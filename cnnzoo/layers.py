@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 ActLayer = Callable[..., nn.Module]
 
@@ -137,8 +138,8 @@ class _MaxPoolForwardChannelsLast(torch.autograd.Function):
     fed with the forward's argmax indices: values and gradients are those of ``F.max_pool2d``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
-                dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                dilation: tuple[int, int], ceil_mode: bool) -> torch.Tensor:
         out, indices = torch.ops.aten.max_pool2d_with_indices(
             x.contiguous(memory_format=torch.channels_last), kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(x, indices.contiguous())
@@ -152,8 +153,8 @@ class _MaxPoolForwardChannelsLast(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
-def _pair(v: int | tuple[int, ...]) -> list[int]:
-    return [v, v] if isinstance(v, int) else list(v)
+def _via_channels_last(pool: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -167,7 +168,7 @@ class MaxPool2d(nn.MaxPool2d):
                 return super().forward(x)
             return _MaxPoolForwardChannelsLast.apply(x, _pair(self.kernel_size), _pair(self.stride), _pair(self.padding),
                                                      _pair(self.dilation), self.ceil_mode)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return _via_channels_last(super().forward, x)
 
 
 class AvgPool2d(nn.AvgPool2d):
@@ -176,7 +177,7 @@ class AvgPool2d(nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _training(x) or not _may_pool_channels_last(x):
             return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return _via_channels_last(super().forward, x)
 
 
 def init_weights(model: nn.Module, linear_std: float | None = 0.01) -> None:
