@@ -6,6 +6,8 @@
 #   PARTS=tables bash benchmarks/speed.sh OUT_DIR   # only the markdown of earlier results
 # Environment: THREADS (default: all cores), ITERS (timed iterations, default 10), WARMUP (3),
 # REF_MODELS (the reference part's models; default every model with a reference implementation),
+# REF_BATCH (the reference part's batch size, default 8), DEVICE_FLAGS (added to every command, e.g.
+# "--device cuda --amp --channels-last" for the GPU figures),
 # CNNZOO (the command, default "python -m cnnzoo"). Each part writes OUT_DIR/<part>.json (the
 # report) and OUT_DIR/<part>.txt (the human table); the markdown is printed at the end.
 set -euo pipefail
@@ -16,7 +18,9 @@ THREADS=${THREADS:-$(nproc)}
 ITERS=${ITERS:-10}
 WARMUP=${WARMUP:-3}
 PARTS=${PARTS:-"reference fast cifar"}
-COMMON=(--threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" --json)
+REF_BATCH=${REF_BATCH:-8}
+read -ra DEVICE <<< "${DEVICE_FLAGS:-}"
+COMMON=(--threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" "${DEVICE[@]}" --json)
 
 bench() {  # part name, then bench arguments
   local part=$1; shift
@@ -27,11 +31,11 @@ bench() {  # part name, then bench arguments
 
 for part in $PARTS; do
   case $part in
-    reference)  # ours vs torchvision/timm, eager, infer and train, batch 8
+    reference)  # ours vs torchvision/timm, eager, infer and train, batch REF_BATCH
       if [[ -n ${REF_MODELS:-} ]]; then read -ra REF <<< "$REF_MODELS"; else
       mapfile -t REF < <($PY -c "from cnnzoo import list_models, get_model_cfg
 print('\n'.join(n for n in list_models() if get_model_cfg(n)['reference']))"); fi
-      bench reference "${REF[@]}" --mode both --batch-size 8 --reference ;;
+      bench reference "${REF[@]}" --mode both --batch-size "$REF_BATCH" --reference ;;
     fast)  # optimize_for_inference vs torchvision/timm eager, batch 1 and 32
       bench fast-b1 resnet50 mobilenet_v1 --batch-size 1 --reference --optimized
       bench fast-b32 resnet50 mobilenet_v1 --batch-size 32 --reference --optimized ;;

@@ -224,13 +224,17 @@ def check_against(reference: Callable[[torch.Tensor], torch.Tensor], candidate: 
 
 
 def _time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, reps: int) -> float:
-    """Median seconds of ``reps`` calls, after one warm-up call."""
+    """Median seconds of ``reps`` calls, after one warm-up call. On CUDA each call is timed to the
+    end of its kernels, not to the return of their launches."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         fn(x)
         times = []
         for _ in range(reps):
+            sync()
             t0 = time.perf_counter()
             fn(x)
+            sync()
             times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
