@@ -5,11 +5,13 @@
 one model (ours, the torchvision/timm reference, ``optimize_for_inference``'s fast path) are timed
 in the same process, interleaved iteration by iteration, so a change in the machine's load hits
 them all alike. Each result carries the median images/s with its spread, latency percentiles per
-batch, peak memory, parameters, MACs, the achieved GFLOP/s and their share of a large fp32 matmul
-measured in the same run on the same threads (the practical peak of this machine).
+batch, peak memory, parameters, MACs, the achieved GFLOP/s and their share of a large matmul in the
+same precision, measured in the same run on the same threads (the practical peak of this machine; on
+CUDA in fp32 that is TF32, the precision cuDNN's convolutions use by default).
 
-With a reference, each ours/reference ratio comes with a bootstrap 90% confidence interval over the
-paired iterations and with ``same_ops``: whether both run the same ATen operators on the same
+With a reference, each ours/reference ratio is the median of the per-iteration ratios (iteration i of
+each variant ran back to back, under the same load), with a bootstrap 90% confidence interval, and
+with ``same_ops``: whether both run the same ATen operators on the same
 shapes and strides (``compare_ops``, traced on the meta device), apart from our pooling in
 channels-last layout on the CPU (``channels_last_pooling``). Same operators and an interval
 holding 1.0 mean the same work at the same cost; different operators name the extra work.
@@ -66,8 +68,25 @@ def _sync(device: torch.device) -> None:
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
                 reps: int = 5) -> float:
     """GFLOP/s of the best of ``reps`` (n x n) @ (n x n) products: what this device reaches on the
-    most favourable dense workload with the current thread count."""
+    most favourable dense workload with the current thread count. On CUDA, fp32 products run in
+    TF32 where cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``, on by default), so the
+    peak is that of the precision the models' convolutions run in."""
     n = n or (8192 if device.type == "cuda" else 2048)
+    with _matmul_tf32(device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32):
+        return _matmul_peak(device, dtype, n, reps)
+
+
+@contextlib.contextmanager
+def _matmul_tf32(enabled: bool):
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled or saved
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     c = torch.empty(n, n, device=device, dtype=dtype)
@@ -382,8 +401,9 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
             if "reference" in by or "optimized" in by:
                 ratio: dict[str, Any] = dict(model=label, mode=m, batch_size=batch_size)
                 if "reference" in by:
-                    ratio["ours_over_reference"] = by["ours"]["images_per_s"] / by["reference"]["images_per_s"]
-                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(variant["ours"].times, variant["reference"].times)
+                    times = variant["ours"].times, variant["reference"].times
+                    ratio["ours_over_reference"] = paired_ratio(*times)
+                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(*times)
                     ops = compare_ops(name, m, size)
                     ratio["same_ops"], ratio["channels_last_pooling"] = ops["same"], ops["channels_last_pooling"]
                 if "optimized" in by:
@@ -403,9 +423,15 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
     return dict(device=str(dev), device_name=_device_name(dev), threads=torch.get_num_threads(),
                 amp=amp, channels_last=channels_last, batch_size=batch_size,
                 matmul_peak_gflops=best_peak, matmul_peak_start_gflops=peak,
-                matmul_peak_end_gflops=peak_end, matmul_peak_dtype=str(peak_dtype).removeprefix("torch."),
+                matmul_peak_end_gflops=peak_end, matmul_peak_dtype=_precision(dev, peak_dtype),
                 load_avg_start=load_start, load_avg_end=load_end, cpu_count=os.cpu_count(),
                 torch=torch.__version__, results=rows, ratios=ratios)
+
+
+def paired_ratio(ours: Sequence[float], ref: Sequence[float]) -> float:
+    """The median over interleaved iterations of ``ref[i] / ours[i]`` (ours' speed over the reference's).
+    Unlike the ratio of the two medians, it compares each pair under the load both ran in."""
+    return statistics.median(r / o for o, r in zip(ours, ref))
 
 
 def paired_ratio_ci(ours: Sequence[float], ref: Sequence[float], level: float = 0.9,
@@ -418,6 +444,13 @@ def paired_ratio_ci(ours: Sequence[float], ref: Sequence[float], level: float = 
     medians = sorted(statistics.median(rng.choices(pairs, k=len(pairs))) for _ in range(resamples))
     tail = (1.0 - level) / 2
     return [medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]]
+
+
+def _precision(dev: torch.device, dtype: torch.dtype) -> str:
+    """The name of the precision ``matmul_peak`` ran ``dtype`` in on ``dev``."""
+    if dev.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return str(dtype).removeprefix("torch.")
 
 
 def _device_name(dev: torch.device) -> str:
