@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
 
 
 @contextlib.contextmanager
-def _matmul_tf32(enabled: bool):
+def _matmul_tf32(enabled: bool) -> Iterator[None]:
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = enabled or saved
     try:
