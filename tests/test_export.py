@@ -198,3 +198,14 @@ def test_onnx_predictor_in_evaluate_with_fixed_batch_graph(tmp_path):
     got = evaluate(predictor, ds, norm, batch_size=7)
     want = evaluate(model, ds, norm, batch_size=7)
     assert got["top1"] == want["top1"] and got["loss"] == pytest.approx(want["loss"], abs=1e-4)
+
+
+def test_onnx_runtime_threads_do_not_spin_after_a_run(tmp_path):
+    """ONNX Runtime's workers would otherwise busy-wait after each run and slow the torch code that
+    runs next on the same cores (bench interleaves eager variants with an ONNX Runtime one)."""
+    model = cnnzoo.create_model("lenet5").eval()
+    export_onnx(model, tmp_path / "f.onnx", dict(model="lenet5", mean=[0.5], std=[0.25], num_classes=10))
+    predictor, _ = load_onnx_checkpoint(tmp_path / "f.onnx", threads=2)
+    opts = predictor.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2
