@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -22,7 +23,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -226,6 +227,18 @@ def check_against(reference: Callable[[torch.Tensor], torch.Tensor], candidate: 
 # optimize_for_inference
 
 
+@contextlib.contextmanager
+def _full_fp32() -> Iterator[None]:
+    """fp32 convolutions and matmuls in full fp32 on CUDA, not TF32 (cuDNN's default): TF32 alone
+    moves logits by ~1e-3, so only in full fp32 can a folded model be held to ``ATOL``."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, reps: int) -> float:
     """Median seconds of ``reps`` calls, after one warm-up call. On CUDA each call is timed to the
     end of its kernels, not to the return of their launches."""
@@ -256,8 +269,8 @@ def optimize_for_inference(
 
     ``backends``: ``"eager"`` (the folded model itself), ``"compile"`` (``torch.compile``; it needs
     a C++ compiler and warms up for tens of seconds on a CPU, so it is not tried by default) and
-    ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's; one
-    off by more than ``atol`` is dropped (a warning says why). The returned module keeps
+    ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's (on CUDA
+    in full fp32, not TF32); one off by more than ``atol`` is dropped (a warning says why). The returned module keeps
     ``default_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
     """
     unknown = set(backends) - {"eager", "compile", "onnxruntime"}
@@ -290,7 +303,8 @@ def optimize_for_inference(
 
     for name, (_, call) in list(candidates.items()):
         try:
-            check = check_against(eager, call, x, atol)
+            with _full_fp32():
+                check = check_against(eager, call, x, atol)
         except Exception as exc:
             warnings.warn(f"optimize_for_inference: {name} failed ({type(exc).__name__}: {exc})", stacklevel=2)
             del candidates[name]
