@@ -9,7 +9,7 @@ import warnings
 import torch
 
 from cnnzoo import create_model
-from cnnzoo.export import ATOL, _full_fp32, check_against, optimize_for_inference
+from cnnzoo.export import ATOL, check_against, cuda_tf32, optimize_for_inference
 
 compile_too = "--compile" in sys.argv
 names = [a for a in sys.argv[1:] if a != "--compile"] or ["resnet50", "mobilenet_v1", "mobilenet_v2", "googlenet", "inception_v3", "vgg16_bn"]
@@ -25,7 +25,7 @@ for name in names:
             except ValueError as exc:
                 print(f"{name} {backends[0]}: REFUSED ({exc}; {[str(w.message) for w in caught]})", flush=True)
                 continue
-        with _full_fp32():
+        with cuda_tf32(False):
             strict = check_against(model, fast, x, ATOL)
         tf32 = check_against(model, fast, x, ATOL)  # both in TF32, as they run by default
         print(f"{name} {backends[0]}: fp32 max|diff| {strict['max_abs_diff']:.2e} (limit {strict['limit']:.2e}, "

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from cnnzoo.export import cuda_tf32
 from cnnzoo.layers import pool_in_input_layout
 
 MODES = ("infer", "train")
@@ -72,18 +73,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     TF32 where cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``, on by default), so the
     peak is that of the precision the models' convolutions run in."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    with _matmul_tf32(device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32):
+    with cuda_tf32(torch.backends.cudnn.allow_tf32):
         return _matmul_peak(device, dtype, n, reps)
-
-
-@contextlib.contextmanager
-def _matmul_tf32(enabled: bool) -> Iterator[None]:
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled or saved
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:

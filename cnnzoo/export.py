@@ -228,11 +228,12 @@ def check_against(reference: Callable[[torch.Tensor], torch.Tensor], candidate: 
 
 
 @contextlib.contextmanager
-def _full_fp32() -> Iterator[None]:
-    """fp32 convolutions and matmuls in full fp32 on CUDA, not TF32 (cuDNN's default): TF32 alone
-    moves logits by ~1e-3, so only in full fp32 can a folded model be held to ``ATOL``."""
+def cuda_tf32(enabled: bool) -> Iterator[None]:
+    """Within this block, CUDA's fp32 convolutions (cuDNN) and matmuls (cuBLAS) run in TF32 or not.
+    TF32, cuDNN's default, moves logits by ~1e-3 of their scale: only in full fp32 can a folded
+    model be held to ``ATOL``."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
         yield
     finally:
@@ -270,8 +271,8 @@ def optimize_for_inference(
     ``backends``: ``"eager"`` (the folded model itself), ``"compile"`` (``torch.compile``; it needs
     a C++ compiler and warms up for tens of seconds on a CPU, so it is not tried by default) and
     ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's (on CUDA
-    in full fp32, not TF32); one off by more than ``atol`` is dropped (a warning says why). The returned module keeps
-    ``default_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
+    in full fp32, not TF32); one off by more than ``atol`` is dropped (a warning says why). The
+    returned module keeps ``default_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
     """
     unknown = set(backends) - {"eager", "compile", "onnxruntime"}
     if unknown or not backends:
@@ -303,7 +304,7 @@ def optimize_for_inference(
 
     for name, (_, call) in list(candidates.items()):
         try:
-            with _full_fp32():
+            with cuda_tf32(False):
                 check = check_against(eager, call, x, atol)
         except Exception as exc:
             warnings.warn(f"optimize_for_inference: {name} failed ({type(exc).__name__}: {exc})", stacklevel=2)
