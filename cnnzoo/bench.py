@@ -73,22 +73,18 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     TF32 where cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``, on by default), so the
     peak is that of the precision the models' convolutions run in."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    with cuda_tf32(torch.backends.cudnn.allow_tf32):
-        return _matmul_peak(device, dtype, n, reps)
-
-
-def _matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     c = torch.empty(n, n, device=device, dtype=dtype)
-    torch.mm(a, b, out=c)  # warm-up: thread pool, kernel selection
     best = math.inf
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
+    with cuda_tf32(torch.backends.cudnn.allow_tf32):
+        torch.mm(a, b, out=c)  # warm-up: thread pool, kernel selection
+        for _ in range(reps):
+            _sync(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=c)
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
 
