@@ -1,6 +1,6 @@
 """``cnnzoo degradation``: the degradation problem of deep plain networks, and what shortcuts do.
 
-He et al. 2015 (Fig. 1 and 6; the seed's section 5.3) train plain networks of 20 and 56 layers and
+He et al. 2015 (Fig. 1 and 6) train plain networks of 20 and 56 layers and
 the residual networks of the same layers and parameters (the shortcuts of option A have none), with
 one recipe. The deeper *plain* net has the higher *training* error, so its trouble is optimisation,
 not overfitting; with shortcuts, the deeper net is the better one. This module reruns that

@@ -161,7 +161,7 @@ class OnnxRuntimeModule(nn.Module):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         # ONNX Runtime's worker threads otherwise spin for a while after each run, taking the cores
-        # from whatever torch runs next (eager torch right after a run measured up to 2x slower on 2 cores).
+        # from whatever torch runs next.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = onnx_bytes if isinstance(onnx_bytes, bytes) else str(onnx_bytes)
         self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
