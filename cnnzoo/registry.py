@@ -8,9 +8,13 @@ to ``in_chans`` and the classifier to ``num_classes``.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
+import functools
+import inspect
 import re
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -105,6 +109,56 @@ def unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}.{hint} ({len(choices)} known; `cnnzoo models` lists them)")
 
 
+def _fixed_arguments(fn: Callable[..., Any]) -> tuple[set[str], dict[str, Any]]:
+    """Keywords ``fn`` passes its model class itself (``Cls(width_mult=0.5, **kwargs)``), and the
+    defaults it changes with ``kwargs.setdefault``; read from its source, following helpers of the
+    same module that it forwards ``**kwargs`` to."""
+    fixed: set[str] = set()
+    defaults: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+        if not isinstance(node, ast.Call):
+            continue
+        fixed.update(k.arg for k in node.keywords if k.arg is not None)
+        callee = node.func
+        if isinstance(callee, ast.Attribute) and callee.attr == "setdefault" and len(node.args) == 2:
+            value = node.args[1]
+            defaults[ast.literal_eval(node.args[0])] = (fn.__globals__.get(value.id) if isinstance(value, ast.Name)
+                                                        else ast.literal_eval(value))
+        helper = fn.__globals__.get(callee.id) if isinstance(callee, ast.Name) else None
+        if inspect.isfunction(helper) and helper.__module__ == fn.__module__:
+            inner_fixed, inner_defaults = _fixed_arguments(helper)
+            fixed |= inner_fixed
+            defaults = {**inner_defaults, **defaults}
+    return fixed - defaults.keys(), defaults
+
+
+@functools.cache
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments ``create_model(name, ...)`` passes on to the model, with their defaults:
+    those of the model class its registered function returns, less the ones that function fixes."""
+    _ensure_models_imported()
+    if name not in _ENTRYPOINTS:
+        raise unknown_name_error("model", name, list(_ENTRYPOINTS))
+    fn = _ENTRYPOINTS[name]
+    sig = inspect.signature(fn, eval_str=True)
+    params = dict(sig.parameters)
+    if inspect.isclass(sig.return_annotation):
+        params.update(inspect.signature(sig.return_annotation).parameters)
+    fixed, defaults = _fixed_arguments(fn)
+    return {k: defaults.get(k, p.default) for k, p in params.items()
+            if p.default is not p.empty and p.kind is not p.POSITIONAL_ONLY
+            and k not in fixed and k not in ("num_classes", "in_chans")}
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """A ValueError naming the model, the keys it does not take and the ones it does."""
+    accepted = model_arguments(name)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        keys = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"{name} takes no argument {keys}; it accepts: {', '.join(accepted) or 'none'}")
+
+
 def create_model(
     name: str,
     *,
@@ -131,6 +185,7 @@ def create_model(
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+    check_model_kwargs(name, kwargs)
     model = _ENTRYPOINTS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg["num_classes"] = num_classes
     cfg["in_chans"] = in_chans
