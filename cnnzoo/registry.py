@@ -159,6 +159,15 @@ def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         raise ValueError(f"{name} takes no argument {keys}; it accepts: {', '.join(accepted) or 'none'}")
 
 
+def model_kwargs_for(names: list[str], kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model, the entries of ``kwargs`` it accepts; a key that none of ``names`` takes is an error."""
+    taken = {name: {k: v for k, v in kwargs.items() if k in model_arguments(name)} for name in names}
+    unused = [k for k in kwargs if not any(k in t for t in taken.values())]
+    if unused:
+        raise ValueError(f"no model of {', '.join(names)} takes {', '.join(map(repr, unused))}")
+    return taken
+
+
 def create_model(
     name: str,
     *,
