@@ -228,8 +228,8 @@ def league_config(model: str, *, epochs: int | None, train_subset: int | None, o
                   recipe: str | None = None, model_kwargs: dict[str, Any] | None = None) -> TrainConfig:
     """The default recipe (or the named one) for ``model``; only what the league varies is set."""
     given = dict(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
-                 threads=threads, device=device, out=str(out / model), model_kwargs=dict(model_kwargs or {}),
-                 **({} if amp is None else {"amp": amp}))
+                 threads=threads, device=device, out=str(out / model), **({} if amp is None else {"amp": amp}),
+                 **({"model_kwargs": dict(model_kwargs)} if model_kwargs else {}))
     cfg = TrainConfig.from_recipe(recipe, **given) if recipe else TrainConfig(**given)
     if epochs is not None:
         cfg.epochs = epochs

@@ -186,3 +186,33 @@ def test_argparse_lives_in_cnnzoo_cli_only():
     root = Path(cnnzoo.__file__).parent
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "argparse" in p.read_text())
     assert users and all(u.startswith("cli/") for u in users), users
+
+
+# --------------------------------------------------------------------------------------------------
+# several models: each gets the keys it takes
+
+
+def test_bench_gives_each_model_the_kwargs_it_takes(capsys):
+    argv = ["bench", "mobilenet_v1_cifar", "resnet20", "--model-kwargs", "width_mult=0.5,zero_init_residual=True",
+            "--warmup", "0", "--iters", "1", "--threads", "1", "--batch-size", "2", "--no-progress", "--json"]
+    assert main(argv) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]}
+    params = lambda name, **kw: sum(p.numel() for p in create_model(name, **kw).parameters())
+    assert rows["mobilenet_v1_cifar"]["params"] == params("mobilenet_v1_cifar", width_mult=0.5)
+    assert rows["mobilenet_v1_cifar"]["params"] < params("mobilenet_v1_cifar")
+    assert rows["resnet20"]["params"] == params("resnet20")
+    assert main(["bench", "lenet5", "resnet20", "--model-kwargs", "width_mult=0.5", "--no-progress"]) == 2
+    assert "no model of lenet5, resnet20 takes 'width_mult'" in capsys.readouterr().err
+
+
+def test_league_gives_each_entry_the_kwargs_it_takes(tmp_path, capsys):
+    from cnnzoo.league import league_config
+
+    cfg = league_config("resnet20", epochs=1, train_subset=None, out=tmp_path, dataset="synthetic", data_dir=None,
+                        device="cpu", amp=None, threads=1, seed=0, model_kwargs={"zero_init_residual": True})
+    assert cfg.model_kwargs == {"zero_init_residual": True}
+    argv = ["league", "--models", "lenet5", "resnet20", "--model-kwargs", "width_mult=0.5", "--epochs", "1",
+            "--out", str(tmp_path / "league"), "--no-progress"]
+    assert main(argv) == 2  # refused before any training
+    assert "no model of lenet5, resnet20 takes 'width_mult'" in capsys.readouterr().err
+    assert not (tmp_path / "league").exists()
