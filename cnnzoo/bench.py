@@ -326,6 +326,8 @@ def benchmark(
         torch.set_num_threads(threads)
     modes = MODES if mode == "both" else (mode,)
     registered = [m for m in models if not str(m).endswith(".onnx")]
+    if model_kwargs and not registered:
+        raise ValueError("model arguments apply to registered models; an .onnx file holds its network whole")
     per_model = model_kwargs_for(registered, model_kwargs) if model_kwargs else {}
     torch.manual_seed(seed)
     # Untrained deep nets can shrink activations into subnormal floats, which x86 computes ~100x

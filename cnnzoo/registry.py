@@ -9,6 +9,7 @@ to ``in_chans`` and the classifier to ``num_classes``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -109,6 +110,16 @@ def unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}.{hint} ({len(choices)} known; `cnnzoo models` lists them)")
 
 
+def _source_value(node: ast.expr, fn: Callable[..., Any]) -> Any:
+    """The value of a literal or of a module-level name in ``fn``'s source; KeyError otherwise."""
+    if isinstance(node, ast.Name):
+        return fn.__globals__[node.id]
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise KeyError(ast.dump(node)) from None
+
+
 def _fixed_arguments(fn: Callable[..., Any]) -> tuple[set[str], dict[str, Any]]:
     """Keywords ``fn`` passes its model class itself (``Cls(width_mult=0.5, **kwargs)``), and the
     defaults it changes with ``kwargs.setdefault``; read from its source, following helpers of the
@@ -121,9 +132,8 @@ def _fixed_arguments(fn: Callable[..., Any]) -> tuple[set[str], dict[str, Any]]:
         fixed.update(k.arg for k in node.keywords if k.arg is not None)
         callee = node.func
         if isinstance(callee, ast.Attribute) and callee.attr == "setdefault" and len(node.args) == 2:
-            value = node.args[1]
-            defaults[ast.literal_eval(node.args[0])] = (fn.__globals__.get(value.id) if isinstance(value, ast.Name)
-                                                        else ast.literal_eval(value))
+            with contextlib.suppress(KeyError):  # a computed default: the class's stands in the listing
+                defaults[_source_value(node.args[0], fn)] = _source_value(node.args[1], fn)
         helper = fn.__globals__.get(callee.id) if isinstance(callee, ast.Name) else None
         if inspect.isfunction(helper) and helper.__module__ == fn.__module__:
             inner_fixed, inner_defaults = _fixed_arguments(helper)
@@ -133,35 +143,48 @@ def _fixed_arguments(fn: Callable[..., Any]) -> tuple[set[str], dict[str, Any]]:
 
 
 @functools.cache
-def model_arguments(name: str) -> dict[str, Any]:
-    """The keyword arguments ``create_model(name, ...)`` passes on to the model, with their defaults:
-    those of the model class its registered function returns, less the ones that function fixes."""
+def _model_signature(name: str) -> tuple[dict[str, Any], bool]:
+    """(the keyword arguments the model takes, with defaults; whether it takes any other too)."""
     _ensure_models_imported()
     if name not in _ENTRYPOINTS:
         raise unknown_name_error("model", name, list(_ENTRYPOINTS))
     fn = _ENTRYPOINTS[name]
     sig = inspect.signature(fn, eval_str=True)
-    params = dict(sig.parameters)
-    if inspect.isclass(sig.return_annotation):
+    params = {k: p for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+    if len(params) < len(sig.parameters):  # **kwargs: the usual `def name(**kwargs) -> Cls: return Cls(...)`
+        if sig.return_annotation is sig.empty or not inspect.isclass(sig.return_annotation):
+            return {}, True  # forwarded where we cannot see: the constructor itself will judge them
         params.update(inspect.signature(sig.return_annotation).parameters)
-    fixed, defaults = _fixed_arguments(fn)
-    return {k: defaults.get(k, p.default) for k, p in params.items()
-            if p.default is not p.empty and p.kind is not p.POSITIONAL_ONLY
-            and k not in fixed and k not in ("num_classes", "in_chans")}
+    try:
+        fixed, defaults = _fixed_arguments(fn)
+    except (OSError, TypeError):  # no source (a frozen install): only the signatures can tell
+        fixed, defaults = set(), {}
+    accepted = {k: defaults.get(k, p.default) for k, p in params.items()
+                if p.default is not p.empty and p.kind not in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and k not in fixed and k not in ("num_classes", "in_chans")}
+    return accepted, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments ``create_model(name, ...)`` passes on to the model, with their defaults:
+    those of the model class its registered function returns, less the ones that function fixes."""
+    return dict(_model_signature(name)[0])
 
 
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """A ValueError naming the model, the keys it does not take and the ones it does."""
-    accepted = model_arguments(name)
+    accepted, takes_any = _model_signature(name)
     unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
+    if unknown and not takes_any:
         keys = ", ".join(repr(k) for k in unknown)
         raise ValueError(f"{name} takes no argument {keys}; it accepts: {', '.join(accepted) or 'none'}")
 
 
 def model_kwargs_for(names: list[str], kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per model, the entries of ``kwargs`` it accepts; a key that none of ``names`` takes is an error."""
-    taken = {name: {k: v for k, v in kwargs.items() if k in model_arguments(name)} for name in names}
+    takes = {name: _model_signature(name) for name in names}
+    taken = {name: {k: v for k, v in kwargs.items() if k in accepted or takes_any}
+             for name, (accepted, takes_any) in takes.items()}
     unused = [k for k in kwargs if not any(k in t for t in taken.values())]
     if unused:
         raise ValueError(f"no model of {', '.join(names)} takes {', '.join(map(repr, unused))}")

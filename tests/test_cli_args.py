@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,8 @@ def test_generated_flag_reads_help_and_choices_from_field_metadata():
         ratio: float | None = dataclasses.field(default=None, metadata={"help": "kept share, 90% by default"})
         mode: str = dataclasses.field(default="a", metadata={"help": "how", "choices": ("a", "b")})
         size: tuple[int, int] = (4, 4)
+        names: list[str] = dataclasses.field(default_factory=list)
+        level: typing.Literal[1, 2] = 1
 
     fields = {f.name: f for f in dataclasses.fields(Config)}
     flag, kw = config_flag(fields["ratio"], float | None)
@@ -81,6 +84,10 @@ def test_generated_flag_reads_help_and_choices_from_field_metadata():
     assert kw["choices"] == ("a", "b") and kw["help"] == "how (default: a)"
     _, kw = config_flag(fields["size"], tuple[int, int])
     assert kw["nargs"] == 2 and kw["type"] is int and kw["help"] == "(default: 4 4)"
+    _, kw = config_flag(fields["names"], list[str])
+    assert kw["nargs"] == "+" and kw["type"] is str and kw["help"] == "(default: [])"
+    _, kw = config_flag(fields["level"], typing.Literal[1, 2])
+    assert kw["choices"] == (1, 2) and kw["type"] is int
     p = argparse.ArgumentParser()
     flag, kw = config_flag(fields["ratio"], float | None)
     p.add_argument(flag, **kw)
@@ -216,3 +223,29 @@ def test_league_gives_each_entry_the_kwargs_it_takes(tmp_path, capsys):
     assert main(argv) == 2  # refused before any training
     assert "no model of lenet5, resnet20 takes 'width_mult'" in capsys.readouterr().err
     assert not (tmp_path / "league").exists()
+
+
+class _OpenNet:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, depth: int = 2, **extra) -> None:
+        self.extra = extra
+
+
+def _open_net(**kwargs) -> _OpenNet:
+    return _OpenNet(depth=3, **kwargs)
+
+
+def _unannotated(**kwargs):
+    return _OpenNet(**kwargs)
+
+
+def test_constructors_taking_any_keyword_are_not_second_guessed(monkeypatch):
+    import cnnzoo.registry as registry
+
+    monkeypatch.setitem(registry._ENTRYPOINTS, "test_open_net", _open_net)
+    monkeypatch.setitem(registry._ENTRYPOINTS, "test_unannotated", _unannotated)
+    assert model_arguments("test_open_net") == {}  # depth fixed by the function, **extra not listed
+    assert model_arguments("test_unannotated") == {}
+    for name in ("test_open_net", "test_unannotated"):
+        registry.check_model_kwargs(name, {"anything": 1})  # no error: the constructor decides
+    assert model_kwargs_for(["lenet5", "test_open_net"], {"act": "tanh"}) == {
+        "lenet5": {"act": "tanh"}, "test_open_net": {"act": "tanh"}}

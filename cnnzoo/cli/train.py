@@ -43,11 +43,14 @@ def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, A
     # argparse %-formats help texts: a literal % must be doubled.
     kw: dict[str, Any] = dict(dest=f.name, default=None,
                               help=f"{help_text} ({_default_text(f)})".lstrip().replace("%", "%%"))
+    items = typing.get_args(kind)
     if kind is bool:
         kw["action"] = argparse.BooleanOptionalAction
-    elif origin is tuple:
-        item_types = typing.get_args(kind)
-        kw.update(type=item_types[0], nargs=len(item_types))
+    elif origin is typing.Literal:
+        kw.update(type=type(items[0]), choices=items)
+    elif origin in (tuple, list):  # tuple[int, int, int]: exactly 3 values; list[str], tuple[int, ...]: 1 or more
+        fixed = origin is tuple and Ellipsis not in items
+        kw.update(type=items[0], nargs=len(items) if fixed else "+")
     elif origin is dict:  # model_kwargs: KEY=VALUE items, repeatable, merged in train_config
         kw.update(kwargs_flag((help_text or "arguments of the model's constructor").replace("%", "%%")))
     elif origin in (int, float, str):
@@ -71,14 +74,19 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **kw)
 
 
+def _from_flag(value: Any, annotation: Any) -> Any:
+    """What argparse collected, as the field's type: nargs lists to tuples, KEY=VALUE dicts merged."""
+    origin = typing.get_origin(_unwrap_optional(annotation))
+    if origin is tuple:
+        return tuple(value)
+    return merge_kwargs(value) if origin is dict else value
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the flags ask for: the recipe's settings (if any), then every flag given."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+    hints = typing.get_type_hints(TrainConfig)
+    given = {f.name: _from_flag(getattr(args, f.name), hints[f.name]) for f in dataclasses.fields(TrainConfig)
              if f.name != "recipe" and getattr(args, f.name) is not None}
-    if "input_size" in given:
-        given["input_size"] = tuple(given["input_size"])
-    if "model_kwargs" in given:
-        given["model_kwargs"] = merge_kwargs(given["model_kwargs"])
     return TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig(**given)
 
 
