@@ -69,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_json(s)
     s.set_defaults(func=cmd_summary)
 
-    s = sub.add_parser("factorize", help="one kxk conv vs stacked 3x3 vs 1xk+kx1 (Simonyan & Zisserman 2015, "
+    s = sub.add_parser("factorize", help="one kxk conv vs stacked 3x3 vs 1xk+kx1 (Simonyan & Zisserman 2014, "
                                          "VGG section 2.3; Szegedy et al. 2016, Inception v3 section 3)")
     s.add_argument("--kernel", type=int, required=True)
     s.add_argument("--channels", type=int, required=True)

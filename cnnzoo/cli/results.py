@@ -89,7 +89,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_degradation_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("degradation", help="plain vs residual nets of two depths (He et al. 2016, Fig. 1 and 6)")
+    s = sub.add_parser("degradation", help="plain vs residual nets of two depths (He et al. 2015, Fig. 1 and 6)")
     s.add_argument("--depths", type=int, nargs="+", default=list(DEFAULT_DEPTHS),
                    help="depths D of plainD/resnetD (default 20 56)")
     s.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"default {DEFAULT_EPOCHS}")
