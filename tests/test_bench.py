@@ -1,5 +1,4 @@
 """cnnzoo bench: what is measured, the interleaved reference and fast path, ONNX files, errors, CLI."""
-import argparse
 import json
 import statistics
 import sys
@@ -9,7 +8,8 @@ import pytest
 import torch
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.bench import (_percentile, add_bench_parser, benchmark, build_reference, compare_ops, matmul_peak,
+from cnnzoo.cli import build_parser
+from cnnzoo.bench import (_percentile, benchmark, build_reference, compare_ops, matmul_peak,
                           op_trace, paired_ratio, paired_ratio_ci, resolve_device)
 from cnnzoo.registry import get_model_cfg, list_models
 from cnnzoo.registry import create_model
@@ -18,9 +18,7 @@ FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
 
 
 def run_cli(*argv: str) -> int:
-    p = argparse.ArgumentParser()
-    add_bench_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     return args.func(args)
 
 

@@ -5,9 +5,7 @@ fp32 size, file size on disk, ratio, and test top-1 after each lossy stage).
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -201,8 +199,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
              quant_epochs: float | None = None, lr: float | None = None, centroid_lr: float | None = None,
              weight_decay: float | None = None, batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
              train_subset: int | None = None, distill: bool | None = None, crop_padding: int = 0, flip: bool = False,
-             channels_last: bool = False, seed: int = 0,
-             progress: bool = True) -> dict[str, Any]:
+             channels_last: bool = False, seed: int = 0, model_kwargs: dict[str, Any] | None = None,
+             threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Deep-Compress the model of a run folder into ``out`` (.cnnz); returns the report, also written
     next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``.
 
@@ -212,6 +210,8 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
     ``prune_epochs`` of retraining (``final_epochs`` after the last step, where the network has lost
     the most and needs the most recovery). ``bits`` sets the codebook size 2^bits per layer.
     ``distill``, ``crop_padding`` and ``flip`` shape every retraining (see ``finetune``).
+    ``model_kwargs`` go to the model's constructor on top of those its checkpoint records (e.g. another
+    dropout rate for the retraining); ``threads`` sets torch's thread count.
     """
     t0 = time.perf_counter()
     if init not in INITS:
@@ -220,8 +220,10 @@ def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = N
         raise ValueError(f"--prune-iters must be >= 1, got {prune_iters}")
     if crop_padding < 0:
         raise ValueError(f"--crop-padding must be >= 0, got {crop_padding}")
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, model_kwargs=model_kwargs)
     model_name = meta["model"]
     schedule = {**SCHEDULE_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}).get("schedule", {})}
     final_epochs = schedule["final_epochs"] if final_epochs is None else final_epochs
@@ -400,66 +402,3 @@ def load_compressed_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, A
     model = ff.build_model(meta, tensors, str(path)).eval()
     meta.setdefault("classes", [str(i) for i in range(model.default_cfg["num_classes"])])
     return model, meta
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report = compress(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
-                      prune_quality=args.prune_quality, sparsity=args.sparsity, bits=args.bits,
-                      prune_iters=args.prune_iters, prune_epochs=args.prune_epochs,
-                      final_epochs=args.final_epochs, quant_epochs=args.quant_epochs,
-                      lr=args.lr, centroid_lr=args.centroid_lr, weight_decay=args.weight_decay,
-                      batch_size=args.batch_size, init=args.init,
-                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill,
-                      crop_padding=args.crop_padding, flip=args.flip, channels_last=args.channels_last, seed=args.seed,
-                      progress=not args.no_progress and not args.json)
-    print(report_markdown(report))
-    out = Path(args.out)
-    print(f"wrote {out} and {out.with_suffix('.report.json')}, {out.with_suffix('.report.md')}")
-    if args.json:
-        print(json.dumps(report, default=str))
-    return 0
-
-
-def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("compress", help="Deep Compression: prune, quantize, Huffman-code a run into a .cnnz file")
-    s.add_argument("--checkpoint", required=True, help="run folder or weights file (with cnnzoo metadata)")
-    s.add_argument("--out", required=True, help="the .cnnz file to write (report: <stem>.report.json/.md beside it)")
-    s.add_argument("--dataset", help="default: the dataset the run was trained on")
-    s.add_argument("--data-dir")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--prune-quality", type=float, help="prune |w| < Q x std(w) in every layer (the paper's rule)")
-    how.add_argument("--sparsity", help="fractions to prune, e.g. 'c5=0.96,f6=0.93,conv=0.6' (default: tuned per model)")
-    s.add_argument("--bits", help="codebook bits per layer, e.g. 'conv=8,fc=5' or 'c5=4' (default: tuned per model)")
-    s.add_argument("--prune-iters", type=int, default=4, help="pruning reaches its target in this many steps")
-    s.add_argument("--prune-epochs", type=float, default=3.0, help="retraining epochs after each pruning step")
-    s.add_argument("--final-epochs", type=float,
-                   help="retraining epochs after the last pruning step (default: tuned per model, else 8)")
-    s.add_argument("--quant-epochs", type=float, help="centroid fine-tuning epochs (default: tuned per model, else 2)")
-    s.add_argument("--lr", type=float, help="Adam learning rate of the pruned retraining (default: per model, else 1e-3)")
-    s.add_argument("--centroid-lr", type=float, help="Adam learning rate of the shared values (default: per model, else 1e-4)")
-    s.add_argument("--weight-decay", type=float,
-                   help="decoupled weight decay of the retrained conv/linear weights (default: per model, else 0)")
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--init", choices=INITS, default="linear", help="k-means initialisation (the paper's best: linear)")
-    s.add_argument("--dense-dtype", choices=["fp16", "fp32"], default="fp16",
-                   help="storage of codebooks, biases and batch-norm tensors")
-    s.add_argument("--train-subset", type=int, help="retrain on a random subset of this many images")
-    s.add_argument("--distill", action=argparse.BooleanOptionalAction,
-                   help="retrain against the uncompressed model's softened outputs too (knowledge distillation; "
-                        "default: per model, else off)")
-    s.add_argument("--crop-padding", type=int, default=0, help="retrain on random crops shifted up to N pixels")
-    s.add_argument("--flip", action="store_true", help="retrain on random horizontal flips too")
-    s.add_argument("--channels-last", action="store_true",
-                   help="retrain in channels-last layout: faster convolutions on the CPU, another rounding path")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int)
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_compress)
-    return s
