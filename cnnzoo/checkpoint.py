@@ -127,7 +127,8 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> tuple[nn
     Weights of another architecture than the metadata (or ``model_name``) says raise a ValueError
     naming the mismatched keys.
     """
-    from cnnzoo.registry import create_model, load_pretrained
+    from cnnzoo.registry import create_model
+    from cnnzoo.weights import load_pretrained
 
     weights = resolve_weights(path)
     if weights.suffix == ".safetensors":

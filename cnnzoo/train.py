@@ -417,7 +417,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
         if "model" in state:
             net.load_state_dict(state["model"])
         else:  # a train_state.pt of an older cnnzoo, which kept the weights in last.safetensors only
-            from cnnzoo.registry import load_pretrained
+            from cnnzoo.weights import load_pretrained
 
             load_pretrained(net, out / "last.safetensors", strict_head=True)
         opt.load_state_dict(state["optimizer"])

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 import cnnzoo
-from cnnzoo.registry import adapt_first_conv, read_state_dict
+from cnnzoo.weights import adapt_first_conv, read_state_dict
 
 
 def nparams(m):
