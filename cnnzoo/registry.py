@@ -1,14 +1,23 @@
-"""The model registry: the only place that maps names to constructors.
+"""The model registry: the only place that maps names to constructors and configurations.
 
-``@register_model(...)`` records a constructor with its default configuration (input size,
-normalisation, paper, year, reference implementation). ``create_model`` builds a model by name,
-checks its arguments, attaches ``default_cfg`` and optionally loads a weight file
-(``cnnzoo.weights``).
+``@register_model(...)`` records a constructor under its function name with a frozen
+``PretrainedCfg`` per tag: published weights that need their own preprocessing get their own
+configuration (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``), the default tag first.
+``create_model("name[.tag]")`` builds the model and gives it that configuration, fitted to the
+model's ``num_classes`` and ``in_chans``, as the dict ``model.pretrained_cfg`` (timm's convention,
+aliased as ``model.default_cfg``); ``timm.data.resolve_data_config(model=m)`` reads it.
+
+Imports run one way: model modules import this module and register themselves when the ``cnnzoo``
+package imports them, so the registry is full after any ``cnnzoo`` import and imports no model.
+Weight files are read and converted in ``cnnzoo.weights``.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +28,72 @@ from cnnzoo.weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# torchvision's published ImageNet weights (their weight enums' transforms): IMAGENET1K_V1 resizes
+# to 256 and crops 224 (crop_pct 0.875, the default); IMAGENET1K_V2, trained with a newer recipe,
+# resizes to 232 (224 / 0.965).
+TV_TAGS: dict[str, dict[str, Any]] = {"tv_in1k": {}}
+TV2_TAGS: dict[str, dict[str, Any]] = {"tv_in1k": {}, "tv2_in1k": {"crop_pct": 0.965}}
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
-_CFGS: dict[str, dict[str, Any]] = {}
+_CFGS: dict[str, dict[str, PretrainedCfg]] = {}  # name -> {tag: cfg}, the default tag first
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What is known of a registered model before it is built, for one set of weights (``tag``).
+
+    ``reference`` names the implementation the model is verified against (``"torchvision:NAME"``
+    or ``"timm:NAME"``; ``None``: its paper's layer table). ``min_input_size`` is the smallest input
+    the network accepts; ``fixed_input_size`` marks networks whose classifier needs exactly
+    ``input_size``; ``small_variant`` names the registered variant for 28x28 / 32x32 images.
+    The preprocessing fields are timm's: evaluation resizes the shorter side to
+    ``input_size / crop_pct`` with ``interpolation`` and crops the centre (``crop_mode``);
+    ``test_input_size`` / ``test_crop_pct`` are a larger evaluation size some weights score better at.
+    ``pool_size`` is the spatial size of ``forward_features``' output at ``input_size`` (``None``:
+    the features are not a map); ``first_conv`` and ``classifier`` are module paths.
+    """
+
+    architecture: str
+    family: str
+    paper: str
+    year: int
+    tag: str = ""
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    min_input_size: tuple[int, int, int] = (3, 224, 224)
+    fixed_input_size: bool = False
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    test_input_size: tuple[int, int, int] | None = None
+    test_crop_pct: float | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_classes: int = 1000
+    pool_size: tuple[int, int] | None = None
+    first_conv: str = "conv1"
+    classifier: str = "fc"
+    reference: str | None = None
+    small_variant: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not len(self.mean) == len(self.std) == self.input_size[0]:
+            problems.append(f"mean {self.mean} and std {self.std} need one value per input channel "
+                            f"({self.input_size[0]})")
+        if any(m > s for m, s in zip(self.min_input_size, self.input_size)):
+            problems.append(f"min_input_size {self.min_input_size} exceeds input_size {self.input_size}")
+        if not 0 < self.crop_pct <= 1:
+            problems.append(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            problems.append(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if problems:
+            raise ValueError(f"model {self.name}: " + "; ".join(problems))
+
+    @property
+    def name(self) -> str:
+        """``architecture.tag``, or the architecture alone for an untagged configuration."""
+        return f"{self.architecture}.{self.tag}" if self.tag else self.architecture
 
 
 def register_model(
@@ -34,68 +106,96 @@ def register_model(
     fixed_input_size: bool = False,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    crop_pct: float | None = None,
+    interpolation: str = "bilinear",
+    pool_size: tuple[int, int] | None = None,
     reference: str | None = None,
     small_variant: str | None = None,
     num_classes: int | None = None,
+    tags: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model constructor under its function name.
+    """Register a model constructor under its function name (see ``PretrainedCfg`` for the fields).
 
-    ``reference`` names the implementation the model is verified against, as ``"torchvision:NAME"``
-    or ``"timm:NAME"``; ``None`` means it is verified against its paper's layer table.
-    ``min_input_size`` is the smallest input the network accepts (default: ``input_size``);
-    ``fixed_input_size`` marks networks whose classifier needs exactly ``input_size``.
-    ``small_variant`` names the registered variant that suits 28x28 / 32x32 images.
-    ``num_classes`` and ``input_size[0]`` are what ``create_model`` builds when not told otherwise;
-    ``num_classes=None`` means the paper's dataset: 1000 ImageNet classes, or 10 (CIFAR-10) for
-    networks configured for inputs of 32x32 or less.
+    ``min_input_size`` defaults to ``input_size``. ``num_classes=None`` means the paper's dataset:
+    1000 ImageNet classes, or 10 (CIFAR-10) for networks configured for inputs of 32x32 or less;
+    ``crop_pct=None`` means 0.875 (torchvision's resize to 256, crop 224) for those, 1.0 (no crop)
+    for the small ones. ``tags`` maps each tag of published weights to the fields its preprocessing
+    changes, the default tag first; without it the model has one untagged configuration.
+    The constructor's return annotation names its model class, which gives ``first_conv`` and
+    ``classifier``.
     """
+    small = max(input_size[1:]) <= 32
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _ENTRYPOINTS:
             raise ValueError(f"model {name!r} is registered twice")
-        _ENTRYPOINTS[name] = fn
-        _CFGS[name] = dict(
-            architecture=name,
-            family=family,
-            paper=paper,
-            year=year,
-            input_size=tuple(input_size),
-            min_input_size=tuple(min_input_size or input_size),
-            fixed_input_size=fixed_input_size,
-            mean=tuple(mean),
-            std=tuple(std),
-            reference=reference,
-            small_variant=small_variant,
-            num_classes=num_classes or (10 if max(input_size[1:]) <= 32 else 1000),
+        cls = _model_class(fn)
+        base = PretrainedCfg(
+            architecture=name, family=family, paper=paper, year=year,
+            input_size=tuple(input_size), min_input_size=tuple(min_input_size or input_size),
+            fixed_input_size=fixed_input_size, interpolation=interpolation,
+            crop_pct=(1.0 if small else 0.875) if crop_pct is None else crop_pct,
+            **_channel_stats(mean, std, input_size[0]), num_classes=num_classes or (10 if small else 1000),
+            pool_size=pool_size, first_conv=cls.first_conv, classifier=cls.classifier_name,
+            reference=reference, small_variant=small_variant,
         )
+        _CFGS[name] = {tag: _tagged(base, tag, changes) for tag, changes in (tags or {"": {}}).items()}
+        _ENTRYPOINTS[name] = fn
         return fn
 
     return decorate
 
 
-def _ensure_models_imported() -> None:
-    # Importing the package registers every family; done lazily so registry has no import cycle.
-    import cnnzoo.models  # noqa: F401
+def _model_class(fn: Callable[..., nn.Module]) -> type:
+    cls = typing.get_type_hints(fn).get("return")
+    if not (isinstance(cls, type) and hasattr(cls, "first_conv") and hasattr(cls, "classifier_name")):
+        raise TypeError(f"model {fn.__name__!r}: annotate the constructor's return type with its model "
+                        f"class (one with first_conv and classifier_name), got {cls!r}")
+    return cls
+
+
+def _tagged(base: PretrainedCfg, tag: str, changes: dict[str, Any]) -> PretrainedCfg:
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"model {base.architecture}, tag {tag!r}: {unknown} are not configuration fields")
+    if "." in tag:
+        raise ValueError(f"model {base.architecture}: tag {tag!r} may not contain '.'")
+    return dataclasses.replace(base, tag=tag, **changes)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching an fnmatch pattern (``"resnet*"``, ``"*_cifar"``), sorted."""
-    _ensure_models_imported()
     return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatchcase(n, pattern))
 
 
-def is_model(name: str) -> bool:
-    _ensure_models_imported()
-    return name in _ENTRYPOINTS
+def list_tags(name: str) -> list[str]:
+    """The tags of a registered model's configurations, the default first (``[""]``: untagged)."""
+    return list(_cfgs_of(name))
+
+
+def _cfgs_of(architecture: str) -> dict[str, PretrainedCfg]:
+    if architecture not in _CFGS:
+        raise unknown_name_error("model", architecture, list(_CFGS))
+    return _CFGS[architecture]
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """The registered configuration of ``name`` or ``name.tag`` (no tag: the default one)."""
+    architecture, _, tag = name.partition(".")
+    cfgs = _cfgs_of(architecture)
+    if not tag:
+        return next(iter(cfgs.values()))
+    if tag not in cfgs:
+        known = ", ".join(t for t in cfgs if t) or "none"
+        raise ValueError(f"model {architecture} has no tag {tag!r} (its tags: {known})")
+    return cfgs[tag]
 
 
 def get_model_cfg(name: str) -> dict[str, Any]:
-    """The registered default configuration of ``name`` (a copy)."""
-    _ensure_models_imported()
-    if name not in _ENTRYPOINTS:
-        raise unknown_name_error("model", name, list(_ENTRYPOINTS))
-    return dict(_CFGS[name])
+    """The registered configuration of ``name`` (or ``name.tag``) as a new dict."""
+    return dataclasses.asdict(get_pretrained_cfg(name))
 
 
 def unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
@@ -112,7 +212,8 @@ def create_model(
     pretrained: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model; ``name`` may carry a tag (``"resnet50.tv2_in1k"``) that picks the
+    configuration the model gets.
 
     ``num_classes`` and ``in_chans`` default to the model's own configuration (1000 and 3 for the
     ImageNet networks).
@@ -120,33 +221,37 @@ def create_model(
     ``weights_only=True``) in cnnzoo's, torchvision's or timm's key layout.
     Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``).
     """
-    _ensure_models_imported()
-    if name not in _ENTRYPOINTS:
-        raise unknown_name_error("model", name, list(_ENTRYPOINTS))
-    cfg = dict(_CFGS[name])
-    num_classes = cfg["num_classes"] if num_classes is None else num_classes
-    in_chans = cfg["input_size"][0] if in_chans is None else in_chans
+    cfg = get_pretrained_cfg(name)
+    num_classes = cfg.num_classes if num_classes is None else num_classes
+    in_chans = cfg.input_size[0] if in_chans is None else in_chans
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
-    model = _ENTRYPOINTS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
-    cfg["num_classes"] = num_classes
-    cfg["in_chans"] = in_chans
-    cfg["input_size"] = (in_chans, *cfg["input_size"][1:])
-    cfg["min_input_size"] = (in_chans, *cfg["min_input_size"][1:])
-    if in_chans != len(cfg["mean"]):
-        # Channel statistics of the paper's RGB data do not apply; grey and other inputs get the
-        # mean of the RGB statistics per channel.
-        cfg["mean"] = (sum(cfg["mean"]) / len(cfg["mean"]),) * in_chans
-        cfg["std"] = (sum(cfg["std"]) / len(cfg["std"]),) * in_chans
-    cfg["first_conv"] = model.first_conv
-    cfg["classifier"] = model.classifier_name
-    cfg["kwargs"] = dict(kwargs)
-    model.default_cfg = cfg
+    model = _ENTRYPOINTS[cfg.architecture](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    cfg = dataclasses.replace(cfg, **_channel_fields(cfg, in_chans), num_classes=num_classes,
+                              first_conv=model.first_conv, classifier=model.classifier_name)
+    # What the instance was built with, beside the configuration: checkpoints rebuild from these.
+    model.pretrained_cfg = {**dataclasses.asdict(cfg), "in_chans": in_chans, "kwargs": dict(kwargs)}
     if pretrained:
         load_pretrained(model, pretrained)
     return model
+
+
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], in_chans: int) -> dict[str, tuple[float, ...]]:
+    if in_chans != len(mean):
+        # Channel statistics of the paper's RGB data do not apply; grey and other inputs get the
+        # mean of the RGB statistics per channel.
+        mean = (sum(mean) / len(mean),) * in_chans
+        std = (sum(std) / len(std),) * in_chans
+    return dict(mean=tuple(mean), std=tuple(std))
+
+
+def _channel_fields(cfg: PretrainedCfg, in_chans: int) -> dict[str, Any]:
+    """The fields of ``cfg`` that change for a model built with ``in_chans`` input channels."""
+    sizes = {k: getattr(cfg, k) for k in ("input_size", "min_input_size", "test_input_size")}
+    sizes = {k: None if v is None else (in_chans, *v[1:]) for k, v in sizes.items()}
+    return {**sizes, **_channel_stats(cfg.mean, cfg.std, in_chans)}
 
 
 def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:
@@ -154,16 +259,16 @@ def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:
     default input size and what it is verified against (a reference implementation or its paper)."""
     rows = []
     for name in list_models(pattern):
-        cfg = _CFGS[name]
+        cfg = get_pretrained_cfg(name)
         with torch.device("meta"):  # shapes and counts only: no memory, no initialisation cost
             model = create_model(name)
         gmacs = None
         if macs:
             from cnnzoo.analysis import count_macs
 
-            gmacs = count_macs(model, cfg["input_size"]) / 1e9
-        rows.append(dict(name=name, family=cfg["family"], year=cfg["year"],
+            gmacs = count_macs(model, cfg.input_size) / 1e9
+        rows.append(dict(name=name, family=cfg.family, year=cfg.year,
                          params=sum(p.numel() for p in model.parameters()), gmacs=gmacs,
-                         input_size=list(cfg["input_size"]), verified_against=cfg["reference"] or "paper",
-                         paper=cfg["paper"]))
+                         input_size=list(cfg.input_size), verified_against=cfg.reference or "paper",
+                         paper=cfg.paper))
     return rows

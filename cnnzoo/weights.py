@@ -161,7 +161,7 @@ def _check_fit(model: nn.Module, own: dict[str, torch.Tensor], state: dict[str, 
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if not (missing or unexpected or wrong_shape):
         return
-    arch = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
+    arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
     parts = []
     if missing:
         parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:4])})")
