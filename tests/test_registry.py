@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
@@ -176,7 +177,6 @@ def _tagged_names(source: str) -> list[str]:
 def test_torchvision_tags_preprocess_as_its_weights(name):
     """A tv_in1k / tv2_in1k configuration resizes and crops as torchvision's IMAGENET1K_V1 / V2
     weights do (timm's eval transform resizes the shorter side to floor(size / crop_pct))."""
-    torchvision = pytest.importorskip("torchvision")
     cfg = get_pretrained_cfg(name)
     weights = torchvision.models.get_model_weights(cfg.reference.split(":")[1])
     enum = {"tv_in1k": "IMAGENET1K_V1", "tv2_in1k": "IMAGENET1K_V2"}[cfg.tag]
