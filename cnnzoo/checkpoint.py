@@ -129,7 +129,8 @@ def load_checkpoint(path: str | Path, model_name: str | None = None,
     weights files without metadata, with ``model_name``). Weights of another architecture than the
     metadata (or ``model_name``) says raise a ValueError naming the mismatched keys.
     """
-    from cnnzoo.registry import create_model, load_pretrained
+    from cnnzoo.registry import create_model
+    from cnnzoo.weights import load_pretrained
 
     weights = resolve_weights(path)
     if weights.suffix == ".safetensors":
@@ -150,9 +151,6 @@ def load_checkpoint(path: str | Path, model_name: str | None = None,
     model = create_model(meta["model"], num_classes=meta.get("num_classes", 1000), in_chans=meta.get("in_chans", 3),
                          **meta.get("kwargs", {}))
     load_pretrained(model, weights, strict_head=True)
-    if "mean" in meta:
-        model.default_cfg["mean"], model.default_cfg["std"] = tuple(meta["mean"]), tuple(meta["std"])
-    if "input_size" in meta:
-        model.default_cfg["input_size"] = tuple(meta["input_size"])
+    model.set_pretrained_cfg(**{k: tuple(meta[k]) for k in ("mean", "std", "input_size") if k in meta})
     meta.setdefault("classes", [str(i) for i in range(model.default_cfg["num_classes"])])
     return model.eval(), meta

@@ -396,7 +396,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
         raise ValueError("--sync-bn needs --device cuda: torch's SyncBatchNorm has no CPU kernel")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
-    net.default_cfg.update(mean=mean, std=std, input_size=input_size)
+    net.set_pretrained_cfg(mean=mean, std=std, input_size=input_size)
     if hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
         sample = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         net.init_from_data(normalize(train_ds.images[sample]))
@@ -417,7 +417,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
         if "model" in state:
             net.load_state_dict(state["model"])
         else:  # a train_state.pt of an older cnnzoo, which kept the weights in last.safetensors only
-            from cnnzoo.registry import load_pretrained
+            from cnnzoo.weights import load_pretrained
 
             load_pretrained(net, out / "last.safetensors", strict_head=True)
         opt.load_state_dict(state["optimizer"])

@@ -13,7 +13,7 @@ from torch import nn
 import cnnzoo
 from tests.helpers import sgd_losses
 from cnnzoo.models.resnet import BasicBlock, PadShortcut, ResNet
-from cnnzoo.registry import convert_state_dict
+from cnnzoo.weights import convert_state_dict
 
 TORCHVISION = {
     "resnet18": 11_689_512,

@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 
 import cnnzoo
 from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
-from cnnzoo.registry import convert_state_dict, get_model_cfg
+from cnnzoo.registry import get_model_cfg
+from cnnzoo.weights import convert_state_dict
 
 # torchvision's parameter counts for 1000 classes (as its documentation lists them).
 IMAGENET = {

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.registry import get_model_cfg
+from cnnzoo.registry import get_model_cfg, get_pretrained_cfg, list_tags
 
 ALL = cnnzoo.list_models()
 
@@ -39,3 +39,16 @@ def test_grey_input_and_any_class_count(name):
         assert model(x).shape == (2, 3)
     assert model.get_classifier().out_features == 3
     assert model.default_cfg["input_size"][0] == 1 and len(model.default_cfg["mean"]) == 1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_describes_the_built_model(name):
+    """pool_size (the feature map at the configuration's input size), first_conv and classifier of
+    every configuration of ``name`` (each tag) are the built model's."""
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name).eval()
+        for tag in list_tags(name):
+            cfg = get_pretrained_cfg(f"{name}.{tag}" if tag else name)
+            features = model.forward_features(torch.empty(1, *cfg.input_size))
+            pool = tuple(features.shape[-2:]) if features.dim() == 4 else None
+            assert (cfg.pool_size, cfg.first_conv, cfg.classifier) == (pool, model.first_conv, model.classifier_name)

@@ -392,8 +392,5 @@ def build_model(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: 
     model = create_model(meta["model"], **args)
     state = model.state_dict()
     model.load_state_dict({k: tensors[k].to(state[k].dtype) for k in state})
-    cfg = model.default_cfg
-    for key in ("mean", "std", "input_size"):
-        if key in meta:
-            cfg[key] = tuple(meta[key])
+    model.set_pretrained_cfg(**{k: tuple(meta[k]) for k in ("mean", "std", "input_size") if k in meta})
     return model

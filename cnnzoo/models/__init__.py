@@ -1,4 +1,4 @@
-"""One module per model family; importing them fills the registry."""
+"""One module per model family; importing them fills the registry (``cnnzoo/__init__.py`` does)."""
 from cnnzoo.models import alexnet, inception, lenet, mobilenet, resnet, vgg  # noqa: F401
 from cnnzoo.models.base import ZooModel
 

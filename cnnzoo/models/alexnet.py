@@ -71,7 +71,7 @@ from torch import nn
 
 from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import register_model
+from cnnzoo.registry import TV_TAGS, register_model
 
 
 class _ConvFcNet(ZooModel):
@@ -205,13 +205,15 @@ _ALEXNET = dict(family="AlexNet", paper="Krizhevsky, Sutskever, Hinton 2012, Ima
                 "convolutional neural networks", year=2012)
 
 
-@register_model(**_ALEXNET, min_input_size=(3, 63, 63), reference="torchvision:alexnet", small_variant="alexnet_cifar")
+@register_model(**_ALEXNET, min_input_size=(3, 63, 63), reference="torchvision:alexnet", small_variant="alexnet_cifar",
+                pool_size=(6, 6), tags=TV_TAGS)
 def alexnet(**kwargs) -> AlexNet:
     """AlexNet in torchvision's single-GPU layout (64-192-384-256-256 filters)."""
     return AlexNet(**kwargs)
 
 
-@register_model(**_ALEXNET, input_size=(3, 32, 32), min_input_size=(3, 9, 9), small_variant="alexnet_cifar")
+@register_model(**_ALEXNET, input_size=(3, 32, 32), min_input_size=(3, 9, 9), small_variant="alexnet_cifar",
+                pool_size=(3, 3))
 def alexnet_cifar(**kwargs) -> CifarAlexNet:
     """AlexNet for 28x28 / 32x32 images: 5x5 stride-1 conv1, batch norm, 1024-wide classifier."""
     return CifarAlexNet(**kwargs)
@@ -221,13 +223,14 @@ _ZFNET = dict(family="ZFNet", paper="Zeiler, Fergus 2013, Visualizing and unders
               year=2013)
 
 
-@register_model(**_ZFNET, min_input_size=(3, 47, 47), small_variant="zfnet_cifar")
+@register_model(**_ZFNET, min_input_size=(3, 47, 47), small_variant="zfnet_cifar", pool_size=(6, 6))
 def zfnet(**kwargs) -> ZFNet:
     """ZFNet as in the paper's Fig. 3 (``lrn=False`` leaves out the contrast normalisation)."""
     return ZFNet(**kwargs)
 
 
-@register_model(**_ZFNET, input_size=(3, 32, 32), min_input_size=(3, 9, 9), small_variant="zfnet_cifar")
+@register_model(**_ZFNET, input_size=(3, 32, 32), min_input_size=(3, 9, 9), small_variant="zfnet_cifar",
+                pool_size=(3, 3))
 def zfnet_cifar(**kwargs) -> CifarAlexNet:
     """ZFNet's changes to AlexNet on small images: a 3x3 first filter, widths 96-256-384-384-256."""
     return CifarAlexNet(widths=(96, 256, 384, 384, 256), conv1_kernel=3, **kwargs)

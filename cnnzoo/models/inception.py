@@ -112,7 +112,7 @@ from torch import nn
 
 from cnnzoo.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import register_model
+from cnnzoo.registry import TV_TAGS, register_model
 
 # The TensorFlow-born weights (GoogLeNet port, Inception v3) use eps 0.001; BN-Inception the default.
 TF_BN_EPS = 1e-3
@@ -726,14 +726,15 @@ SMALL_WIDTH = 0.25
 
 
 @register_model(**_V1, **_INCEPTION_NORM, input_size=(3, 224, 224), min_input_size=(3, 15, 15),
-                reference="torchvision:googlenet", small_variant="googlenet_cifar")
+                reference="torchvision:googlenet", small_variant="googlenet_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def googlenet(**kwargs) -> GoogLeNet:
     """GoogLeNet as in torchvision (BN after every conv, 3x3 "5x5" branch); ``aux_logits=True``
     adds the two auxiliary classifiers."""
     return GoogLeNet(**kwargs)
 
 
-@register_model(**_V1, input_size=(3, 32, 32), min_input_size=(3, 2, 2), small_variant="googlenet_cifar")
+@register_model(**_V1, input_size=(3, 32, 32), min_input_size=(3, 2, 2), small_variant="googlenet_cifar",
+                pool_size=(8, 8))
 def googlenet_cifar(**kwargs) -> GoogLeNet:
     """The CIFAR GoogLeNet: a 3x3 conv stem, 3a/3b at full resolution, 4a-4e at 1/2, 5a/5b at 1/4;
     ``width_mult`` 0.25 by default (361K parameters for 10 classes, 68M MACs on 1x28x28); 1.0 gives
@@ -742,13 +743,15 @@ def googlenet_cifar(**kwargs) -> GoogLeNet:
     return GoogLeNet(small_input=True, **kwargs)
 
 
-@register_model(**_V2, input_size=(3, 224, 224), min_input_size=(3, 7, 7), small_variant="inception_v2_cifar")
+@register_model(**_V2, input_size=(3, 224, 224), min_input_size=(3, 7, 7), small_variant="inception_v2_cifar",
+                pool_size=(7, 7))
 def inception_v2(**kwargs) -> InceptionV2:
     """BN-Inception, Fig. 5 of the batch normalisation paper (11.3M parameters, 2.0 GMACs)."""
     return InceptionV2(**kwargs)
 
 
-@register_model(**_V2, input_size=(3, 32, 32), min_input_size=(3, 1, 1), small_variant="inception_v2_cifar")
+@register_model(**_V2, input_size=(3, 32, 32), min_input_size=(3, 1, 1), small_variant="inception_v2_cifar",
+                pool_size=(8, 8))
 def inception_v2_cifar(**kwargs) -> InceptionV2:
     """BN-Inception with a 3x3 conv stem: 3a/3b at full resolution, 4a-4d at 1/2, 5a/5b at 1/4;
     ``width_mult`` 0.25 by default."""
@@ -757,14 +760,16 @@ def inception_v2_cifar(**kwargs) -> InceptionV2:
 
 
 @register_model(**_V3, **_INCEPTION_NORM, input_size=(3, 299, 299), min_input_size=(3, 75, 75),
-                reference="torchvision:inception_v3", small_variant="inception_v3_cifar")
+                reference="torchvision:inception_v3", small_variant="inception_v3_cifar",
+                pool_size=(8, 8), crop_pct=299 / 342, tags=TV_TAGS)
 def inception_v3(**kwargs) -> InceptionV3:
     """Inception v3 as released with TensorFlow and torchvision; ``aux_logits=True`` adds the
     auxiliary classifier (which needs inputs of at least 299x299)."""
     return InceptionV3(**kwargs)
 
 
-@register_model(**_V3, input_size=(3, 32, 32), min_input_size=(3, 7, 7), small_variant="inception_v3_cifar")
+@register_model(**_V3, input_size=(3, 32, 32), min_input_size=(3, 7, 7), small_variant="inception_v3_cifar",
+                pool_size=(7, 7))
 def inception_v3_cifar(**kwargs) -> InceptionV3:
     """Inception v3's modules behind a stride-1 stem: the 35x35 modules run at 28x28 (32x32), the
     17x17 ones at 13x13 (15x15), the 8x8 ones at 6x6 (7x7); ``width_mult`` 0.25 by default."""

@@ -119,7 +119,7 @@ _LECUN = dict(family="LeNet", paper="LeCun et al. 1998, Gradient-based learning 
               year=1998, mean=(0.5,), std=(0.5,), num_classes=10)
 
 
-@register_model(**_LECUN, input_size=(1, 32, 32), fixed_input_size=True, small_variant="lenet5")
+@register_model(**_LECUN, input_size=(1, 32, 32), fixed_input_size=True, small_variant="lenet5", pool_size=(1, 1))
 def lenet5(**kwargs) -> LeNet5:
     """LeNet-5 on 32x32 images (28x28 ones padded by 2, as in the paper)."""
     return LeNet5(**kwargs)
@@ -132,6 +132,6 @@ def lenet_300_100(**kwargs) -> LeNet300100:
 
 @register_model(family="LeNet", paper="Han, Mao, Dally 2016 (Deep Compression), Caffe's LeNet", year=2016,
                 input_size=(1, 28, 28), fixed_input_size=True, mean=(0.5,), std=(0.5,), num_classes=10,
-                small_variant="lenet5_caffe")
+                small_variant="lenet5_caffe", pool_size=(4, 4))
 def lenet5_caffe(**kwargs) -> CaffeLeNet:
     return CaffeLeNet(**kwargs)

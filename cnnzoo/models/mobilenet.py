@@ -67,7 +67,7 @@ from torch import nn
 
 from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import register_model
+from cnnzoo.registry import TV2_TAGS, TV_TAGS, register_model
 
 _ACTS: dict[str, ActLayer] = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
@@ -294,43 +294,52 @@ _V1 = dict(family="MobileNet", year=2017,
                  "Applications")
 _V2 = dict(family="MobileNet", year=2018,
            paper="Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks")
+# timm's published weights for mobilenetv1_100 (its pretrained cfg): bicubic, 256x256 at 0.95 scores better.
+_MOBILENETV1_100_TAGS = {"ra4_e3600_r224_in1k": dict(interpolation="bicubic", test_input_size=(3, 256, 256),
+                                                     test_crop_pct=0.95)}
 # Same-padded convolutions and strides only: any input of at least 1x1 runs (see module docstring).
 _ANY = (3, 1, 1)
 
 
 @register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                reference="timm:mobilenetv1_100", small_variant="mobilenet_v1_cifar")
+                reference="timm:mobilenetv1_100", small_variant="mobilenet_v1_cifar",
+                pool_size=(7, 7), tags=_MOBILENETV1_100_TAGS)
 def mobilenet_v1(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 1.0 (4.2M parameters). ``act="relu"`` for the paper's activation."""
     return MobileNetV1(**kwargs)
 
 
-@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar")
+@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
+                pool_size=(7, 7))
 def mobilenet_v1_075(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.75 (2.6M parameters)."""
     return MobileNetV1(width_mult=0.75, **kwargs)
 
 
-@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar")
+@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
+                pool_size=(7, 7))
 def mobilenet_v1_050(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.5 (1.3M parameters)."""
     return MobileNetV1(width_mult=0.5, **kwargs)
 
 
-@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar")
+@register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
+                pool_size=(7, 7))
 def mobilenet_v1_025(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.25 (0.5M parameters)."""
     return MobileNetV1(width_mult=0.25, **kwargs)
 
 
-@register_model(**_V1, input_size=(3, 32, 32), min_input_size=_ANY, small_variant="mobilenet_v1_cifar")
+@register_model(**_V1, input_size=(3, 32, 32), min_input_size=_ANY, small_variant="mobilenet_v1_cifar",
+                pool_size=(2, 2))
 def mobilenet_v1_cifar(**kwargs) -> MobileNetV1:
     """MobileNet v1 for 28x28 / 32x32 images: stride-1 stem, so 32x32 ends at 2x2."""
     kwargs.setdefault("stem_stride", 1)
     return MobileNetV1(**kwargs)
 
 
-@register_model(**_V2, min_input_size=_ANY, reference="torchvision:mobilenet_v2", small_variant="mobilenet_v2_cifar")
+@register_model(**_V2, min_input_size=_ANY, reference="torchvision:mobilenet_v2", small_variant="mobilenet_v2_cifar",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     """MobileNet v2 (3.5M parameters); ``width_mult`` for the paper's thinner or wider versions."""
     return MobileNetV2(**kwargs)
@@ -348,7 +357,8 @@ MOBILENET_V2_CIFAR_SETTING: list[tuple[int, int, int, int]] = [
 ]
 
 
-@register_model(**_V2, input_size=(3, 32, 32), min_input_size=_ANY, small_variant="mobilenet_v2_cifar")
+@register_model(**_V2, input_size=(3, 32, 32), min_input_size=_ANY, small_variant="mobilenet_v2_cifar",
+                pool_size=(4, 4))
 def mobilenet_v2_cifar(**kwargs) -> MobileNetV2:
     """MobileNet v2 for 28x28 / 32x32 images: stride-1 stem and stage 1, so 32x32 ends at 4x4."""
     kwargs.setdefault("stem_stride", 1)

@@ -71,7 +71,7 @@ from torch import nn
 
 from cnnzoo.layers import ConvBnAct, MaxPool2d, SqueezeExcite, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import register_model
+from cnnzoo.registry import TV2_TAGS, TV_TAGS, register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "PadShortcut", "ResNet"]
 
@@ -297,34 +297,53 @@ _XIE = dict(family="ResNeXt", paper="Xie et al. 2016, Aggregated residual transf
 _HU = dict(family="SENet", paper="Hu et al. 2017, Squeeze-and-excitation networks", year=2017,
            min_input_size=(3, 1, 1))
 _CIFAR = dict(input_size=(3, 32, 32), reference=None)
+# timm's published weights (their pretrained cfgs), timm's default first: bicubic resizing, and for
+# most a larger size to evaluate at; a3_in1k was trained at 160x160.
+_TIMM = dict(interpolation="bicubic")
+_SERESNET50_TAGS = {
+    "a1_in1k": dict(_TIMM, crop_pct=0.95, test_input_size=(3, 288, 288), test_crop_pct=1.0),
+    "a2_in1k": dict(_TIMM, crop_pct=0.95, test_input_size=(3, 288, 288), test_crop_pct=1.0),
+    "a3_in1k": dict(_TIMM, input_size=(3, 160, 160), pool_size=(5, 5), crop_pct=0.95, test_input_size=(3, 224, 224),
+                    test_crop_pct=0.95),
+    "ra2_in1k": dict(_TIMM, test_input_size=(3, 288, 288), test_crop_pct=0.95),
+}
+_SERESNEXT50_TAGS = {
+    "racm_in1k": dict(_TIMM, test_input_size=(3, 288, 288), test_crop_pct=0.95),
+    "gluon_in1k": dict(_TIMM),
+}
 
 
-@register_model(**_HE, reference="torchvision:resnet18", small_variant="resnet18_cifar")
+@register_model(**_HE, reference="torchvision:resnet18", small_variant="resnet18_cifar",
+                pool_size=(7, 7), tags=TV_TAGS)
 def resnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(**_HE, reference="torchvision:resnet34", small_variant="resnet18_cifar")
+@register_model(**_HE, reference="torchvision:resnet34", small_variant="resnet18_cifar",
+                pool_size=(7, 7), tags=TV_TAGS)
 def resnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(**_HE, reference="torchvision:resnet50", small_variant="resnet18_cifar")
+@register_model(**_HE, reference="torchvision:resnet50", small_variant="resnet18_cifar",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def resnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(**_HE, reference="torchvision:resnet101", small_variant="resnet18_cifar")
+@register_model(**_HE, reference="torchvision:resnet101", small_variant="resnet18_cifar",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def resnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(**_HE, reference="torchvision:resnet152", small_variant="resnet18_cifar")
+@register_model(**_HE, reference="torchvision:resnet152", small_variant="resnet18_cifar",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet18_cifar")
+@register_model(**_HE, **_CIFAR, small_variant="resnet18_cifar", pool_size=(4, 4))
 def resnet18_cifar(**kwargs) -> ResNet:
     """ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32x32 (and 28x28) images."""
     return ResNet(BasicBlock, [2, 2, 2, 2], stem="cifar", **kwargs)
@@ -339,115 +358,119 @@ def _plain(n: int, **kwargs) -> ResNet:
     return ResNet(BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar", shortcut="none", **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet20")
+@register_model(**_HE, **_CIFAR, small_variant="resnet20", pool_size=(8, 8))
 def resnet20(**kwargs) -> ResNet:
     return _cifar_resnet(3, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet32")
+@register_model(**_HE, **_CIFAR, small_variant="resnet32", pool_size=(8, 8))
 def resnet32(**kwargs) -> ResNet:
     return _cifar_resnet(5, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet44")
+@register_model(**_HE, **_CIFAR, small_variant="resnet44", pool_size=(8, 8))
 def resnet44(**kwargs) -> ResNet:
     return _cifar_resnet(7, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet56")
+@register_model(**_HE, **_CIFAR, small_variant="resnet56", pool_size=(8, 8))
 def resnet56(**kwargs) -> ResNet:
     return _cifar_resnet(9, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet110")
+@register_model(**_HE, **_CIFAR, small_variant="resnet110", pool_size=(8, 8))
 def resnet110(**kwargs) -> ResNet:
     return _cifar_resnet(18, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain20")
+@register_model(**_HE, **_CIFAR, small_variant="plain20", pool_size=(8, 8))
 def plain20(**kwargs) -> ResNet:
     return _plain(3, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain32")
+@register_model(**_HE, **_CIFAR, small_variant="plain32", pool_size=(8, 8))
 def plain32(**kwargs) -> ResNet:
     return _plain(5, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain44")
+@register_model(**_HE, **_CIFAR, small_variant="plain44", pool_size=(8, 8))
 def plain44(**kwargs) -> ResNet:
     return _plain(7, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain56")
+@register_model(**_HE, **_CIFAR, small_variant="plain56", pool_size=(8, 8))
 def plain56(**kwargs) -> ResNet:
     return _plain(9, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain110")
+@register_model(**_HE, **_CIFAR, small_variant="plain110", pool_size=(8, 8))
 def plain110(**kwargs) -> ResNet:
     return _plain(18, **kwargs)
 
 
-@register_model(**_XIE, reference="torchvision:resnext50_32x4d", small_variant="resnext29_8x16d")
+@register_model(**_XIE, reference="torchvision:resnext50_32x4d", small_variant="resnext29_8x16d",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def resnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, base_width=4, **kwargs)
 
 
-@register_model(**_XIE, reference="torchvision:resnext101_32x8d", small_variant="resnext29_8x16d")
+@register_model(**_XIE, reference="torchvision:resnext101_32x8d", small_variant="resnext29_8x16d",
+                pool_size=(7, 7), tags=TV2_TAGS)
 def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, base_width=8, **kwargs)
 
 
-@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x64d")
+@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x64d", pool_size=(8, 8))
 def resnext29_8x64d(**kwargs) -> ResNet:
     """Xie et al.'s CIFAR ResNeXt-29, 8x64d (34.4M parameters)."""
     return ResNet(Bottleneck, [3, 3, 3], widths=(64, 128, 256), stem="cifar", groups=8, base_width=64, **kwargs)
 
 
-@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x16d")
+@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x16d", pool_size=(8, 8))
 def resnext29_8x16d(**kwargs) -> ResNet:
     """ResNeXt-29 with cardinality 8 of width 16: a CPU-sized version of the paper's 8x64d."""
     return ResNet(Bottleneck, [3, 3, 3], widths=(64, 128, 256), stem="cifar", groups=8, base_width=16, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnet18", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnet18", small_variant="seresnet18_cifar", pool_size=(7, 7))
 def seresnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnet34", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnet34", small_variant="seresnet18_cifar", pool_size=(7, 7))
 def seresnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnet50", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnet50", small_variant="seresnet18_cifar",
+                pool_size=(7, 7), tags=_SERESNET50_TAGS)
 def seresnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnet101", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnet101", small_variant="seresnet18_cifar", pool_size=(7, 7))
 def seresnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnet152", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnet152", small_variant="seresnet18_cifar", pool_size=(7, 7))
 def seresnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, reference="timm:seresnext50_32x4d", small_variant="seresnet18_cifar")
+@register_model(**_HU, reference="timm:seresnext50_32x4d", small_variant="seresnet18_cifar",
+                pool_size=(7, 7), tags=_SERESNEXT50_TAGS)
 def seresnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, base_width=4, se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, **_CIFAR, small_variant="seresnet18_cifar")
+@register_model(**_HU, **_CIFAR, small_variant="seresnet18_cifar", pool_size=(4, 4))
 def seresnet18_cifar(**kwargs) -> ResNet:
     """SE-ResNet-18 (timm's SE widths) with the 3x3 stride-1 stem and no max-pool."""
     return ResNet(BasicBlock, [2, 2, 2, 2], stem="cifar", se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, **_CIFAR, small_variant="seresnet20")
+@register_model(**_HU, **_CIFAR, small_variant="seresnet20", pool_size=(8, 8))
 def seresnet20(**kwargs) -> ResNet:
     """resnet20 (shortcut option A) with an SE module of width max(channels // 16, 4) per block."""
     kwargs.setdefault("shortcut", "A")

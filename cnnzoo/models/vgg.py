@@ -39,7 +39,7 @@ from torch import nn
 
 from cnnzoo.layers import MaxPool2d, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import register_model
+from cnnzoo.registry import TV_TAGS, register_model
 
 WIDTHS = (64, 128, 256, 512, 512)
 # Convolutions per stage of the paper's configurations A, B, D and E.
@@ -191,73 +191,73 @@ _VGG = dict(family="VGG", paper="Simonyan, Zisserman 2014, Very deep convolution
 _VGG_CIFAR = dict(_VGG, input_size=(3, 32, 32), min_input_size=(3, 16, 16))
 
 
-@register_model(**_VGG, reference="torchvision:vgg11", small_variant="vgg11_cifar")
+@register_model(**_VGG, reference="torchvision:vgg11", small_variant="vgg11_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg11(**kwargs) -> VGG:
     """VGG configuration A (8 convolutions + 3 FC)."""
     return VGG(DEPTHS[11], **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg13", small_variant="vgg13_cifar")
+@register_model(**_VGG, reference="torchvision:vgg13", small_variant="vgg13_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg13(**kwargs) -> VGG:
     """VGG configuration B (10 convolutions + 3 FC)."""
     return VGG(DEPTHS[13], **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg16", small_variant="vgg16_cifar")
+@register_model(**_VGG, reference="torchvision:vgg16", small_variant="vgg16_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg16(**kwargs) -> VGG:
     """VGG configuration D (13 convolutions + 3 FC)."""
     return VGG(DEPTHS[16], **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg19", small_variant="vgg19_cifar")
+@register_model(**_VGG, reference="torchvision:vgg19", small_variant="vgg19_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg19(**kwargs) -> VGG:
     """VGG configuration E (16 convolutions + 3 FC)."""
     return VGG(DEPTHS[19], **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg11_bn", small_variant="vgg11_cifar")
+@register_model(**_VGG, reference="torchvision:vgg11_bn", small_variant="vgg11_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg11_bn(**kwargs) -> VGG:
     """VGG configuration A with batch norm after every convolution."""
     return VGG(DEPTHS[11], batch_norm=True, **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg13_bn", small_variant="vgg13_cifar")
+@register_model(**_VGG, reference="torchvision:vgg13_bn", small_variant="vgg13_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg13_bn(**kwargs) -> VGG:
     """VGG configuration B with batch norm after every convolution."""
     return VGG(DEPTHS[13], batch_norm=True, **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg16_bn", small_variant="vgg16_cifar")
+@register_model(**_VGG, reference="torchvision:vgg16_bn", small_variant="vgg16_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg16_bn(**kwargs) -> VGG:
     """VGG configuration D with batch norm after every convolution."""
     return VGG(DEPTHS[16], batch_norm=True, **kwargs)
 
 
-@register_model(**_VGG, reference="torchvision:vgg19_bn", small_variant="vgg19_cifar")
+@register_model(**_VGG, reference="torchvision:vgg19_bn", small_variant="vgg19_cifar", pool_size=(7, 7), tags=TV_TAGS)
 def vgg19_bn(**kwargs) -> VGG:
     """VGG configuration E with batch norm after every convolution."""
     return VGG(DEPTHS[19], batch_norm=True, **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg11_cifar")
+@register_model(**_VGG_CIFAR, small_variant="vgg11_cifar", pool_size=(2, 2))
 def vgg11_cifar(**kwargs) -> CifarVGG:
     """Configuration A's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[11], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg13_cifar")
+@register_model(**_VGG_CIFAR, small_variant="vgg13_cifar", pool_size=(2, 2))
 def vgg13_cifar(**kwargs) -> CifarVGG:
     """Configuration B's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[13], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg16_cifar")
+@register_model(**_VGG_CIFAR, small_variant="vgg16_cifar", pool_size=(2, 2))
 def vgg16_cifar(**kwargs) -> CifarVGG:
     """Configuration D's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[16], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg19_cifar")
+@register_model(**_VGG_CIFAR, small_variant="vgg19_cifar", pool_size=(2, 2))
 def vgg19_cifar(**kwargs) -> CifarVGG:
     """Configuration E's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[19], **kwargs)
@@ -351,14 +351,16 @@ class AirbenchVGG(ZooModel):
 
 
 @register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
-                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench")
+                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench",
+                pool_size=(3, 3))
 def vgg_airbench(**kwargs) -> AirbenchVGG:
     """airbench's whitened-stem VGG at widths 32/64/128: the fast recipe's network for 28x28 images."""
     return AirbenchVGG(**kwargs)
 
 
 @register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
-                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_wide")
+                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_wide",
+                pool_size=(3, 3))
 def vgg_airbench_wide(**kwargs) -> AirbenchVGG:
     """vgg_airbench at twice the width (64/128/256): the ``fast-long`` recipe's network."""
     return AirbenchVGG(widths=(64, 128, 256), **kwargs)
