@@ -241,8 +241,10 @@ def _unannotated(**kwargs):
 def test_constructors_taking_any_keyword_are_not_second_guessed(monkeypatch):
     import cnnzoo.registry as registry
 
-    monkeypatch.setitem(registry._ENTRYPOINTS, "test_open_net", _open_net)
-    monkeypatch.setitem(registry._ENTRYPOINTS, "test_unannotated", _unannotated)
+    for name, fn in (("test_open_net", _open_net), ("test_unannotated", _unannotated)):
+        monkeypatch.setitem(registry._ENTRYPOINTS, name, fn)
+        cfg = dataclasses.replace(registry.get_pretrained_cfg("lenet5"), architecture=name)
+        monkeypatch.setitem(registry._CFGS, name, {cfg.tag: cfg})
     assert model_arguments("test_open_net") == {}  # depth fixed by the function, **extra not listed
     assert model_arguments("test_unannotated") == {}
     for name in ("test_open_net", "test_unannotated"):
