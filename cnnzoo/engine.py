@@ -23,10 +23,10 @@ class StepHooks:
     """Callbacks at fixed points of ``train_step``; each is optional.
 
     after_loss(loss): before any gradient exists (e.g. stop on a non-finite loss).
-    after_backward(): gradients computed, optimiser not yet stepped (e.g. mask or tie gradients).
+    after_gradients(): gradients computed, optimiser not yet stepped (e.g. mask or tie gradients).
     after_step(): weights updated (e.g. re-impose masks or shared values on them)."""
     after_loss: Callable[[torch.Tensor], None] | None = None
-    after_backward: Callable[[], None] | None = None
+    after_gradients: Callable[[], None] | None = None
     after_step: Callable[[], None] | None = None
 
 
@@ -54,8 +54,8 @@ def train_step(model: nn.Module | Callable[[torch.Tensor], Outputs], x: torch.Te
     if hooks.after_loss is not None:
         hooks.after_loss(loss)
     loss.backward()
-    if hooks.after_backward is not None:
-        hooks.after_backward()
+    if hooks.after_gradients is not None:
+        hooks.after_gradients()
     if optimizer is not None:
         optimizer.step()
     if scheduler is not None:
