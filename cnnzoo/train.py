@@ -46,7 +46,7 @@ def _opt(default: Any, help: str) -> Any:
 @dataclass
 class TrainConfig:
     # what to train on
-    model: str = _opt("lenet5", "registered model name (cnnzoo list)")
+    model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
     dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic")
     data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
     input_size: tuple[int, int, int] | None = _opt(
@@ -62,7 +62,8 @@ class TrainConfig:
     lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
     opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov)")
     momentum: float = _opt(0.9, "SGD momentum (sgd only)")
-    weight_decay: float = _opt(0.05, "decoupled weight decay on weights only, not on biases or norm layers")
+    weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
+                                     "not on biases or norm layers")
     sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
                                 "step (x0.1 at half and three quarters of training) | none")
     warmup_epochs: float = _opt(1.0, "linear learning-rate warm-up from 0 (epochs, may be fractional)")
@@ -489,7 +490,8 @@ def run_device(cfg: TrainConfig, world: World) -> torch.device:
     return device
 
 
-def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.device) -> tuple[nn.Module, dict[str, Any], int]:
+def build_model(cfg: TrainConfig, data: RunData, world: World,
+                device: torch.device) -> tuple[nn.Module, dict[str, Any], int]:
     """(model on ``device`` with the data's normalisation in its config, the metadata its weight
     files carry, its number of parameters)."""
     net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
@@ -541,8 +543,10 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
     for step, (x, y, n) in enumerate(bar, start=first):
         x = run.data.normalize(x.to(device, non_blocking=True)).contiguous(memory_format=run.memory_format)
         y = y.to(device, non_blocking=True)
-        share = n / world.size  # the loss is a sum over this rank's images / share: DDP's gradient
-        guard.step = step       # average over ranks is then the mean over the global batch
+        # the loss is a sum over this rank's images / share: DDP's gradient average over ranks is
+        # then the mean over the global batch
+        share = n / world.size
+        guard.step = step
         outputs, loss = train_step(run.model, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, share),
                                    run.opt, amp=cfg.amp, scheduler=run.sched, hooks=StepHooks(after_loss=guard))
         loss_sum += loss.detach() * share
@@ -618,7 +622,8 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
     if world.is_main:
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
         if test["top1"] > run.best_top1:
-            save_weights(run.net, run.out / "best.safetensors", {**run.meta, "epoch": epoch + 1, "test_top1": test["top1"]})
+            save_weights(run.net, run.out / "best.safetensors",
+                         {**run.meta, "epoch": epoch + 1, "test_top1": test["top1"]})
     run.best_top1 = max(run.best_top1, test["top1"])
     checkpoint(run, epoch + 1, 0, EpochTotals())
 

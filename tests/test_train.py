@@ -261,3 +261,12 @@ def test_fast_recipe_trains_the_whitened_vgg(fmnist_small, tmp_path):
     # resuming rebuilds the same stem and continues to the same weights as the run itself
     again = resume_training(tmp_path / "run", epochs=3, progress=False)
     assert again["test_top1"] == summary["test_top1"]
+
+
+def test_every_config_field_has_a_help_text():
+    # `cnnzoo train`'s flags are generated from these fields
+    from dataclasses import MISSING, fields
+
+    for f in fields(TrainConfig):
+        assert f.metadata.get("help", "").strip(), f.name
+        assert f.default is not MISSING or f.default_factory is not MISSING, f.name

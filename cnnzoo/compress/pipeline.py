@@ -146,7 +146,8 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     total = max(1, int(round(epochs * steps_per_epoch)))
     constraints = constraint_hooks(model, masks or {}, quantized)
     model.train()
-    for step, index, x, y in _retrain_batches(train_ds, batch_size, total, seed * 100003 + order_seed, crop_padding, flip):
+    batches = _retrain_batches(train_ds, batch_size, total, seed * 100003 + order_seed, crop_padding, flip)
+    for step, index, x, y in batches:
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
         x = normalize(x).contiguous(memory_format=layout)
