@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The degradation figure of BENCHMARKS.md (He et al. 2015, Fig. 1 and 6; seed section 5.3):
+# The degradation figure of BENCHMARKS.md (He et al. 2015, Fig. 1 and 6):
 # plain20/plain56 and resnet20/resnet56 trained with one SGD recipe on a seeded Fashion-MNIST
 # subset, then training error (dashed) and test error (solid) per epoch on one figure, and the
 # computed finding. Rerunning continues where it stopped (finished runs are skipped).

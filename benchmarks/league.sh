@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU league of BENCHMARKS.md: the default models (one small-input variant of every family of
-# the seed, LeNet-5 and both MobileNets) trained with the default recipe, each under the same time
+# The CPU league of BENCHMARKS.md: the default models (one small-input variant of every family in
+# the zoo, LeNet-5 and both MobileNets) trained with the default recipe, each under the same time
 # budget: its speed is measured on a few batches, then it gets the epochs (or the training subset)
 # that fit. About BUDGET x 10 minutes plus a little measuring; rerunning continues where it stopped.
 # Usage (repo root):  bash benchmarks/league.sh [extra cnnzoo league arguments]

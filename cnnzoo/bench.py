@@ -21,10 +21,9 @@ a training step is counted as 3 x the forward pass (forward, gradient w.r.t. inp
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
-import json
+import functools
 import math
 import os
 import random
@@ -236,7 +235,8 @@ def op_trace(model: nn.Module, x: torch.Tensor, mode: str) -> collections.Counte
     return rec.ops
 
 
-def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, batch_size: int = 2) -> dict[str, Any]:
+def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, batch_size: int = 2,
+                model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Whether our ``name`` and its reference implementation run the same operators on the same
     shapes and strides in ``mode``: then a timing difference between them is the machine's noise,
     not wasted work. Both are built on the meta device (which stands in for the CPU).
@@ -252,7 +252,7 @@ def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, b
         raise ValueError(f"{name} has no reference implementation to compare with")
     size = tuple(input_size or cfg["input_size"])
     with torch.device("meta"):
-        ours = create_model(name, in_chans=size[0])
+        ours = create_model(name, in_chans=size[0], **(model_kwargs or {}))
         ref = build_reference(cfg["reference"], ours.default_cfg["num_classes"], size[0])
     x = torch.empty(batch_size, *size, device="meta")
     a, b = op_trace(ours, x, mode), op_trace(ref, x, mode)
@@ -303,11 +303,14 @@ def benchmark(
     progress: bool = True,
     seed: int = 0,
     peak_size: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time ``models`` (registered names or exported .onnx files); returns a dict with the machine's
     matmul peak (``peak_size``: its matrix size, default 2048 on CPU, 8192 on CUDA) and one row per
-    (model, mode, variant) plus the ours/reference ratios.
+    (model, mode, variant) plus the ours/reference ratios. ``model_kwargs`` go to each registered
+    model that takes them (the references keep their own configuration).
     See the module docstring for what is measured and how."""
+    from cnnzoo.registry import model_kwargs_for
 
     if mode not in (*MODES, "both"):
         raise ValueError(f"--mode must be infer, train or both, got {mode!r}")
@@ -319,13 +322,17 @@ def benchmark(
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     modes = MODES if mode == "both" else (mode,)
+    registered = [m for m in models if not str(m).endswith(".onnx")]
+    if model_kwargs and not registered:
+        raise ValueError("model arguments apply to registered models; an .onnx file holds its network whole")
+    per_model = model_kwargs_for(registered, model_kwargs) if model_kwargs else {}
     torch.manual_seed(seed)
     # Untrained deep nets can shrink activations into subnormal floats, which x86 computes ~100x
     # slower; trained weights do not. Flushing them to zero times every model as trained.
     flushed = torch.set_flush_denormal(True)
     try:
         return _benchmark(models, modes, dev, batch_size, input_size, amp, channels_last, reference, optimized,
-                          optimize_backends, warmup, iters, progress, peak_size)
+                          optimize_backends, warmup, iters, progress, peak_size, per_model)
     finally:
         if flushed:
             torch.set_flush_denormal(False)
@@ -334,7 +341,7 @@ def benchmark(
 def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, batch_size: int,
                input_size: Sequence[int] | None, amp: bool, channels_last: bool, reference: bool, optimized: bool,
                optimize_backends: Sequence[str], warmup: int, iters: int, progress: bool,
-               peak_size: int | None) -> dict[str, Any]:
+               peak_size: int | None, per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from cnnzoo.registry import create_model, get_model_cfg
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -348,9 +355,11 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
     for name in models:
         is_onnx = str(name).endswith(".onnx")
         label = Path(name).name if is_onnx else name
+        kwargs = per_model.get(name, {})
         for m in modes:
-            variants = _build_variants(name, is_onnx, m, dev, batch_size, input_size, amp, channels_last,
-                                       reference, optimized, optimize_backends, create_model, get_model_cfg)
+            variants = _build_variants(name, is_onnx, m, dev, batch_size, input_size, amp, channels_last, reference,
+                                       optimized, optimize_backends, functools.partial(create_model, **kwargs),
+                                       get_model_cfg)
             _, size, num_classes = variants[0]
             vs: list[Variant] = [v for v, _, _ in variants]
             x = torch.randn(batch_size, *size, device=dev)
@@ -360,7 +369,7 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
             _time_variants(vs, f"{label} {m}", m, x, y, amp, dev, warmup, iters, progress)
             rows += [_row(label, m, v, batch_size, size, peak) for v in vs]
             if len(vs) > 1:
-                ratios.append(_ratios(name, label, m, vs, batch_size, size, dev, channels_last))
+                ratios.append(_ratios(name, label, m, vs, batch_size, size, dev, channels_last, kwargs))
             del variants, vs
     _progress("", progress)
     peak_end = matmul_peak(dev, peak_dtype, peak_size)  # the peak again: a load change during the run shows
@@ -404,7 +413,7 @@ def _time_variants(vs: Sequence[Variant], label: str, mode: str, x: torch.Tensor
 
 
 def _ratios(name: str, label: str, mode: str, vs: Sequence[Variant], batch_size: int, size: tuple[int, ...],
-            dev: torch.device, channels_last: bool) -> dict[str, Any]:
+            dev: torch.device, channels_last: bool, model_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Ours against the reference (paired speed ratio, same operators?) and the fast path against both."""
     variant = {v.label: v for v in vs}
     speed = {v.label: batch_size / _percentile(v.times, 50) for v in vs}
@@ -413,7 +422,7 @@ def _ratios(name: str, label: str, mode: str, vs: Sequence[Variant], batch_size:
         times = variant["ours"].times, variant["reference"].times
         ratio["ours_over_reference"] = paired_ratio(*times)
         ratio["ours_over_reference_ci90"] = paired_ratio_ci(*times)
-        ops = compare_ops(name, mode, size)
+        ops = compare_ops(name, mode, size, model_kwargs=model_kwargs)
         ratio["same_ops"] = ops["same"]
         # the detour is taken by NCHW inputs on the CPU only (the trace runs on the meta device)
         ratio["channels_last_pooling"] = ops["channels_last_pooling"] and dev.type == "cpu" and not channels_last
@@ -576,39 +585,10 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    backends = ("eager", "onnxruntime", "compile") if args.compile else ("eager", "onnxruntime")
-    if args.device != "cpu":
-        backends = tuple(b for b in backends if b != "onnxruntime") if args.compile else ("eager",)
-    report = benchmark(args.models, mode=args.mode, batch_size=args.batch_size, input_size=args.input_size,
-                       threads=args.threads, device=args.device, amp=args.amp, channels_last=args.channels_last,
-                       reference=args.reference, optimized=args.optimized, optimize_backends=backends,
-                       warmup=args.warmup, iters=args.iters, progress=not args.no_progress and sys.stderr.isatty()
-                       or args.progress)
-    print(format_table(report))
-    if args.json:
-        print(json.dumps(report, default=str))
-    return 0
-
-
-def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("bench", help="throughput/latency vs the reference implementation and the matmul peak")
-    s.add_argument("models", nargs="+", help="registered model names or exported .onnx files")
-    s.add_argument("--mode", choices=["infer", "train", "both"], default="infer")
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: each model's")
-    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    s.add_argument("--amp", action="store_true", help="bfloat16 autocast (matmul peak measured in bfloat16 too)")
-    s.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
-    s.add_argument("--reference", action="store_true", help="also time the torchvision/timm implementation")
-    s.add_argument("--optimized", action="store_true", help="also time cnnzoo.optimize_for_inference (infer mode)")
-    s.add_argument("--compile", action="store_true",
-                   help="let --optimized try torch.compile too (slow warm-up: tens of seconds per model on a CPU)")
-    s.add_argument("--warmup", type=int, default=3, help="warm-up iterations per variant (default 3)")
-    s.add_argument("--iters", type=int, default=10, help="timed iterations per variant (default 10)")
-    s.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_bench)
-    return s
+def optimize_backends_for(device: str, compile: bool = False) -> tuple[str, ...]:
+    """What ``optimize_for_inference`` may try on ``device``: ONNX Runtime runs on the CPU only, and
+    ``torch.compile`` only when asked for (its warm-up takes tens of seconds per model on a CPU)."""
+    backends = ("eager", "onnxruntime", "compile") if compile else ("eager", "onnxruntime")
+    if device != "cpu":
+        backends = tuple(b for b in backends if b != "onnxruntime")
+    return backends

@@ -121,11 +121,13 @@ def resolve_weights(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, model_name: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path, model_name: str | None = None,
+                    model_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a run folder or weights file; returns (model in eval mode, metadata).
 
-    Weights of another architecture than the metadata (or ``model_name``) says raise a ValueError
-    naming the mismatched keys.
+    ``model_kwargs`` go to the model's constructor on top of those the metadata records (e.g. for
+    weights files without metadata, with ``model_name``). Weights of another architecture than the
+    metadata (or ``model_name``) says raise a ValueError naming the mismatched keys.
     """
     from cnnzoo.registry import create_model, load_pretrained
 
@@ -143,6 +145,8 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> tuple[nn
         meta["model"] = model_name
     if "model" not in meta:
         raise ValueError(f"{weights}: cannot tell which model it holds; pass --model NAME")
+    if model_kwargs:
+        meta["kwargs"] = {**meta.get("kwargs", {}), **model_kwargs}
     model = create_model(meta["model"], num_classes=meta.get("num_classes", 1000), in_chans=meta.get("in_chans", 3),
                          **meta.get("kwargs", {}))
     load_pretrained(model, weights, strict_head=True)

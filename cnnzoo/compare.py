@@ -23,7 +23,6 @@ be invisible. The size legend of each panel gives its scale.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import io
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["ChartPoint", "load_published", "load_points", "compare", "render_png", "render_html",
-           "format_points", "add_compare_parser", "cmd_compare"]
+           "format_points"]
 
 PUBLISHED_FILE = "published_imagenet.csv"
 _LEAGUE_FILE = "leaderboard.json"
@@ -596,30 +595,3 @@ def format_points(points: Sequence[dict[str, Any]]) -> str:
         lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w)
                                for i, (v, w) in enumerate(zip(t, widths))).rstrip())
     return "\n".join(lines)
-
-
-def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    s = subparsers.add_parser(
-        "compare", help="top-1 vs GMACs bubble chart of runs and leagues beside published ImageNet figures",
-        description="Top-1 accuracy against GMACs per image (log scale), bubble area proportional to "
-                    "parameters, as Canziani et al. 2016 Fig. 2: our runs in one panel, the published "
-                    "ImageNet-1k figures of the zoo's networks in the other.")
-    s.add_argument("sources", nargs="+", metavar="RUN_OR_LEAGUE_DIR",
-                   help="run folders (cnnzoo train) and/or league folders (cnnzoo league --out)")
-    s.add_argument("--out", metavar="PNG", help="write the chart as a PNG")
-    s.add_argument("--html", metavar="HTML", help="write the chart as one standalone HTML file (works offline)")
-    s.add_argument("--json", action="store_true", help="last line: one JSON object with the points and paths")
-    s.set_defaults(func=cmd_compare)
-    return s
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    result = compare(args.sources, out_png=args.out, out_html=args.html)
-    print(format_points(result["points"]))
-    for kind, path in result["paths"].items():
-        print(f"wrote {kind.upper()}: {path}")
-    if not result["paths"]:
-        print("no chart written: add --out chart.png and/or --html chart.html")
-    if args.json:
-        print(json.dumps(result, default=str))
-    return 0

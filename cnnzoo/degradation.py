@@ -1,6 +1,6 @@
 """``cnnzoo degradation``: the degradation problem of deep plain networks, and what shortcuts do.
 
-He et al. 2015 (Fig. 1 and 6; the seed's section 5.3) train plain networks of 20 and 56 layers and
+He et al. 2015 (Fig. 1 and 6) train plain networks of 20 and 56 layers and
 the residual networks of the same layers and parameters (the shortcuts of option A have none), with
 one recipe. The deeper *plain* net has the higher *training* error, so its trouble is optimisation,
 not overfitting; with shortcuts, the deeper net is the better one. This module reruns that
@@ -24,9 +24,7 @@ trainer measures during each epoch, in training mode on augmented batches, as in
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -210,33 +208,3 @@ def format_degradation(result: dict[str, Any]) -> str:
         lines.append("one depth only: no deeper net to compare with")
     lines.append(f"({TRAIN_ERROR_NOTE}; figure: {result['plot']})")
     return "\n".join(lines)
-
-
-def add_degradation_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("degradation", help="plain vs residual nets of two depths (He et al. Fig. 1/6)")
-    s.add_argument("--depths", type=int, nargs="+", default=list(DEFAULT_DEPTHS),
-                   help="depths D of plainD/resnetD (default 20 56)")
-    s.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"default {DEFAULT_EPOCHS}")
-    s.add_argument("--subset", type=int, default=DEFAULT_SUBSET, metavar="K",
-                   help=f"train on a seeded subset of K training images (default {DEFAULT_SUBSET}; 0: all)")
-    s.add_argument("--dataset", default="fashion-mnist")
-    s.add_argument("--data-dir")
-    s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="runs/degradation", help="one run folder per model, degradation.json")
-    s.add_argument("--plot", metavar="PNG", help="figure path (default OUT/degradation.png)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_degradation)
-    return s
-
-
-def cmd_degradation(args: argparse.Namespace) -> int:
-    result = run_degradation(args.depths, epochs=args.epochs, subset=args.subset or None, dataset=args.dataset,
-                             data_dir=args.data_dir, threads=args.threads, seed=args.seed, out=args.out,
-                             plot=args.plot, device=args.device, progress=not args.no_progress)
-    print(format_degradation(result))
-    if args.json:
-        print(json.dumps(result, default=str))
-    return 0

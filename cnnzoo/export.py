@@ -14,12 +14,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -161,7 +159,7 @@ class OnnxRuntimeModule(nn.Module):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         # ONNX Runtime's worker threads otherwise spin for a while after each run, taking the cores
-        # from whatever torch runs next (eager torch right after a run measured up to 2x slower on 2 cores).
+        # from whatever torch runs next.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = onnx_bytes if isinstance(onnx_bytes, bytes) else str(onnx_bytes)
         self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -426,49 +424,27 @@ def load_onnx_checkpoint(path: str | Path, threads: int | None = None) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI
+# Checkpoints and registered models to ONNX
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def export_model(out: str | Path, *, checkpoint: str | Path | None = None, model: str | None = None,
+                 model_kwargs: dict[str, Any] | None = None, input_size: Sequence[int] | None = None,
+                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, seed: int = 0) -> dict[str, Any]:
+    """``export_onnx`` of a run folder or weights file (``model``: the network of weights files
+    without cnnzoo metadata), or of the registered ``model`` with random weights (seeded)."""
     from cnnzoo.checkpoint import load_checkpoint, model_meta
     from cnnzoo.registry import create_model
 
-    if args.format != "onnx":
-        raise ValueError(f"unsupported export format {args.format!r} (supported: onnx)")
-    if args.checkpoint:
-        model, meta = load_checkpoint(args.checkpoint, args.model)
+    if checkpoint:
+        net, meta = load_checkpoint(checkpoint, model, model_kwargs)
         meta = dict(meta)
-        meta.setdefault("model", model.default_cfg["architecture"])
-        meta.update(mean=list(model.default_cfg["mean"]), std=list(model.default_cfg["std"]))
-    elif args.model:
-        torch.manual_seed(args.seed)
-        model = create_model(args.model).eval()
-        meta = model_meta(model, classes=[str(i) for i in range(model.default_cfg["num_classes"])],
-                          weights="random")
+        meta.setdefault("model", net.default_cfg["architecture"])
+        meta.update(mean=list(net.default_cfg["mean"]), std=list(net.default_cfg["std"]))
+    elif model:
+        torch.manual_seed(seed)
+        net = create_model(model, **(model_kwargs or {})).eval()
+        meta = model_meta(net, classes=[str(i) for i in range(net.default_cfg["num_classes"])], weights="random")
     else:
         raise ValueError("say what to export: --checkpoint RUN_DIR_OR_FILE, or --model NAME (random weights)")
-    meta.setdefault("num_classes", model.default_cfg["num_classes"])
-    report = export_onnx(model, args.out, meta, input_size=args.input_size, opset=args.opset,
-                         dynamic_batch=args.dynamic_batch)
-    print(f"exported {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
-          f"{', dynamic batch' if report['dynamic_batch'] else ''}); ONNX Runtime check: top-1 identical, "
-          f"max |difference| {report['max_abs_diff']:.2e} <= {report['limit']:.2e}", file=sys.stdout)
-    if args.json:
-        print(json.dumps(report))
-    return 0
-
-
-def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("export", help="export a checkpoint or a registered model to ONNX (checked with ONNX Runtime)")
-    s.add_argument("--checkpoint", help="run folder or weights file")
-    s.add_argument("--model", help="registered model name (random weights without --checkpoint; "
-                                   "with it, for weight files without cnnzoo metadata)")
-    s.add_argument("--format", default="onnx", choices=["onnx"])
-    s.add_argument("--out", required=True, help="output file, e.g. model.onnx")
-    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    s.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free in the graph")
-    s.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random weights with --model")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_export)
-    return s
+    meta.setdefault("num_classes", net.default_cfg["num_classes"])
+    return export_onnx(net, out, meta, input_size=input_size, opset=opset, dynamic_batch=dynamic_batch)

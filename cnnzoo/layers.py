@@ -92,21 +92,10 @@ class Concat(nn.ModuleDict):
         return torch.cat([branch(x) for branch in self.values()], dim=1)
 
 
-# PyTorch's CPU pooling kernels for NCHW tensors walk one channel's plane at a time, scalar by
-# scalar; the channels-last kernels vectorise across channels. In inference, converting to
-# channels-last, pooling and converting back is 1.4-5.6x faster than pooling in place for the zoo's
-# pools at batch 8 (ResNet's stem, VGG's 2x2 pools, Inception's 3x3 branch pools; VGG's first pool,
-# 64x224x224, breaks even: the copies cost what the pool saves). Both kernels pick the same maxima and
-# sum the same windows, so the values are bit-for-bit those of nn.MaxPool2d / nn.AvgPool2d.
-# In training, max pooling takes the channels-last kernel forwards only: its backward is up to 2x
-# slower than the NCHW one for 2x2 pools, so the gradient is routed through the NCHW backward from
-# the same argmax indices (an index counts positions within one channel's plane, whatever the
-# layout), which is exactly the gradient torch's layer computes. Forward and backward together
-# are 1.6-3.9x faster for the zoo's pools (ResNet's stem 2.3x), about even on VGG's 112x112 planes;
-# planes larger than 128x128 (VGG's first pool, 224x224) train as given, as there the transposes to
-# channels-last cost more than the pool saves. Average pooling trains as given.
-# Other devices (CUDA's NCHW kernels are fast), inputs already channels-last, and traced or compiled
-# graphs pool as torch's layers do. BENCHMARKS.md, "Pooling in channels-last", has the figures.
+# On the CPU, torch's pooling kernels vectorise across channels only in channels-last layout, so the
+# pools convert, pool and convert back (same values, bit for bit). Training max pools use that kernel
+# forwards only, with the NCHW backward fed its argmax indices (the channels-last backward is slower),
+# and not on planes over 128x128, where the copies cost what the pool saves (BENCHMARKS.md, "Pooling").
 _channels_last_pooling = True
 _MAX_TRAINING_PLANE = 128 * 128
 

@@ -17,7 +17,6 @@ rerun reuses it rather than re-measuring, and ``--epochs`` / ``--train-subset`` 
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import math
@@ -32,8 +31,8 @@ import torch
 from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
 from cnnzoo.engine import train_step
-from cnnzoo.registry import create_model, get_model_cfg, list_models, unknown_name_error
-from cnnzoo.train import (RECIPES, TrainConfig, build_optimizer, fit_input_size, resume_training, train,
+from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
+from cnnzoo.train import (TrainConfig, build_optimizer, fit_input_size, resume_training, train,
                           training_loss)
 
 # One small-input variant per family of the seed, plus LeNet-5 and both MobileNets.
@@ -223,10 +222,11 @@ def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any
 
 def league_config(model: str, *, epochs: int | None, train_subset: int | None, out: Path, dataset: str,
                   data_dir: str | None, device: str, amp: bool | None, threads: int | None, seed: int,
-                  recipe: str | None = None) -> TrainConfig:
+                  recipe: str | None = None, model_kwargs: dict[str, Any] | None = None) -> TrainConfig:
     """The default recipe (or the named one) for ``model``; only what the league varies is set."""
     given = dict(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
-                 threads=threads, device=device, out=str(out / model), **({} if amp is None else {"amp": amp}))
+                 threads=threads, device=device, out=str(out / model), **({} if amp is None else {"amp": amp}),
+                 **({"model_kwargs": dict(model_kwargs)} if model_kwargs else {}))
     cfg = TrainConfig.from_recipe(recipe, **given) if recipe else TrainConfig(**given)
     if epochs is not None:
         cfg.epochs = epochs
@@ -338,9 +338,11 @@ def format_leaderboard(board: dict[str, Any]) -> str:
 def run_league(models: list[str] | None = None, *, epochs: int | None = None, budget_minutes: float | None = None,
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
                device: str = "cpu", amp: bool | None = None, threads: int | None = None, seed: int = 0,
-               train_subset: int | None = None, recipe: str | None = None, progress: bool = True) -> dict[str, Any]:
+               train_subset: int | None = None, recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
+               progress: bool = True) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
-    also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry."""
+    also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry.
+    ``model_kwargs`` go to each model that takes them."""
     if epochs is not None and budget_minutes is not None:
         raise ValueError("give --epochs or --budget-minutes, not both")
     if epochs is not None and epochs < 1:
@@ -348,9 +350,11 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     if budget_minutes is not None and budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be > 0, got {budget_minutes}")
     names = resolve_models(models)
+    per_model = model_kwargs_for(names, model_kwargs or {})
     out = Path(out)
     configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
-                             device=device, amp=amp, threads=threads, seed=seed, recipe=recipe) for m in names]
+                             device=device, amp=amp, threads=threads, seed=seed, recipe=recipe,
+                             model_kwargs=per_model[m]) for m in names]
     # Check every entry already on disk before any training time is spent.
     for cfg in configs:
         if budget_minutes is not None and (Path(cfg.out) / "config.json").is_file():
@@ -401,43 +405,3 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     write_json(out / "leaderboard.json", board)
     write_text(out / "leaderboard.md", format_leaderboard(board))
     return board
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_league_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("league", help="train every family with the default recipe; leaderboard vs published")
-    s.add_argument("--models", nargs="+", metavar="PATTERN",
-                   help=f"model names or wildcards (default: {' '.join(DEFAULT_MODELS)})")
-    s.add_argument("--dataset", default="fashion-mnist")
-    s.add_argument("--data-dir")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--epochs", type=int, help=f"epochs per model (default {TrainConfig.epochs})")
-    how.add_argument("--budget-minutes", type=float, metavar="M",
-                     help="per model: the epochs (or training subset) that fit M minutes at its measured speed")
-    s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
-    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
-    s.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="train every model with this named recipe (its model setting aside) instead of the defaults")
-    s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="runs/league", help="league folder: one run folder per model, leaderboard.{md,json}")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_league)
-    return s
-
-
-def cmd_league(args: argparse.Namespace) -> int:
-    board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
-                       dataset=args.dataset, data_dir=args.data_dir, device=args.device, amp=args.amp,
-                       threads=args.threads, seed=args.seed, train_subset=args.train_subset, recipe=args.recipe,
-                       progress=not args.no_progress)
-    print(format_leaderboard(board), end="")
-    print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'} and leaderboard.json")
-    if args.json:
-        print(json.dumps(board, default=str))
-    return 0

@@ -11,10 +11,14 @@ from cnnzoo.data import Normalize, decode_image, load_dataset, resize_to
 from cnnzoo.train import evaluate
 
 
-def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None,
+                        model_kwargs: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """A run folder or weights file, an exported .onnx file (run through ONNX Runtime), or a
-    Deep-Compression .cnnz file (rebuilt as a dense model)."""
+    Deep-Compression .cnnz file (rebuilt as a dense model). ``model_kwargs`` apply to weights files,
+    whose model is built from its name (the other two hold their network whole)."""
     suffix = Path(checkpoint).suffix
+    if model_kwargs and suffix in (".onnx", ".cnnz"):
+        raise ValueError(f"{checkpoint}: a {suffix} file holds its network whole; model arguments do not apply")
     if suffix == ".onnx":
         from cnnzoo.export import load_onnx_checkpoint
 
@@ -23,14 +27,15 @@ def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None) -
         from cnnzoo.compress import load_compressed_checkpoint
 
         return load_compressed_checkpoint(checkpoint)
-    return load_checkpoint(checkpoint, model_name)
+    return load_checkpoint(checkpoint, model_name, model_kwargs)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, data_dir: str | None = None,
-                        model_name: str | None = None, batch_size: int = 512, tta_flip: bool = False) -> dict[str, Any]:
+                        model_name: str | None = None, model_kwargs: dict[str, Any] | None = None,
+                        batch_size: int = 512, tta_flip: bool = False) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint on the test split of ``dataset`` (default: its own);
     ``tta_flip`` averages each image's logits with its mirror image's."""
-    model, meta = load_any_checkpoint(checkpoint, model_name)
+    model, meta = load_any_checkpoint(checkpoint, model_name, model_kwargs)
     dataset = dataset or meta.get("dataset")
     if dataset is None:
         raise ValueError(f"{checkpoint}: the checkpoint does not say which dataset it was trained on; pass --dataset")
@@ -46,10 +51,10 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
 
 @torch.inference_mode()
 def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int = 5,
-                  model_name: str | None = None) -> list[dict[str, Any]]:
+                  model_name: str | None = None, model_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Top-k (class name, probability) for each image file, preprocessed as the model was trained:
     converted to its channels, fitted to the training images' size, then to the model's input."""
-    model, meta = load_any_checkpoint(checkpoint, model_name)
+    model, meta = load_any_checkpoint(checkpoint, model_name, model_kwargs)
     cfg = model.default_cfg
     c, h, w = cfg["input_size"]
     data_hw = tuple(meta.get("data_size", (c, h, w))[1:])

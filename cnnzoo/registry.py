@@ -8,9 +8,14 @@ to ``in_chans`` and the classifier to ``num_classes``.
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import difflib
 import fnmatch
+import functools
+import inspect
 import re
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -105,6 +110,87 @@ def unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}.{hint} ({len(choices)} known; `cnnzoo models` lists them)")
 
 
+def _source_value(node: ast.expr, fn: Callable[..., Any]) -> Any:
+    """The value of a literal or of a module-level name in ``fn``'s source; KeyError otherwise."""
+    if isinstance(node, ast.Name):
+        return fn.__globals__[node.id]
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise KeyError(ast.dump(node)) from None
+
+
+def _fixed_arguments(fn: Callable[..., Any]) -> tuple[set[str], dict[str, Any]]:
+    """Keywords ``fn`` passes its model class itself (``Cls(width_mult=0.5, **kwargs)``), and the
+    defaults it changes with ``kwargs.setdefault``; read from its source, following helpers of the
+    same module that it forwards ``**kwargs`` to."""
+    fixed: set[str] = set()
+    defaults: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+        if not isinstance(node, ast.Call):
+            continue
+        fixed.update(k.arg for k in node.keywords if k.arg is not None)
+        callee = node.func
+        if isinstance(callee, ast.Attribute) and callee.attr == "setdefault" and len(node.args) == 2:
+            with contextlib.suppress(KeyError):  # a computed default: the class's stands in the listing
+                defaults[_source_value(node.args[0], fn)] = _source_value(node.args[1], fn)
+        helper = fn.__globals__.get(callee.id) if isinstance(callee, ast.Name) else None
+        if inspect.isfunction(helper) and helper.__module__ == fn.__module__:
+            inner_fixed, inner_defaults = _fixed_arguments(helper)
+            fixed |= inner_fixed
+            defaults = {**inner_defaults, **defaults}
+    return fixed - defaults.keys(), defaults
+
+
+@functools.cache
+def _model_signature(name: str) -> tuple[dict[str, Any], bool]:
+    """(the keyword arguments the model takes, with defaults; whether it takes any other too)."""
+    _ensure_models_imported()
+    if name not in _ENTRYPOINTS:
+        raise unknown_name_error("model", name, list(_ENTRYPOINTS))
+    fn = _ENTRYPOINTS[name]
+    sig = inspect.signature(fn, eval_str=True)
+    params = {k: p for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+    if len(params) < len(sig.parameters):  # **kwargs: the usual `def name(**kwargs) -> Cls: return Cls(...)`
+        if sig.return_annotation is sig.empty or not inspect.isclass(sig.return_annotation):
+            return {}, True  # forwarded where we cannot see: the constructor itself will judge them
+        params.update(inspect.signature(sig.return_annotation).parameters)
+    try:
+        fixed, defaults = _fixed_arguments(fn)
+    except (OSError, TypeError):  # no source (a frozen install): only the signatures can tell
+        fixed, defaults = set(), {}
+    accepted = {k: defaults.get(k, p.default) for k, p in params.items()
+                if p.default is not p.empty and p.kind not in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and k not in fixed and k not in ("num_classes", "in_chans")}
+    return accepted, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments ``create_model(name, ...)`` passes on to the model, with their defaults:
+    those of the model class its registered function returns, less the ones that function fixes."""
+    return dict(_model_signature(name)[0])
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """A ValueError naming the model, the keys it does not take and the ones it does."""
+    accepted, takes_any = _model_signature(name)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown and not takes_any:
+        keys = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"{name} takes no argument {keys}; it accepts: {', '.join(accepted) or 'none'}")
+
+
+def model_kwargs_for(names: list[str], kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model, the entries of ``kwargs`` it accepts; a key that none of ``names`` takes is an error."""
+    takes = {name: _model_signature(name) for name in names}
+    taken = {name: {k: v for k, v in kwargs.items() if k in accepted or takes_any}
+             for name, (accepted, takes_any) in takes.items()}
+    unused = [k for k in kwargs if not any(k in t for t in taken.values())]
+    if unused:
+        raise ValueError(f"no model of {', '.join(names)} takes {', '.join(map(repr, unused))}")
+    return taken
+
+
 def create_model(
     name: str,
     *,
@@ -131,6 +217,7 @@ def create_model(
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+    check_model_kwargs(name, kwargs)
     model = _ENTRYPOINTS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
     cfg["num_classes"] = num_classes
     cfg["in_chans"] = in_chans

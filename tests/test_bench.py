@@ -1,14 +1,15 @@
 """cnnzoo bench: what is measured, the interleaved reference and fast path, ONNX files, errors, CLI."""
-import argparse
 import json
 import statistics
 import sys
+import time
 
 import pytest
 import torch
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.bench import (_percentile, add_bench_parser, benchmark, build_reference, compare_ops, matmul_peak,
+from cnnzoo.cli import build_parser
+from cnnzoo.bench import (_percentile, benchmark, build_reference, compare_ops, matmul_peak,
                           op_trace, paired_ratio, paired_ratio_ci, resolve_device)
 from cnnzoo.registry import get_model_cfg, list_models
 from cnnzoo.registry import create_model
@@ -17,18 +18,23 @@ FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
 
 
 def run_cli(*argv: str) -> int:
-    p = argparse.ArgumentParser()
-    add_bench_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     return args.func(args)
 
 
-def test_percentile_and_matmul_peak():
+def test_percentile():
     assert _percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
     assert _percentile([1.0, 2.0, 3.0], 90) == pytest.approx(2.8)
     assert _percentile([5.0], 10) == 5.0
-    peak = matmul_peak(torch.device("cpu"), n=256, reps=2)
-    assert 0.01 < peak < 1e5  # GFLOP/s of a real CPU
+
+
+def test_matmul_peak_is_flops_over_the_fastest_product(monkeypatch):
+    """The peak is 2 n^3 FLOPs over the fastest timed product: with a clock that makes the three
+    products take 0.3, 0.2 and 0.25 s, it must read 2 * 256^3 / 0.2 s, whatever the machine."""
+    ticks = iter([10.0, 10.3, 20.0, 20.2, 30.0, 30.25])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    assert matmul_peak(torch.device("cpu"), n=256, reps=3) == pytest.approx(2 * 256**3 / 0.2 / 1e9)
+    assert next(ticks, None) is None  # every rep was timed
 
 
 def test_benchmark_infer_train_and_fast_path():

@@ -104,7 +104,8 @@ def test_python_dash_m_entry_point():
 def test_summary_and_factorize_commands(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "summary", "lenet5", "--num-classes", "10", "--json")
     res = json.loads(out.strip().splitlines()[-1])
-    assert code == 0 and "c1" in out and json.dumps(res)
+    assert code == 0 and "c1" in out and "Total params:         61,706" in out
+    assert res["model"] == "lenet5" and res["totals"]["params"] == 61_706 and res["layers"][0]["name"] == "c1"
     code, out, _ = run_cli(capsys, "factorize", "--kernel", "5", "--channels", "64", "--plot", str(tmp_path / "f.png"),
                            "--json")
     assert code == 0 and (tmp_path / "f.png").stat().st_size > 1000
@@ -155,8 +156,68 @@ def test_compress_then_eval_and_predict_the_cnnz_file(trained_run, fmnist_small,
     assert out.stat().st_size < (trained_run / "best.safetensors").stat().st_size / 10
     code, text, _ = run_cli(capsys, "eval", "--checkpoint", str(out), "--data-dir", str(fmnist_small), "--json")
     res = json.loads(text.strip().splitlines()[-1])
-    assert code == 0 and res["top1"] > 0.5 and json.dumps(report)
+    assert code == 0 and res["top1"] > 0.5 and report["totals"]["file_bytes"] == out.stat().st_size
+    # the .cnnz file rebuilds the quantized model the report measured (one image's worth of slack)
+    assert res["top1"] == pytest.approx(report["totals"]["top1_quantized"], abs=1.5e-3)
     img = tmp_path / "x.png"
     Image.new("L", (28, 28), 200).save(img)
     code, text, _ = run_cli(capsys, "predict", "--checkpoint", str(out), str(img), "--json")
     assert code == 0 and json.loads(text.strip().splitlines()[-1])[0]["top"][0]["class"]
+
+
+def test_train_passes_model_kwargs_and_the_new_flags_to_the_config(tmp_path, capsys):
+    run = tmp_path / "r"
+    code, out, err = run_cli(capsys, "train", "--dataset", "synthetic", "--synthetic-classes", "4", "--epochs", "1",
+                             "--train-subset", "128", "--test-subset", "64", "--eval-batch-size", "32",
+                             "--input-size", "1", "32", "32", "--model-kwargs", "act=tanh,pool=avg", "--opt", "sgd",
+                             "--momentum", "0.5", "--out", str(run), "--no-progress", "--json")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_kwargs"] == {"act": "tanh", "pool": "avg"}
+    assert (config["synthetic_classes"], config["test_subset"], config["eval_batch_size"]) == (4, 64, 32)
+    assert (config["opt"], config["momentum"]) == ("sgd", 0.5)
+    code, _, err = run_cli(capsys, "train", "--model-kwargs", "width_mult=0.5", "--out", str(tmp_path / "x"))
+    assert code == 2 and "lenet5 takes no argument 'width_mult'; it accepts: act, pool" in err
+
+
+def test_model_kwargs_build_a_named_model_for_weights_without_metadata(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from cnnzoo import create_model
+
+    weights = tmp_path / "thin.safetensors"  # no cnnzoo metadata: the model is built from --model
+    thin = create_model("mobilenet_v1_cifar", width_mult=0.25, num_classes=1000)  # 1000: no metadata says 10
+    save_file({k: v.contiguous() for k, v in thin.state_dict().items()}, str(weights))
+    img = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), 200).save(img)
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", str(weights), "--model", "mobilenet_v1_cifar", str(img))
+    assert code == 2 and "classifier.weight has shape (1000, 256), the model expects (1000, 1024)" in err
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", str(weights), "--model", "mobilenet_v1_cifar",
+                             "--model-kwargs", "width_mult=0.25", str(img), str(img), "--json")
+    assert code == 0, err
+    assert [r["image"] for r in json.loads(out.strip().splitlines()[-1])] == [str(img), str(img)]
+    onnx_path = tmp_path / "thin.onnx"
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(weights), "--model", "mobilenet_v1_cifar",
+                           "--model-kwargs", "width_mult=0.25", "--out", str(onnx_path))
+    assert code == 0, err
+    from cnnzoo.export import read_onnx_meta
+
+    assert read_onnx_meta(onnx_path)["kwargs"] == {"width_mult": 0.25}
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", str(onnx_path), "--model-kwargs", "width_mult=0.25",
+                           str(img))
+    assert code == 2 and "thin.onnx: a .onnx file holds its network whole" in err
+
+
+def test_export_and_compress_take_model_kwargs(trained_run, tmp_path, capsys):
+    from cnnzoo.export import read_onnx_meta
+
+    sizes = {}
+    for kwargs in ([], ["--model-kwargs", "shortcut=B"]):
+        onnx_path = tmp_path / f"r20{len(kwargs)}.onnx"
+        code, out, err = run_cli(capsys, "export", "--model", "resnet20", *kwargs, "--out", str(onnx_path), "--json")
+        assert code == 0, err
+        sizes[read_onnx_meta(onnx_path)["kwargs"].get("shortcut")] = json.loads(out.strip().splitlines()[-1])["bytes"]
+    assert sizes[None] < sizes["B"]  # option B's projection shortcuts add weights to option A's
+    code, _, err = run_cli(capsys, "compress", "--checkpoint", str(trained_run), "--out", str(tmp_path / "m.cnnz"),
+                           "--model-kwargs", "width_mult=2")
+    assert code == 2 and "lenet5 takes no argument 'width_mult'" in err and not (tmp_path / "m.cnnz").exists()

@@ -1,6 +1,5 @@
 """`cnnzoo compare`: points read from run and league folders, their MACs, the PNG, the offline
 HTML, the errors a user can cause, and the published data file against the registry."""
-import argparse
 import json
 import math
 import re
@@ -12,6 +11,7 @@ import torch
 
 from cnnzoo import compare as cmp
 from cnnzoo.analysis import count_macs
+from cnnzoo.cli import build_parser
 from cnnzoo.registry import create_model
 
 # LeNet-5 at 1x32x32, from its layer sizes: C1 6x28x28x(5x5x1) + C3 16x10x10x(5x5x6) + C5 120x400
@@ -146,9 +146,7 @@ def test_charts(folders, tmp_path):
 
 
 def test_cli_json(folders, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    cmp.add_compare_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["compare", str(folders["run_b"]), "--html", str(tmp_path / "c.html"), "--json"])
+    args = build_parser().parse_args(["compare", str(folders["run_b"]), "--html", str(tmp_path / "c.html"), "--json"])
     assert args.func(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["panel", "model", "dataset"]

@@ -2,7 +2,6 @@
 (exact round trip, and clean errors on every kind of damaged or hostile file), the pipeline."""
 from __future__ import annotations
 
-import argparse
 import json
 import struct
 import zlib
@@ -13,9 +12,10 @@ import torch
 
 from cnnzoo.compress import fileformat as ff
 from cnnzoo.compress import huffman
-from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_with_defaults, add_compress_parser, compress,
+from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_with_defaults, compress,
                                      finetune, load_compressed, load_compressed_checkpoint, teacher_logits)
 from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
+from cnnzoo.cli import build_parser
 from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
 from cnnzoo.data import Normalize, synthetic_dataset
 from cnnzoo.registry import create_model
@@ -385,10 +385,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_compress_parser(parser.add_subparsers())
     out = tmp_path / "m.cnnz"
-    args = parser.parse_args(["compress", "--checkpoint", str(tiny_run), "--out", str(out), "--sparsity",
+    args = build_parser().parse_args(["compress", "--checkpoint", str(tiny_run), "--out", str(out), "--sparsity",
                               "c5=0.9,f6=0.9,conv=0.5", "--bits", "conv=4,fc=3", "--prune-iters", "2",
                               "--prune-epochs", "0.25", "--final-epochs", "0.25", "--quant-epochs", "0.25", "--train-subset", "512", "--json"])
     assert args.func(args) == 0

@@ -1,10 +1,10 @@
-import argparse
 import csv
 import json
 
 import pytest
 
-from cnnzoo.degradation import (add_degradation_parser, degradation_findings, degradation_models, plot_degradation,
+from cnnzoo.cli import build_parser
+from cnnzoo.degradation import (degradation_findings, degradation_models, plot_degradation,
                                 read_curves, run_degradation)
 from cnnzoo.train import METRIC_COLUMNS
 
@@ -23,11 +23,9 @@ def _write_metrics(run_dir, train_top1, test_top1):
 @pytest.mark.slow
 def test_degradation_trains_both_nets_plots_and_resumes(fmnist_small, tmp_path, capsys):
     out, png = tmp_path / "deg", tmp_path / "fig" / "degradation.png"
-    p = argparse.ArgumentParser()
-    add_degradation_parser(p.add_subparsers(dest="command"))
     argv = ["degradation", "--depths", "20", "--epochs", "2", "--subset", "200", "--data-dir", str(fmnist_small),
             "--threads", "1", "--out", str(out), "--plot", str(png), "--no-progress", "--json"]
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     assert args.func(args) == 0
     text = capsys.readouterr().out
     result = json.loads(text.strip().splitlines()[-1])

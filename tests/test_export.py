@@ -1,13 +1,11 @@
 """Batch-norm folding, optimize_for_inference, ONNX export checked with ONNX Runtime, ONNX loading."""
-import argparse
-
 import pytest
 import torch
 from torch import nn
 
 import cnnzoo
+from cnnzoo.cli import build_parser
 from cnnzoo.export import (
-    add_export_parser,
     export_onnx,
     find_conv_bn_pairs,
     fold_batchnorm,
@@ -32,9 +30,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def run_cli(*argv: str) -> int:
-    p = argparse.ArgumentParser()
-    add_export_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     return args.func(args)
 
 

@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import pytest
@@ -7,13 +6,12 @@ import cnnzoo
 import cnnzoo.league as league
 import cnnzoo.train as train_mod
 from cnnzoo.analysis import count_macs
+from cnnzoo.cli import build_parser
 from cnnzoo.league import plan_budget, published_figure, resolve_models, run_league
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    league.add_league_parser(p.add_subparsers(dest="command"))
-    return p
+def _parser():
+    return build_parser()
 
 
 def _count_train_calls(monkeypatch) -> list:

@@ -5,10 +5,8 @@ fp32 size, file size on disk, ratio, and test top-1 after each lossy stage).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -59,6 +57,8 @@ class CompressConfig:
     dataset: str | None = None          # default: the dataset the run was trained on
     data_dir: str | None = None
     train_subset: int | None = None     # retrain on a seeded random subset of this many images
+    model_kwargs: dict[str, Any] | None = None  # constructor arguments on top of the checkpoint's (e.g. dropout)
+    threads: int | None = None          # torch's CPU threads; None: torch's default
     # pruning, then retraining with the pruned weights held at zero
     prune_quality: float | None = None  # prune |w| < quality x std(w) in every layer (the paper's rule)
     sparsity: str | dict | None = None  # fractions to prune per layer, e.g. "c5=0.95,fc=0.9"; neither: tuned
@@ -274,8 +274,10 @@ def compress(checkpoint: str | Path, out: str | Path, config: CompressConfig | N
     t0 = time.perf_counter()
     cfg = replace(config or CompressConfig(), **settings)
     cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, model_kwargs=cfg.model_kwargs)
     cfg = cfg.for_model(meta["model"])
     weights = prunable_weights(model)
     sparsity, bits = _spec_with_defaults(meta["model"], weights, cfg.prune_quality, cfg.sparsity, cfg.bits)
@@ -484,66 +486,3 @@ def load_compressed_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, A
     model = ff.build_model(meta, tensors, str(path)).eval()
     meta.setdefault("classes", [str(i) for i in range(model.default_cfg["num_classes"])])
     return model, meta
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report = compress(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
-                      prune_quality=args.prune_quality, sparsity=args.sparsity, bits=args.bits,
-                      prune_iters=args.prune_iters, prune_epochs=args.prune_epochs,
-                      final_epochs=args.final_epochs, quant_epochs=args.quant_epochs,
-                      lr=args.lr, centroid_lr=args.centroid_lr, weight_decay=args.weight_decay,
-                      batch_size=args.batch_size, init=args.init,
-                      dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill,
-                      crop_padding=args.crop_padding, flip=args.flip, channels_last=args.channels_last, seed=args.seed,
-                      progress=not args.no_progress and not args.json)
-    print(report_markdown(report))
-    out = Path(args.out)
-    print(f"wrote {out} and {out.with_suffix('.report.json')}, {out.with_suffix('.report.md')}")
-    if args.json:
-        print(json.dumps(report, default=str))
-    return 0
-
-
-def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("compress", help="Deep Compression: prune, quantize, Huffman-code a run into a .cnnz file")
-    s.add_argument("--checkpoint", required=True, help="run folder or weights file (with cnnzoo metadata)")
-    s.add_argument("--out", required=True, help="the .cnnz file to write (report: <stem>.report.json/.md beside it)")
-    s.add_argument("--dataset", help="default: the dataset the run was trained on")
-    s.add_argument("--data-dir")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--prune-quality", type=float, help="prune |w| < Q x std(w) in every layer (the paper's rule)")
-    how.add_argument("--sparsity", help="fractions to prune, e.g. 'c5=0.96,f6=0.93,conv=0.6' (default: tuned per model)")
-    s.add_argument("--bits", help="codebook bits per layer, e.g. 'conv=8,fc=5' or 'c5=4' (default: tuned per model)")
-    s.add_argument("--prune-iters", type=int, default=4, help="pruning reaches its target in this many steps")
-    s.add_argument("--prune-epochs", type=float, default=3.0, help="retraining epochs after each pruning step")
-    s.add_argument("--final-epochs", type=float,
-                   help="retraining epochs after the last pruning step (default: tuned per model, else 8)")
-    s.add_argument("--quant-epochs", type=float, help="centroid fine-tuning epochs (default: tuned per model, else 2)")
-    s.add_argument("--lr", type=float, help="Adam learning rate of the pruned retraining (default: per model, else 1e-3)")
-    s.add_argument("--centroid-lr", type=float, help="Adam learning rate of the shared values (default: per model, else 1e-4)")
-    s.add_argument("--weight-decay", type=float,
-                   help="decoupled weight decay of the retrained conv/linear weights (default: per model, else 0)")
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--init", choices=INITS, default="linear", help="k-means initialisation (the paper's best: linear)")
-    s.add_argument("--dense-dtype", choices=["fp16", "fp32"], default="fp16",
-                   help="storage of codebooks, biases and batch-norm tensors")
-    s.add_argument("--train-subset", type=int, help="retrain on a random subset of this many images")
-    s.add_argument("--distill", action=argparse.BooleanOptionalAction,
-                   help="retrain against the uncompressed model's softened outputs too (knowledge distillation; "
-                        "default: per model, else off)")
-    s.add_argument("--crop-padding", type=int, default=0, help="retrain on random crops shifted up to N pixels")
-    s.add_argument("--flip", action="store_true", help="retrain on random horizontal flips too")
-    s.add_argument("--channels-last", action="store_true",
-                   help="retrain in channels-last layout: faster convolutions on the CPU, another rounding path")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int)
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_compress)
-    return s

@@ -1,0 +1,50 @@
+"""The ``cnnzoo`` command: argparse sub-commands, each a thin call into the library.
+
+One module per group of commands; ``common`` holds the flags they share. Every command prints a
+human-readable result; with ``--json`` its last line is one JSON object. Errors a user can fix (bad
+names, missing files, mismatched checkpoints) end with a one-line message and exit status 2, not a
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+
+from cnnzoo.cli import analyse, bench, compress, export, results, train
+from cnnzoo.cli.common import run_command
+
+DESCRIPTION = """\
+cnnzoo: the classic convolutional image classifiers (LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet and
+Inception, ResNet and ResNeXt, MobileNet), written from their papers and checked against
+torchvision/timm. Build, train, evaluate, analyse, benchmark, export and compress them."""
+
+EPILOG = """\
+examples:
+  cnnzoo models 'resnet*'                                  list models with params and GMACs
+  cnnzoo train                                             LeNet-5 on Fashion-MNIST (about a minute on a CPU)
+  cnnzoo train --recipe fast --epochs 6                    a named recipe, one setting changed
+  cnnzoo train --model mobilenet_v1_cifar --model-kwargs width_mult=0.5
+  cnnzoo eval --checkpoint runs/RUN_DIR
+  cnnzoo predict --checkpoint runs/RUN_DIR shirt.png shoe.png
+  cnnzoo summary googlenet --model-kwargs aux_logits=True  layer table: shapes, params, MACs, receptive fields
+  cnnzoo bench resnet50 --reference                        speed against torchvision
+  cnnzoo export --checkpoint runs/RUN_DIR --out model.onnx
+
+`cnnzoo COMMAND --help` lists the flags of a command."""
+
+GROUPS = (analyse, train, bench, export, compress, results)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnzoo", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
+
+
+__all__ = ["build_parser", "main"]

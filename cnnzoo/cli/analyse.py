@@ -1,0 +1,79 @@
+"""``cnnzoo models``, ``cnnzoo summary`` and ``cnnzoo factorize``: what the networks are made of."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cnnzoo.registry import model_table
+
+    rows = model_table(args.pattern, macs=not args.no_macs)
+    if not rows:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 2
+    cols = ["name", "family", "year", "params", "gmacs", "input_size", "verified_against"]
+    text = [[str(r["name"]), r["family"], str(r["year"]), f"{r['params']:,}",
+             "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", "x".join(map(str, r["input_size"])),
+             r["verified_against"]] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in text:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    if args.json:
+        print_json(rows)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnzoo import analysis
+    from cnnzoo.registry import create_model, get_model_cfg
+
+    size = input_size(args) or get_model_cfg(args.model)["input_size"]
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0], **model_kwargs(args))
+    result = analysis.summary(model, size, depth=args.depth)
+    print(analysis.format_summary(result))
+    if args.json:
+        print_json(analysis.summary_to_json(result))
+    return 0
+
+
+def cmd_factorize(args: argparse.Namespace) -> int:
+    from cnnzoo import analysis
+
+    result = analysis.factorize(args.kernel, args.channels, args.channels, args.size)
+    print(analysis.format_factorize(result))
+    if args.plot:
+        analysis.plot_factorize(result, args.plot)
+        print(f"chart written to {args.plot}")
+    if args.json:
+        print_json(analysis.factorize_to_json(result))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("models", help="list registered models with params and GMACs")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    s.add_argument("--no-macs", action="store_true", help="skip counting MACs (faster)")
+    add_json(s)
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
+    s.add_argument("model")
+    add_input_size(s)
+    s.add_argument("--num-classes", type=int, default=1000)
+    s.add_argument("--depth", type=int, default=3, help="module nesting depth to show")
+    add_model_kwargs(s)
+    add_json(s)
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("factorize", help="one kxk conv vs stacked 3x3 vs 1xk+kx1 (Simonyan & Zisserman 2014, "
+                                         "VGG section 2.3; Szegedy et al. 2016, Inception v3 section 3)")
+    s.add_argument("--kernel", type=int, required=True)
+    s.add_argument("--channels", type=int, required=True)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--plot", metavar="PNG")
+    add_json(s)
+    s.set_defaults(func=cmd_factorize)

@@ -1,0 +1,45 @@
+"""``cnnzoo bench``: throughput and latency against the reference implementation and the matmul peak."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cnnzoo.bench import benchmark, format_table, optimize_backends_for
+
+    report = benchmark(args.models, mode=args.mode, batch_size=args.batch_size, input_size=input_size(args),
+                       threads=args.threads, device=args.device, amp=args.amp, channels_last=args.channels_last,
+                       reference=args.reference, optimized=args.optimized,
+                       optimize_backends=optimize_backends_for(args.device, args.compile), warmup=args.warmup,
+                       iters=args.iters, progress=not args.no_progress and sys.stderr.isatty() or args.progress,
+                       model_kwargs=model_kwargs(args))
+    print(format_table(report))
+    if args.json:
+        print_json(report)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("bench", help="throughput/latency vs the reference implementation and the matmul peak")
+    s.add_argument("models", nargs="+", help="registered model names or exported .onnx files")
+    s.add_argument("--mode", choices=["infer", "train", "both"], default="infer")
+    s.add_argument("--batch-size", type=int, default=8)
+    add_input_size(s, help="default: each model's")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--amp", action="store_true", help="bfloat16 autocast (matmul peak measured in bfloat16 too)")
+    s.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
+    s.add_argument("--reference", action="store_true", help="also time the torchvision/timm implementation")
+    s.add_argument("--optimized", action="store_true", help="also time cnnzoo.optimize_for_inference (infer mode)")
+    s.add_argument("--compile", action="store_true",
+                   help="let --optimized try torch.compile too (slow warm-up: tens of seconds per model on a CPU)")
+    s.add_argument("--warmup", type=int, default=3, help="warm-up iterations per variant (default 3)")
+    s.add_argument("--iters", type=int, default=10, help="timed iterations per variant (default 10)")
+    s.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
+    s.add_argument("--no-progress", action="store_true")
+    add_model_kwargs(s, help="arguments of each model's constructor that takes them (not the reference's)")
+    add_json(s)
+    s.set_defaults(func=cmd_bench)

@@ -1,0 +1,87 @@
+"""What several commands share: one definition of each common flag, and the error handling."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from typing import Any
+
+# A comma starts a new item only where KEY= follows, so values may hold commas: widths=(16,32,64).
+_ITEM_START = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+
+# What a user can fix (bad names, missing files, mismatched checkpoints): one line, exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, FloatingPointError)
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text  # a bare word such as act=relu
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """``"width_mult=0.5,act=relu"`` -> ``{"width_mult": 0.5, "act": "relu"}``: values are Python
+    literals where they parse as one, else strings."""
+    out = {}
+    for item in _ITEM_START.split(text):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        out[key] = _literal(value.strip())
+    return out
+
+
+def merge_kwargs(given: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One dict from the repeated occurrences of a KEY=VALUE flag; later ones win."""
+    merged: dict[str, Any] = {}
+    for d in given or []:
+        merged.update(d)
+    return merged
+
+
+def kwargs_flag(help: str) -> dict[str, Any]:
+    """``add_argument`` keywords of a KEY=VALUE flag; ``merge_kwargs`` reads what it collects."""
+    # One string per occurrence (action="append", not nargs="*"): positional arguments after the
+    # flag, such as predict's image files, stay positional.
+    return dict(action="append", type=parse_kwargs, metavar="KEY=VALUE[,KEY=VALUE]",
+                help=f"{help}, e.g. width_mult=0.5,dropout=0.1 (Python literals; repeatable)")
+
+
+def add_model_kwargs(p: argparse.ArgumentParser, help: str = "arguments of the model's constructor") -> None:
+    p.add_argument("--model-kwargs", **kwargs_flag(help))
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return merge_kwargs(args.model_kwargs)
+
+
+def add_input_size(p: argparse.ArgumentParser, help: str = "default: the model's") -> None:
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help=help)
+
+
+def input_size(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    return tuple(args.input_size) if args.input_size else None
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="last line of the output: the result as one JSON object")
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``args.func(args)``, with the errors a user can fix reported in one line (exit status 2)."""
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"cnnzoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
+        return 130

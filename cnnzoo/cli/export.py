@@ -1,0 +1,37 @@
+"""``cnnzoo export``: a checkpoint or a registered model to ONNX, checked with ONNX Runtime."""
+from __future__ import annotations
+
+import argparse
+
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+from cnnzoo.export import DEFAULT_OPSET
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnzoo.export import export_model
+
+    report = export_model(args.out, checkpoint=args.checkpoint, model=args.model, model_kwargs=model_kwargs(args),
+                          input_size=input_size(args), opset=args.opset, dynamic_batch=args.dynamic_batch,
+                          seed=args.seed)
+    print(f"exported {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
+          f"{', dynamic batch' if report['dynamic_batch'] else ''}); ONNX Runtime check: top-1 identical, "
+          f"max |difference| {report['max_abs_diff']:.2e} <= {report['limit']:.2e}")
+    if args.json:
+        print_json(report)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("export", help="export a checkpoint or a registered model to ONNX (checked with ONNX Runtime)")
+    s.add_argument("--checkpoint", help="run folder or weights file")
+    s.add_argument("--model", help="registered model name (random weights without --checkpoint; "
+                                   "with it, for weight files without cnnzoo metadata)")
+    s.add_argument("--format", default="onnx", choices=["onnx"])
+    s.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    s.add_argument("--dynamic-batch", action="store_true", help="batch dimension left free in the graph")
+    add_input_size(s)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random weights with --model")
+    add_model_kwargs(s, help="arguments of the model's constructor (with --checkpoint: on top of those it records)")
+    add_json(s)
+    s.set_defaults(func=cmd_export)

@@ -1,0 +1,174 @@
+"""``cnnzoo train`` (one flag per TrainConfig field), ``cnnzoo eval`` and ``cnnzoo predict``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+import types
+import typing
+from typing import Any
+
+from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs, print_json
+from cnnzoo.train import RECIPES, TrainConfig
+
+# Fallbacks for fields whose metadata does not give them ("metavar", "choices").
+_METAVARS = {"input_size": ("C", "H", "W"), "checkpoint_every": "STEPS", "out": "RUN_DIR"}
+_CHOICES = {"opt": ("sgd", "adamw"), "sched": ("cosine", "linear", "step", "none"), "recipe": tuple(sorted(RECIPES))}
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """``int | None`` -> ``int``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, tuple):
+        default = " ".join(map(str, default))
+    return f"default: {default}"
+
+
+def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, Any]]:
+    """The ``add_argument`` call of one TrainConfig field: ``--kebab-case``, type from the
+    annotation, help from ``metadata["help"]`` and the default. Every flag defaults to None (unset),
+    so a recipe's values stand unless a flag is given."""
+    kind = _unwrap_optional(annotation)
+    origin = typing.get_origin(kind) or kind
+    help_text = f.metadata.get("help", "")
+    # argparse %-formats help texts: a literal % must be doubled.
+    kw: dict[str, Any] = dict(dest=f.name, default=None,
+                              help=f"{help_text} ({_default_text(f)})".lstrip().replace("%", "%%"))
+    items = typing.get_args(kind)
+    if kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif origin is typing.Literal:
+        kw.update(type=type(items[0]), choices=items)
+    elif origin in (tuple, list):  # tuple[int, int, int]: exactly 3 values; list[str], tuple[int, ...]: 1 or more
+        fixed = origin is tuple and Ellipsis not in items
+        kw.update(type=items[0], nargs=len(items) if fixed else "+")
+    elif origin is dict:  # model_kwargs: KEY=VALUE items, repeatable, merged in train_config
+        kw.update(kwargs_flag((help_text or "arguments of the model's constructor").replace("%", "%%")))
+    elif origin in (int, float, str):
+        kw["type"] = origin
+    else:
+        raise TypeError(f"TrainConfig.{f.name}: no command-line form for the annotation {annotation!r}")
+    metavar = f.metadata.get("metavar", _METAVARS.get(f.name))
+    if metavar and "metavar" not in kw and kind is not bool:
+        kw["metavar"] = metavar
+    choices = f.metadata.get("choices", _CHOICES.get(f.name))
+    if choices:
+        kw["choices"] = choices
+    return "--" + f.name.replace("_", "-"), kw
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    group = p.add_argument_group("training settings (TrainConfig; with --recipe, the recipe's values are the defaults)")
+    for f in dataclasses.fields(TrainConfig):
+        flag, kw = config_flag(f, hints[f.name])
+        group.add_argument(flag, **kw)
+
+
+def _from_flag(value: Any, annotation: Any) -> Any:
+    """What argparse collected, as the field's type: nargs lists to tuples, KEY=VALUE dicts merged."""
+    origin = typing.get_origin(_unwrap_optional(annotation))
+    if origin is tuple:
+        return tuple(value)
+    return merge_kwargs(value) if origin is dict else value
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags ask for: the recipe's settings (if any), then every flag given."""
+    hints = typing.get_type_hints(TrainConfig)
+    given = {f.name: _from_flag(getattr(args, f.name), hints[f.name]) for f in dataclasses.fields(TrainConfig)
+             if f.name != "recipe" and getattr(args, f.name) is not None}
+    return TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig(**given)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnzoo.train import resume_training, train
+
+    start = time.perf_counter()
+    if args.resume:
+        summary = resume_training(args.resume, epochs=args.epochs, progress=not args.no_progress)
+    else:
+        summary = train(train_config(args), progress=not args.no_progress)
+    summary["wall_seconds"] = round(time.perf_counter() - start, 2)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
+    print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
+          f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s, wall time "
+          f"{summary['wall_seconds']:.1f} s | run {summary['run_dir']}")
+    if args.json:
+        print_json(summary)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cnnzoo.predict import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
+                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip)
+    print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
+          f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
+    if args.json:
+        print_json(res)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnzoo.predict import predict_files
+
+    results = predict_files(args.checkpoint, args.images, topk=args.topk, model_name=args.model,
+                            model_kwargs=model_kwargs(args))
+    for r in results:
+        print(r["image"])
+        for p in r["top"]:
+            print(f"  {p['prob']:.4f}  {p['class']}")
+    if args.json:
+        print_json(results)
+    return 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("train", help="train a model (defaults: LeNet-5 on Fashion-MNIST)",
+                       description="Train a registered model; every TrainConfig setting has a flag.")
+    add_config_flags(s)
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs may change)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(s)
+    s.set_defaults(func=cmd_train)
+
+
+def _add_checkpoint_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--checkpoint", required=True, help="run folder, weights file, .onnx or .cnnz file")
+    s.add_argument("--model", help="model name, for weight files without cnnzoo metadata")
+    add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")
+
+
+def add_eval_predict_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("eval", help="top-1 / top-5 / loss of a checkpoint on a dataset")
+    _add_checkpoint_args(s)
+    s.add_argument("--dataset", default=None, help="default: the dataset the run was trained on")
+    s.add_argument("--data-dir")
+    s.add_argument("--batch-size", type=int, default=512)
+    s.add_argument("--tta-flip", action="store_true", help="average each image's logits with its mirror image's")
+    add_json(s)
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="top-k classes for image files")
+    _add_checkpoint_args(s)
+    s.add_argument("images", nargs="+")
+    s.add_argument("--topk", type=int, default=5)
+    add_json(s)
+    s.set_defaults(func=cmd_predict)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    add_train_parser(sub)
+    add_eval_predict_parsers(sub)
