@@ -16,7 +16,7 @@ names = [a for a in sys.argv[1:] if a != "--compile"] or ["resnet50", "mobilenet
 torch.manual_seed(0)
 for name in names:
     model = create_model(name).cuda().eval()
-    x = torch.randn(8, *model.default_cfg["input_size"], device="cuda")
+    x = torch.randn(8, *model.pretrained_cfg["input_size"], device="cuda")
     for backends in (("eager",), ("compile",)) if compile_too else (("eager",),):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from cnnzoo.engine import main_logits, train_step
 from cnnzoo.export import cuda_tf32
 from cnnzoo.layers import pool_in_input_layout
 
@@ -169,11 +170,12 @@ class Variant:
     params: int
     times: list[float] = field(default_factory=list)
     peak_mem_mib: float | None = None
+    peak_mem_kind: str = ""
     step: Callable[[], None] | None = None
 
 
-def _first_output(out: Any) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out[0]
+def _cross_entropy(outputs: Any, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(main_logits(outputs).float(), y)
 
 
 def _make_step(model: Callable[[torch.Tensor], Any], mode: str, x: torch.Tensor, y: torch.Tensor,
@@ -194,11 +196,7 @@ def _make_step(model: Callable[[torch.Tensor], Any], mode: str, x: torch.Tensor,
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def train() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            out = _first_output(model(x))
-        F.cross_entropy(out.float(), y).backward()
-        opt.step()
+        train_step(model, x, y, _cross_entropy, opt, amp=amp)
 
     return train
 
@@ -231,10 +229,9 @@ def op_trace(model: nn.Module, x: torch.Tensor, mode: str) -> collections.Counte
             model(x)
     else:
         model.train()
-        model.zero_grad(set_to_none=True)  # a second trace must not see gradient accumulation
         y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        with rec:
-            F.cross_entropy(_first_output(model(x)), y).backward()
+        with rec:  # up to the gradients: the optimiser's update only depends on the parameters' shapes
+            train_step(model, x, y, _cross_entropy, None)
     return rec.ops
 
 
@@ -256,7 +253,7 @@ def compare_ops(name: str, mode: str, input_size: Sequence[int] | None = None, b
     size = tuple(input_size or cfg["input_size"])
     with torch.device("meta"):
         ours = create_model(name, in_chans=size[0], **(model_kwargs or {}))
-        ref = build_reference(cfg["reference"], ours.default_cfg["num_classes"], size[0])
+        ref = build_reference(cfg["reference"], ours.pretrained_cfg["num_classes"], size[0])
     x = torch.empty(batch_size, *size, device="meta")
     a, b = op_trace(ours, x, mode), op_trace(ref, x, mode)
     with pool_in_input_layout():
@@ -357,60 +354,22 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
     ratios: list[dict[str, Any]] = []
     for name in models:
         is_onnx = str(name).endswith(".onnx")
+        label = Path(name).name if is_onnx else name
         kwargs = per_model.get(name, {})
         for m in modes:
             variants = _build_variants(name, is_onnx, m, dev, batch_size, input_size, amp, channels_last, reference,
                                        optimized, optimize_backends, functools.partial(create_model, **kwargs),
                                        get_model_cfg)
-            size = variants[0][1]
+            _, size, num_classes = variants[0]
+            vs: list[Variant] = [v for v, _, _ in variants]
             x = torch.randn(batch_size, *size, device=dev)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            num_classes = variants[0][2]
             y = torch.randint(0, num_classes, (batch_size,), device=dev)
-            vs: list[Variant] = [v for v, _, _ in variants]
-            label = Path(name).name if is_onnx else name
-            for v in vs:
-                v.step = _make_step(v.model, m, x, y, amp, dev)
-                for i in range(warmup):
-                    _progress(f"{label} {m} {v.label}: warm-up {i + 1}/{warmup}", progress)
-                    v.step()
-                _sync(dev)
-            for i in range(iters):
-                # Interleaved, in a rotating order: no variant always runs right after another.
-                for k in range(len(vs)):
-                    v = vs[(i + k) % len(vs)]
-                    _sync(dev)
-                    t0 = time.perf_counter()
-                    v.step()
-                    _sync(dev)
-                    v.times.append(time.perf_counter() - t0)
-                done = " ".join(f"{v.label} {batch_size / _percentile(v.times, 50):.1f}/s" for v in vs)
-                _progress(f"{label} {m} batch {batch_size}: {i + 1}/{iters}  {done}", progress)
-            for v in vs:
-                with PeakMemory(dev) as pm:
-                    v.step()
-                v.peak_mem_mib = pm.mib
-                rows.append(_row(label, m, v, batch_size, size, peak, dev, pm.kind))
-            by = {r["variant"]: r for r in rows[-len(vs):]}
-            variant = {v.label: v for v in vs}
-            if "reference" in by or "optimized" in by:
-                ratio: dict[str, Any] = dict(model=label, mode=m, batch_size=batch_size)
-                if "reference" in by:
-                    times = variant["ours"].times, variant["reference"].times
-                    ratio["ours_over_reference"] = paired_ratio(*times)
-                    ratio["ours_over_reference_ci90"] = paired_ratio_ci(*times)
-                    ops = compare_ops(name, m, size, model_kwargs=kwargs)
-                    ratio["same_ops"] = ops["same"]
-                    # the detour is taken by NCHW inputs on the CPU only (the trace runs on the meta device)
-                    ratio["channels_last_pooling"] = ops["channels_last_pooling"] and dev.type == "cpu" and not channels_last
-                if "optimized" in by:
-                    ratio["optimized_over_ours"] = by["optimized"]["images_per_s"] / by["ours"]["images_per_s"]
-                    ratio["optimized_backend"] = getattr(variant["optimized"].model, "inference_backend", None)
-                    if "reference" in by:
-                        ratio["optimized_over_reference"] = (by["optimized"]["images_per_s"]
-                                                             / by["reference"]["images_per_s"])
-                ratios.append(ratio)
+            _time_variants(vs, f"{label} {m}", m, x, y, amp, dev, warmup, iters, progress)
+            rows += [_row(label, m, v, batch_size, size, peak) for v in vs]
+            if len(vs) > 1:
+                ratios.append(_ratios(name, label, m, vs, batch_size, size, dev, channels_last, kwargs))
             del variants, vs
     _progress("", progress)
     peak_end = matmul_peak(dev, peak_dtype, peak_size)  # the peak again: a load change during the run shows
@@ -424,6 +383,55 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 matmul_peak_end_gflops=peak_end, matmul_peak_dtype=_precision(dev, peak_dtype),
                 load_avg_start=load_start, load_avg_end=load_end, cpu_count=os.cpu_count(),
                 torch=torch.__version__, results=rows, ratios=ratios)
+
+
+def _time_variants(vs: Sequence[Variant], label: str, mode: str, x: torch.Tensor, y: torch.Tensor, amp: bool,
+                   dev: torch.device, warmup: int, iters: int, progress: bool) -> None:
+    """Warm up, then time every variant's step ``iters`` times, interleaved; then one more step each
+    for its peak memory. Fills each variant's ``times`` and ``peak_mem_*``."""
+    for v in vs:
+        v.step = _make_step(v.model, mode, x, y, amp, dev)
+        for i in range(warmup):
+            _progress(f"{label} {v.label}: warm-up {i + 1}/{warmup}", progress)
+            v.step()
+        _sync(dev)
+    for i in range(iters):
+        # Interleaved, in a rotating order: no variant always runs right after another.
+        for k in range(len(vs)):
+            v = vs[(i + k) % len(vs)]
+            _sync(dev)
+            t0 = time.perf_counter()
+            v.step()
+            _sync(dev)
+            v.times.append(time.perf_counter() - t0)
+        done = " ".join(f"{v.label} {len(x) / _percentile(v.times, 50):.1f}/s" for v in vs)
+        _progress(f"{label} batch {len(x)}: {i + 1}/{iters}  {done}", progress)
+    for v in vs:
+        with PeakMemory(dev) as pm:
+            v.step()
+        v.peak_mem_mib, v.peak_mem_kind = pm.mib, pm.kind
+
+
+def _ratios(name: str, label: str, mode: str, vs: Sequence[Variant], batch_size: int, size: tuple[int, ...],
+            dev: torch.device, channels_last: bool, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Ours against the reference (paired speed ratio, same operators?) and the fast path against both."""
+    variant = {v.label: v for v in vs}
+    speed = {v.label: batch_size / _percentile(v.times, 50) for v in vs}
+    ratio: dict[str, Any] = dict(model=label, mode=mode, batch_size=batch_size)
+    if "reference" in variant:
+        times = variant["ours"].times, variant["reference"].times
+        ratio["ours_over_reference"] = paired_ratio(*times)
+        ratio["ours_over_reference_ci90"] = paired_ratio_ci(*times)
+        ops = compare_ops(name, mode, size, model_kwargs=model_kwargs)
+        ratio["same_ops"] = ops["same"]
+        # the detour is taken by NCHW inputs on the CPU only (the trace runs on the meta device)
+        ratio["channels_last_pooling"] = ops["channels_last_pooling"] and dev.type == "cpu" and not channels_last
+    if "optimized" in variant:
+        ratio["optimized_over_ours"] = speed["optimized"] / speed["ours"]
+        ratio["optimized_backend"] = getattr(variant["optimized"].model, "inference_backend", None)
+        if "reference" in variant:
+            ratio["optimized_over_reference"] = speed["optimized"] / speed["reference"]
+    return ratio
 
 
 def paired_ratio(ours: Sequence[float], ref: Sequence[float]) -> float:
@@ -481,18 +489,18 @@ def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batc
         if meta.get("model"):
             try:
                 with torch.device("meta"):
-                    shape_model = create_model(meta["model"], num_classes=predictor.default_cfg["num_classes"],
+                    shape_model = create_model(meta["model"], num_classes=predictor.pretrained_cfg["num_classes"],
                                                in_chans=size[0])
                 macs = _count_macs(shape_model, size)
             except (ValueError, RuntimeError, NotImplementedError):
                 macs = None
         return [(Variant("onnx", predictor, macs, int(meta.get("params", 0))), size,
-                 predictor.default_cfg["num_classes"])]
+                 predictor.pretrained_cfg["num_classes"])]
 
     cfg = get_model_cfg(name)
     size = tuple(input_size or cfg["input_size"])
     ours = create_model(name, in_chans=size[0]).to(dev)
-    num_classes = ours.default_cfg["num_classes"]
+    num_classes = ours.pretrained_cfg["num_classes"]
     macs = _count_macs(ours, size)
     if channels_last:
         ours = ours.to(memory_format=torch.channels_last)
@@ -516,15 +524,14 @@ def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batc
     return out
 
 
-def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ...], peak: float,
-         dev: torch.device, mem_kind: str) -> dict[str, Any]:
+def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ...], peak: float) -> dict[str, Any]:
     p50, p90, p10 = (_percentile(v.times, q) for q in (50, 90, 10))
     ips = batch_size / p50
     flops = None if v.macs is None else 2 * v.macs * (TRAIN_FLOP_FACTOR if mode == "train" else 1)
     gflops = None if flops is None else flops * ips / 1e9
     return dict(model=model, mode=mode, variant=v.label, batch_size=batch_size, input_size=list(size),
                 images_per_s=ips, spread_pct=100 * (p90 - p10) / (2 * p50), latency_ms_p50=1e3 * p50,
-                latency_ms_p90=1e3 * p90, iters=len(v.times), peak_mem_mib=v.peak_mem_mib, peak_mem_kind=mem_kind,
+                latency_ms_p90=1e3 * p90, iters=len(v.times), peak_mem_mib=v.peak_mem_mib, peak_mem_kind=v.peak_mem_kind,
                 params=v.params, gmacs=None if v.macs is None else v.macs / 1e9, gflops=gflops,
                 peak_share=None if gflops is None else gflops / peak,
                 backend=getattr(v.model, "inference_backend", None))

@@ -75,7 +75,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def model_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
     """What it takes to rebuild ``model`` from its weights file alone (and to preprocess inputs)."""
-    cfg = model.default_cfg
+    cfg = model.pretrained_cfg
     meta = dict(model=cfg["architecture"], num_classes=cfg["num_classes"], in_chans=cfg["in_chans"],
                 kwargs=cfg.get("kwargs", {}), input_size=list(cfg["input_size"]),
                 mean=list(cfg["mean"]), std=list(cfg["std"]))
@@ -152,5 +152,5 @@ def load_checkpoint(path: str | Path, model_name: str | None = None,
                          **meta.get("kwargs", {}))
     load_pretrained(model, weights, strict_head=True)
     model.set_pretrained_cfg(**{k: tuple(meta[k]) for k in ("mean", "std", "input_size") if k in meta})
-    meta.setdefault("classes", [str(i) for i in range(model.default_cfg["num_classes"])])
+    meta.setdefault("classes", [str(i) for i in range(model.pretrained_cfg["num_classes"])])
     return model.eval(), meta

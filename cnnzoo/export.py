@@ -37,9 +37,9 @@ ATOL = 1e-4  # max |ours - reference| accepted for a folded, compiled or exporte
 
 def _example_input(model: nn.Module, input_size: Sequence[int] | None, batch: int = 2) -> torch.Tensor:
     if input_size is None:
-        cfg = getattr(model, "default_cfg", None)
+        cfg = getattr(model, "pretrained_cfg", None)
         if cfg is None:
-            raise ValueError(f"{type(model).__name__} has no default_cfg; pass input_size=(C, H, W)")
+            raise ValueError(f"{type(model).__name__} has no pretrained_cfg; pass input_size=(C, H, W)")
         input_size = cfg["input_size"]
     try:
         p = next(model.parameters())
@@ -150,7 +150,7 @@ class OnnxRuntimeModule(nn.Module):
     trainer's ``evaluate`` and ``predict`` can use it as they use a model."""
 
     def __init__(self, onnx_bytes: bytes | str | Path, threads: int | None = None,
-                 default_cfg: dict[str, Any] | None = None) -> None:
+                 pretrained_cfg: dict[str, Any] | None = None) -> None:
         super().__init__()
         ort = _require_onnxruntime()
         opts = ort.SessionOptions()
@@ -167,8 +167,8 @@ class OnnxRuntimeModule(nn.Module):
         self.input_name = first.name
         # A graph exported without --dynamic-batch takes exactly this many images per run.
         self.fixed_batch: int | None = first.shape[0] if isinstance(first.shape[0], int) else None
-        if default_cfg is not None:
-            self.default_cfg = default_cfg
+        if pretrained_cfg is not None:
+            self.pretrained_cfg = pretrained_cfg
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
@@ -270,7 +270,7 @@ def optimize_for_inference(
     a C++ compiler and warms up for tens of seconds on a CPU, so it is not tried by default) and
     ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's (on CUDA
     in full fp32, not TF32); one off by more than ``atol`` is dropped (a warning says why). The
-    returned module keeps ``default_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
+    returned module keeps ``pretrained_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
     """
     unknown = set(backends) - {"eager", "compile", "onnxruntime"}
     if unknown or not backends:
@@ -321,8 +321,8 @@ def optimize_for_inference(
     best = min(timings, key=timings.__getitem__) if timings else next(iter(candidates))
     module, _ = candidates[best]
     result = _InferenceWrapper(module, channels_last=best != "onnxruntime")
-    if hasattr(model, "default_cfg"):
-        result.default_cfg = dict(model.default_cfg)
+    if hasattr(model, "pretrained_cfg"):
+        result.pretrained_cfg = dict(model.pretrained_cfg)
     result.inference_backend = best
     result.inference_timings = timings
     return result
@@ -362,7 +362,7 @@ def export_onnx(model: nn.Module, out: str | Path, meta: dict[str, Any], *, inpu
 
     t0 = time.perf_counter()
     model = model.eval()
-    size = tuple(input_size or model.default_cfg["input_size"])
+    size = tuple(input_size or model.pretrained_cfg["input_size"])
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(2 if dynamic_batch else 1, *size, generator=gen)
     data = _onnx_bytes(model, x, opset, dynamic_batch)
@@ -410,7 +410,7 @@ def load_onnx_checkpoint(path: str | Path, threads: int | None = None) -> tuple[
     """(predictor, metadata) for an ONNX file written by ``export_onnx``.
 
     The predictor is an ``OnnxRuntimeModule``: call it on a float tensor (N, C, H, W) for logits.
-    Its ``default_cfg`` has what preprocessing needs (architecture, input_size, mean, std,
+    Its ``pretrained_cfg`` has what preprocessing needs (architecture, input_size, mean, std,
     num_classes, in_chans), so ``predict``/``evaluate`` use it as they use a rebuilt model.
     """
     meta = read_onnx_meta(path)
@@ -419,7 +419,7 @@ def load_onnx_checkpoint(path: str | Path, threads: int | None = None) -> tuple[
                mean=tuple(meta["mean"]), std=tuple(meta["std"]), num_classes=num_classes,
                in_chans=int(meta["input_size"][0]))
     meta.setdefault("classes", [str(i) for i in range(num_classes)])
-    predictor = OnnxRuntimeModule(Path(path), threads=threads, default_cfg=cfg)
+    predictor = OnnxRuntimeModule(Path(path), threads=threads, pretrained_cfg=cfg)
     return predictor.eval(), meta
 
 
@@ -438,13 +438,13 @@ def export_model(out: str | Path, *, checkpoint: str | Path | None = None, model
     if checkpoint:
         net, meta = load_checkpoint(checkpoint, model, model_kwargs)
         meta = dict(meta)
-        meta.setdefault("model", net.default_cfg["architecture"])
-        meta.update(mean=list(net.default_cfg["mean"]), std=list(net.default_cfg["std"]))
+        meta.setdefault("model", net.pretrained_cfg["architecture"])
+        meta.update(mean=list(net.pretrained_cfg["mean"]), std=list(net.pretrained_cfg["std"]))
     elif model:
         torch.manual_seed(seed)
         net = create_model(model, **(model_kwargs or {})).eval()
-        meta = model_meta(net, classes=[str(i) for i in range(net.default_cfg["num_classes"])], weights="random")
+        meta = model_meta(net, classes=[str(i) for i in range(net.pretrained_cfg["num_classes"])], weights="random")
     else:
         raise ValueError("say what to export: --checkpoint RUN_DIR_OR_FILE, or --model NAME (random weights)")
-    meta.setdefault("num_classes", net.default_cfg["num_classes"])
+    meta.setdefault("num_classes", net.pretrained_cfg["num_classes"])
     return export_onnx(net, out, meta, input_size=input_size, opset=opset, dynamic_batch=dynamic_batch)

@@ -30,6 +30,7 @@ import torch
 
 from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
+from cnnzoo.engine import train_step
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.train import (TrainConfig, build_optimizer, fit_input_size, resume_training, train,
                           training_loss)
@@ -144,11 +145,7 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 6, w
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         x = normalize(x.to(device)).contiguous(memory_format=memory_format)
         y = y.to(device)
-        with autocast:
-            _, loss = training_loss(net(x), y, cfg.label_smoothing, len(y))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(net, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, len(y)), opt, amp=cfg.amp)
 
     def timed(run: Callable[[torch.Tensor, torch.Tensor], Any], todo: list) -> float:
         sync()

@@ -39,7 +39,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
     dataset = dataset or meta.get("dataset")
     if dataset is None:
         raise ValueError(f"{checkpoint}: the checkpoint does not say which dataset it was trained on; pass --dataset")
-    cfg = model.default_cfg
+    cfg = model.pretrained_cfg
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
                       num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)
     if len(ds.classes) != cfg["num_classes"]:
@@ -55,7 +55,7 @@ def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int
     """Top-k (class name, probability) for each image file, preprocessed as the model was trained:
     converted to its channels, fitted to the training images' size, then to the model's input."""
     model, meta = load_any_checkpoint(checkpoint, model_name, model_kwargs)
-    cfg = model.default_cfg
+    cfg = model.pretrained_cfg
     c, h, w = cfg["input_size"]
     data_hw = tuple(meta.get("data_size", (c, h, w))[1:])
     normalize = Normalize(cfg["mean"], cfg["std"])

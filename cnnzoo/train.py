@@ -1,5 +1,6 @@
-"""One training loop, top to bottom: data -> model -> loss -> step -> eval -> checkpoint.
+"""The training loop in named parts: build the run -> one epoch of steps -> evaluate -> checkpoint -> finish.
 
+A batch becomes a loss in ``train_epoch`` (``training_loss``, through ``engine.train_step``).
 The trainer knows nothing of model families: it asks the registry for a model by name and its
 default configuration (input size, normalisation), and everything else is in ``TrainConfig``.
 
@@ -33,48 +34,59 @@ from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_f
                                write_json, write_text)
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
 from cnnzoo.distributed import World
+from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.registry import create_model, get_model_cfg
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A TrainConfig field with its help text (the `cnnzoo train` flag's), units included."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
     # what to train on
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    input_size: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's, fitted to the model
-    train_subset: int | None = None                 # images; None: the whole training split
-    test_subset: int | None = None                  # images evaluated after each epoch; None: the whole test split
-    synthetic_classes: int = 10                      # classes of --dataset synthetic
-    skip_bad_images: bool = False                    # imagefolder: skip undecodable files (reported)
+    model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
+    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic")
+    data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
+    input_size: tuple[int, int, int] | None = _opt(
+        None, "training input (C, H, W) in pixels; None: the dataset's, fitted to the model")
+    train_subset: int | None = _opt(None, "train on a seeded random subset of this many images; None: the whole split")
+    test_subset: int | None = _opt(None, "evaluate on a seeded subset of this many images after each epoch; "
+                                         "None: the whole test split")
+    synthetic_classes: int = _opt(10, "number of classes of --dataset synthetic")
+    skip_bad_images: bool = _opt(False, "imagefolder: skip undecodable files (reported) instead of failing")
     # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
-    epochs: int = 12
-    batch_size: int = 128                            # images per step
-    lr: float = 3e-3                                 # peak learning rate, after warm-up
-    opt: str = "adamw"                               # adamw | sgd (Nesterov, momentum 0.9)
-    momentum: float = 0.9                            # sgd only
-    weight_decay: float = 0.05                       # on weights only, not on biases / norm layers
-    sched: str = "cosine"                            # cosine | linear (to 0) | step | none, stepped every batch
-    warmup_epochs: float = 1.0                       # linear warm-up from 0, in epochs
-    label_smoothing: float = 0.0
+    epochs: int = _opt(12, "passes over the training set (epochs)")
+    batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
+    lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
+    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov)")
+    momentum: float = _opt(0.9, "SGD momentum (sgd only)")
+    weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
+                                     "not on biases or norm layers")
+    sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
+                                "step (x0.1 at half and three quarters of training) | none")
+    warmup_epochs: float = _opt(1.0, "linear learning-rate warm-up from 0 (epochs, may be fractional)")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing (fraction of the target spread over all classes)")
     # augmentation, on whole uint8 batches
-    crop_padding: int = 0                            # random translation, pixels
-    flip: bool = False                               # random horizontal flip
-    tta_flip: bool = False                           # evaluate on each image and its mirror image, logits averaged
+    crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
+    flip: bool = _opt(False, "random horizontal flips")
+    tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
     # bookkeeping
-    eval_batch_size: int = 1024
-    seed: int = 0
-    threads: int | None = None                       # torch intra-op threads; None: all cores
-    device: str = "cpu"                              # cpu | cuda | cuda:N
-    amp: bool = False                                # bfloat16 autocast (no loss scaling needed)
-    channels_last: bool = True                       # NHWC memory format: LeNet-5 trains 15-25% faster on CPU
+    eval_batch_size: int = _opt(1024, "images per evaluation batch")
+    seed: int = _opt(0, "seed of weights, data order, subsets and augmentation")
+    threads: int | None = _opt(None, "torch intra-op CPU threads; None: all cores")
+    device: str = _opt("cpu", "cpu | cuda | cuda:N")
+    amp: bool = _opt(False, "bfloat16 autocast for forward and loss (no loss scaling needed)")
+    channels_last: bool = _opt(True, "NHWC memory format (LeNet-5 trains 1.15-1.25x faster on CPU)")
     # reliability and scale
-    checkpoint_every: int = 0                        # also checkpoint every this many steps mid-epoch; 0: epoch ends only
-    deterministic: bool = False                      # bit-reproducible: deterministic kernels, thread count fixed in config.json
-    sync_bn: bool = False                            # multi-process CUDA runs: batch-norm statistics over all ranks
-    out: str | None = None                           # run folder; None: runs/<model>-<dataset>-<time>
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    recipe: str | None = None                        # the RECIPES entry these settings started from (a record)
+    checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only")
+    deterministic: bool = _opt(False, "bit-reproducible: deterministic kernels, thread count fixed in config.json")
+    sync_bn: bool = _opt(False, "multi-process CUDA runs: batch-norm statistics over all ranks")
+    out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>")
+    model_kwargs: dict[str, Any] = field(default_factory=dict,
+                                         metadata={"help": "extra keyword arguments of the model's constructor"})
+    recipe: str | None = _opt(None, "the RECIPES entry these settings started from (a record; see --recipe)")
 
     @classmethod
     def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
@@ -138,17 +150,16 @@ def fit_input_size(model_name: str, data_size: tuple[int, int, int], requested: 
 
 
 def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, label_smoothing: float,
-                  share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, loss): the cross-entropy summed over the batch and divided by ``share`` (the batch
-    size, or under DDP this rank's share of the global batch). Models built with auxiliary
-    classifiers return (logits, *aux) in training mode; each auxiliary loss is weighted 0.3, as in
-    the GoogLeNet paper."""
+                  share: float) -> torch.Tensor:
+    """The cross-entropy summed over the batch and divided by ``share`` (the batch size, or under
+    DDP this rank's share of the global batch). Models built with auxiliary classifiers return
+    (logits, *aux) in training mode; each auxiliary loss is weighted 0.3, as in the GoogLeNet paper."""
     logits, aux = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum") / share
     for aux_logits in aux:
         loss = loss + 0.3 * F.cross_entropy(aux_logits.float(), y, label_smoothing=label_smoothing,
                                             reduction="sum") / share
-    return logits, loss
+    return loss
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -303,16 +314,70 @@ def _metrics_text(rows: list[list[str]]) -> str:
     return buf.getvalue()
 
 
-def _read_metrics_rows(path: Path, epochs: int) -> list[list[str]]:
-    """Rows of an older run's metrics.csv up to ``epochs`` (its state files did not hold them)."""
-    if not path.is_file():
-        return []
-    rows = list(csv.reader(path.read_text().splitlines()))[1:]
-    return [r for r in rows if r and int(r[0]) <= epochs]
-
-
 # --------------------------------------------------------------------------------------------------
-# The loop
+# The loop: build the run -> epochs (steps, checkpoints) -> evaluate -> finish
+
+
+@dataclass
+class EpochTotals:
+    """An epoch's running sums on this rank; in train_state.pt, all ranks' added up."""
+    loss_sum: float = 0.0   # per-image loss, summed over the images so far
+    correct: int = 0        # top-1 hits
+    images: int = 0
+    seconds: float = 0.0    # training time of the epoch so far, wall clock
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "EpochTotals":
+        if "epoch_totals" in state:
+            return cls(**state["epoch_totals"])
+        return cls(*state.get("epoch_partial", ()))  # the [loss_sum, correct, images, seconds] of earlier files
+
+
+@dataclass
+class RunData:
+    train_ds: ImageDataset
+    test_ds: ImageDataset
+    mean: tuple[float, ...]           # per channel, in [0, 1] units (the model's config keeps them)
+    std: tuple[float, ...]
+    input_size: tuple[int, int, int]  # what the model sees (C, H, W)
+    data_size: tuple[int, int, int]   # the dataset's own image size
+    skipped: list[str]                # undecodable files left out
+    normalize: Normalize = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.normalize = Normalize(self.mean, self.std)
+
+
+@dataclass
+class Run:
+    """A run between its steps: what was built, and where it stands."""
+    cfg: TrainConfig
+    world: World
+    data: RunData
+    device: torch.device
+    net: nn.Module                    # the model whose weights are saved
+    model: nn.Module                  # what the steps call: ``net``, or ``net`` wrapped by DDP
+    meta: dict[str, Any]              # what the weight files carry
+    params: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    out: Path                         # the run folder
+    epoch: int = 0                    # where the run starts: epoch, and step within it (a resume)
+    step: int = 0
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    best_top1: float = -1.0
+    train_seconds: float = 0.0
+    rows: list[list[str]] = field(default_factory=list)
+    test: dict[str, float] = field(default_factory=lambda: dict(top1=math.nan, top5=math.nan, loss=math.nan))
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return _memory_format(self.cfg)
+
+
+def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
 def resume_training(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -349,7 +414,12 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
             if cfg.threads is None:
                 cfg = TrainConfig.from_dict({**asdict(cfg), "threads": torch.get_num_threads()})
         with StopRequest() as stop:
-            summary = _train(cfg, state, progress, world, stop)
+            progress = progress and world.is_main
+            run = build_run(cfg, state, world, progress)
+            for epoch in range(run.epoch, cfg.epochs):
+                totals = train_epoch(run, epoch, stop, progress)
+                end_epoch(run, epoch, totals, progress)
+            summary = finish(run)
         finished = True
         return summary
     finally:
@@ -357,15 +427,38 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
         dist_util.close(world, wait_for_peers=finished)
 
 
-def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world: World,
-           stop: StopRequest) -> dict[str, Any]:
-    out = prepare_run_dir(cfg, resuming=state is not None, world=world)
-    progress = progress and world.is_main
+def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, progress: bool) -> Run:
+    """Data, model, optimiser and schedule first, so that a wrong name, a missing dataset or a bad
+    option fails before the run folder exists; then the folder, and the state of a resumed run."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    data = load_run_data(cfg, progress)
+    device = run_device(cfg, world)
+    net, meta, params = build_model(cfg, data, world, device)
+    steps_per_epoch = math.ceil(len(data.train_ds) / cfg.batch_size)
+    opt = build_optimizer(net, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch)
+    out = prepare_run_dir(cfg, resuming=state is not None, world=world)
+    run = Run(cfg, world, data, device, net, net, meta, params, opt, sched, steps_per_epoch, out)
+    if state is not None:
+        restore(run, state)
+    elif world.is_main:
+        write_json(run.out / "config.json", {**asdict(cfg), "out": str(run.out), "input_size": list(data.input_size),
+                                             "mean": data.mean, "std": data.std,
+                                             "classes": data.train_ds.classes, "params": params})
+        write_text(run.out / "metrics.csv", _metrics_text(run.rows))
+    if world.distributed:
+        if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
+            torch.manual_seed(cfg.seed * 1000 + world.rank)
+        from torch.nn.parallel import DistributedDataParallel
 
-    # ---- data
+        run.model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
+
+
+def load_run_data(cfg: TrainConfig, progress: bool) -> RunData:
+    """Train and test splits (subsets as asked), at the input size the model trains at."""
     model_cfg = get_model_cfg(cfg.model)
     load_size = cfg.input_size or (None if cfg.dataset in ("fashion-mnist", "mnist") else model_cfg["input_size"])
     common = dict(data_dir=cfg.data_dir, input_size=load_size, num_classes=cfg.synthetic_classes, seed=cfg.seed,
@@ -383,10 +476,10 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
     input_size = fit_input_size(cfg.model, data_size, cfg.input_size)
     train_ds.images = resize_to(train_ds.images, input_size[1:])
     test_ds.images = resize_to(test_ds.images, input_size[1:])
-    mean, std = train_ds.channel_stats()
-    normalize = Normalize(mean, std)
+    return RunData(train_ds, test_ds, *train_ds.channel_stats(), input_size, data_size, skipped)
 
-    # ---- model, optimiser, schedule
+
+def run_device(cfg: TrainConfig, world: World) -> torch.device:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA GPU here")
@@ -394,161 +487,183 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, progress: bool, world
         device = torch.device("cuda", world.local_rank)  # one GPU per rank
     if cfg.sync_bn and world.distributed and device.type != "cuda":
         raise ValueError("--sync-bn needs --device cuda: torch's SyncBatchNorm has no CPU kernel")
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
-    net.set_pretrained_cfg(mean=mean, std=std, input_size=input_size)
+    return device
+
+
+def build_model(cfg: TrainConfig, data: RunData, world: World,
+                device: torch.device) -> tuple[nn.Module, dict[str, Any], int]:
+    """(model on ``device`` with the data's normalisation in its config, the metadata its weight
+    files carry, its number of parameters)."""
+    net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
+                       **cfg.model_kwargs)
+    net.set_pretrained_cfg(mean=data.mean, std=data.std, input_size=data.input_size)
     if hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
-        sample = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
-        net.init_from_data(normalize(train_ds.images[sample]))
-    meta = model_meta(net, classes=train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                      data_size=list(data_size))
+        sample = torch.randperm(len(data.train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+        net.init_from_data(data.normalize(data.train_ds.images[sample]))
+    meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
+                      data_size=list(data.data_size))
     params = sum(p.numel() for p in net.parameters())
     if cfg.sync_bn and world.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys
-    net.to(device, memory_format=memory_format)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-    opt = build_optimizer(net, cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch)
-    start_epoch, start_step, best_top1, train_seconds = 0, 0, -1.0, 0.0
-    partial = [0.0, 0, 0, 0.0]  # loss sum, correct, images, seconds of an epoch cut by a checkpoint
-    rows: list[list[str]] = []
-    if state is not None:
-        if "model" in state:
-            net.load_state_dict(state["model"])
-        else:  # a train_state.pt of an older cnnzoo, which kept the weights in last.safetensors only
-            from cnnzoo.weights import load_pretrained
+    return net.to(device, memory_format=_memory_format(cfg)), meta, params
 
-            load_pretrained(net, out / "last.safetensors", strict_head=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ranks_rng = state.get("rng_ranks") or []
-        mine = ranks_rng[world.rank] if len(ranks_rng) == world.size else {"cpu": state["rng"]}
-        torch.set_rng_state(mine["cpu"])
-        if "cuda" in mine and device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda"], device)
-        start_epoch, best_top1, train_seconds = state["epoch"], state["best_top1"], state["train_seconds"]
-        start_step, partial = state.get("step", 0), list(state.get("epoch_partial", partial))
-        if not world.is_main:  # the sums so far are all-rank totals, counted by rank 0
-            partial[:3] = [0.0, 0, 0]
-        rows = state["metrics"] if "metrics" in state else _read_metrics_rows(out / "metrics.csv", start_epoch)
-        if world.is_main:  # drop a row written after this checkpoint, by the run that was killed
-            write_text(out / "metrics.csv", _metrics_text(rows))
-    elif world.is_main:
-        write_json(out / "config.json", {**asdict(cfg), "out": str(out), "input_size": list(input_size),
-                                         "mean": mean, "std": std, "classes": train_ds.classes, "params": params})
-        write_text(out / "metrics.csv", _metrics_text(rows))
-    if world.distributed:
-        if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
-            torch.manual_seed(cfg.seed * 1000 + world.rank)
-        from torch.nn.parallel import DistributedDataParallel
 
-        model: nn.Module = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        model = net
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Weights, optimiser, schedule, this rank's RNG and the epoch's sums from a train_state.pt."""
+    run.net.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    ranks_rng = state.get("rng_ranks") or []
+    mine = ranks_rng[run.world.rank] if len(ranks_rng) == run.world.size else {"cpu": state["rng"]}
+    torch.set_rng_state(mine["cpu"])
+    if "cuda" in mine and run.device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], run.device)
+    run.epoch, run.step, run.best_top1 = state["epoch"], state.get("step", 0), state["best_top1"]
+    run.train_seconds, run.rows = state["train_seconds"], state["metrics"]
+    run.totals = EpochTotals.from_state(state)
+    if not run.world.is_main:  # the sums so far are all-rank totals, counted by rank 0
+        run.totals = EpochTotals(seconds=run.totals.seconds)
+    if run.world.is_main:  # drop a row written after this checkpoint, by the run that was killed
+        write_text(run.out / "metrics.csv", _metrics_text(run.rows))
 
-    def checkpoint(epoch_done: int, step_done: int, epoch_partial: list[float]) -> None:
-        """Everything a resume needs, in one file written atomically, then the exported weights.
-        Collective (the RNG states of all ranks are gathered), so every rank calls it."""
-        rngs = dist_util.gather_object(world, _rng_state(device))
-        # The epoch's running sums of all ranks, added up: a resume hands them to rank 0 alone,
-        # so that they are counted once, whatever the number of ranks then.
-        epoch_partial = [*dist_util.all_reduce_sum(world, epoch_partial[:3], device), epoch_partial[3]]
-        if not world.is_main:
+
+def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> EpochTotals:
+    """The steps of ``epoch`` (from the step a resume starts at), with the mid-epoch checkpoints and
+    a stop on request; returns the epoch's totals on this rank."""
+    cfg, world, device = run.cfg, run.world, run.device
+    first, saved = (run.step, run.totals) if epoch == run.epoch else (0, EpochTotals())
+    run.model.train()
+    batches = epoch_batches(run.data.train_ds, cfg, epoch, first, world)
+    bar = _progress(batches, run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=first)
+    t0 = time.perf_counter() - saved.seconds
+    loss_sum = torch.full((), saved.loss_sum, device=device)  # on the device: no sync per step
+    correct = torch.full((), int(saved.correct), dtype=torch.long, device=device)
+    seen = int(saved.images)
+    guard = LossGuard(run, stop, epoch)
+    for step, (x, y, n) in enumerate(bar, start=first):
+        x = run.data.normalize(x.to(device, non_blocking=True)).contiguous(memory_format=run.memory_format)
+        y = y.to(device, non_blocking=True)
+        # the loss is a sum over this rank's images / share: DDP's gradient average over ranks is
+        # then the mean over the global batch
+        share = n / world.size
+        guard.step = step
+        outputs, loss = train_step(run.model, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, share),
+                                   run.opt, amp=cfg.amp, scheduler=run.sched, hooks=StepHooks(after_loss=guard))
+        loss_sum += loss.detach() * share
+        correct += (main_logits(outputs).detach().argmax(1) == y).sum()
+        seen += len(y)
+        if progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}", acc=f"{correct.item() / max(seen, 1):.3f}",
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        done = step + 1
+        if guard.stopping or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < run.steps_per_epoch):
+            checkpoint(run, epoch, done, EpochTotals(loss_sum.item(), correct.item(), seen, time.perf_counter() - t0))
+        if guard.stopping:
+            if progress:
+                bar.close()
+            interrupted(run, stop, epoch, done)
+    return EpochTotals(loss_sum.item(), correct.item(), seen, time.perf_counter() - t0)
+
+
+class LossGuard:
+    """The trainer's ``after_loss`` hook: stops a diverged run before its step, and learns whether
+    any rank was asked to stop. Collective, so every rank runs it at the same steps."""
+
+    def __init__(self, run: Run, stop: StopRequest, epoch: int) -> None:
+        self.run, self.stop, self.epoch = run, stop, epoch
+        self.step = 0
+        self.stopping = False
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        run = self.run
+        # On a GPU, checking every step would stall the pipeline; every 20th step still stops
+        # a diverged run long before an epoch's checkpoint could store it.
+        if run.device.type != "cpu" and self.step % 20 != 0:
+            self.stopping = False
             return
-        save_train_state(out / "train_state.pt", dict(
-            epoch=epoch_done, step=step_done, model={k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rngs[0]["cpu"], rng_ranks=rngs,
-            best_top1=best_top1, train_seconds=train_seconds, epoch_partial=epoch_partial, metrics=rows,
-            world_size=world.size))
-        last_top1 = None if math.isnan(test["top1"]) else test["top1"]  # no evaluation yet: JSON null, not NaN
-        save_weights(net, out / "last.safetensors", {**meta, "epoch": epoch_done, "step": step_done,
-                                                     "test_top1": last_top1})
+        bad, stopping = dist_util.all_reduce_sum(
+            run.world, [not bool(torch.isfinite(loss)), self.stop.signal_name is not None], run.device)
+        self.stopping = bool(stopping)
+        if bad:
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1} "
+                f"(global step {self.epoch * run.steps_per_epoch + self.step + 1}); stopped. The last good checkpoint "
+                f"is {run.out / 'train_state.pt'}; try a lower --lr.")
 
-    # ---- epochs
-    test = {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        first = start_step if epoch == start_epoch else 0
-        acc = partial if epoch == start_epoch else [0.0, 0, 0, 0.0]
-        batches = epoch_batches(train_ds, cfg, epoch, first, world)
-        bar = _progress(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=first)
-        t0 = time.perf_counter() - acc[3]
-        loss_sum = torch.full((), acc[0], device=device)
-        correct = torch.full((), int(acc[1]), dtype=torch.long, device=device)
-        seen = int(acc[2])
-        for step, (x, y, n) in enumerate(bar, start=first):
-            x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            share = n / world.size  # the loss is a sum over this rank's images / share: DDP's gradient
-            with autocast:          # average over ranks is then the mean over the global batch
-                logits, loss = training_loss(model(x), y, cfg.label_smoothing, share)
-            # On a GPU, checking every step would stall the pipeline; every 20th step still stops
-            # a diverged run long before an epoch's checkpoint could store it. The same check
-            # tells every rank whether any of them was asked to stop.
-            stopping = False
-            if device.type == "cpu" or step % 20 == 0:
-                bad, stopping = dist_util.all_reduce_sum(
-                    world, [not bool(torch.isfinite(loss)), stop.signal_name is not None], device)
-                if bad:
-                    raise NonFiniteLossError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                        f"(global step {epoch * steps_per_epoch + step + 1}); stopped. The last good checkpoint "
-                        f"is {out / 'train_state.pt'}; try a lower --lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * share
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}", acc=f"{correct.item() / max(seen, 1):.3f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            done = step + 1
-            if stopping or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch):
-                checkpoint(epoch, done, [loss_sum.item(), correct.item(), seen, time.perf_counter() - t0])
-            if stopping:
-                if progress:
-                    bar.close()
-                resume = f"cnnzoo train --resume {out}"
-                message = (f"stopped by {stop.signal_name} after epoch {epoch + 1} step {done}/{steps_per_epoch}; "
-                           f"checkpoint written to {out / 'train_state.pt'}. Continue with: "
-                           f"{resume if not world.distributed else 'torchrun ... -m ' + resume}")
-                if world.is_main:
-                    print(message, file=sys.stderr, flush=True)
-                raise TrainingInterrupted(message)
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        loss_total, correct_total, seen_total = dist_util.all_reduce_sum(
-            world, [loss_sum.item(), correct.item(), seen], device)
-        test = evaluate(net, test_ds, normalize, cfg.eval_batch_size, device, world, cfg.tta_flip)
-        row = dict(epoch=epoch + 1, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
-                   test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
-                   lr=opt.param_groups[0]["lr"], epoch_seconds=epoch_seconds,
-                   images_per_second=seen_total / epoch_seconds)
-        if progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
-                  f"test top-1 {test['top1']:.4f} top-5 {test['top5']:.4f} | {epoch_seconds:.1f} s", flush=True)
-        rows.append([f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in METRIC_COLUMNS])
-        # ---- checkpoint: metrics and best weights, then the state that points past them (a kill
-        # in between only repeats this epoch, which reproduces the same rows and weights)
-        if world.is_main:
-            write_text(out / "metrics.csv", _metrics_text(rows))
-            if test["top1"] > best_top1:
-                save_weights(net, out / "best.safetensors", {**meta, "epoch": epoch + 1, "test_top1": test["top1"]})
-        best_top1 = max(best_top1, test["top1"])
-        checkpoint(epoch + 1, 0, [0.0, 0, 0, 0.0])
 
-    if math.isnan(test["top1"]):  # resumed a finished run: report its final weights
-        test = evaluate(net, test_ds, normalize, cfg.eval_batch_size, device, world, cfg.tta_flip)
-    summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
-                   test_top5=test["top5"], test_loss=test["loss"], best_test_top1=best_top1, params=params,
-                   train_seconds=round(train_seconds, 2), train_images=len(train_ds), test_images=len(test_ds), input_size=list(input_size),
-                   skipped_images=skipped, run_dir=str(out), threads=torch.get_num_threads(), device=str(device),
-                   amp=cfg.amp, world_size=world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip)
+def interrupted(run: Run, stop: StopRequest, epoch: int, done: int) -> None:
+    """Raise TrainingInterrupted, telling (on rank 0) how to continue from the checkpoint just written."""
+    resume = f"cnnzoo train --resume {run.out}"
+    message = (f"stopped by {stop.signal_name} after epoch {epoch + 1} step {done}/{run.steps_per_epoch}; "
+               f"checkpoint written to {run.out / 'train_state.pt'}. Continue with: "
+               f"{resume if not run.world.distributed else 'torchrun ... -m ' + resume}")
+    if run.world.is_main:
+        print(message, file=sys.stderr, flush=True)
+    raise TrainingInterrupted(message)
+
+
+def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None:
+    """Evaluate, then the metrics row and best weights, then the state that points past them (a kill
+    in between only repeats this epoch, which reproduces the same rows and weights)."""
+    cfg, world, data = run.cfg, run.world, run.data
+    run.train_seconds += totals.seconds
+    loss_total, correct_total, seen_total = dist_util.all_reduce_sum(
+        world, [totals.loss_sum, totals.correct, totals.images], run.device)
+    run.test = test = evaluate(run.net, data.test_ds, data.normalize, cfg.eval_batch_size, run.device, world,
+                               cfg.tta_flip)
+    row = dict(epoch=epoch + 1, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
+               test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
+               lr=run.opt.param_groups[0]["lr"], epoch_seconds=totals.seconds,
+               images_per_second=seen_total / totals.seconds)
+    if progress:
+        print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
+              f"test top-1 {test['top1']:.4f} top-5 {test['top5']:.4f} | {totals.seconds:.1f} s", flush=True)
+    run.rows.append([f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in METRIC_COLUMNS])
     if world.is_main:
-        write_json(out / "summary.json", summary)
+        write_text(run.out / "metrics.csv", _metrics_text(run.rows))
+        if test["top1"] > run.best_top1:
+            save_weights(run.net, run.out / "best.safetensors",
+                         {**run.meta, "epoch": epoch + 1, "test_top1": test["top1"]})
+    run.best_top1 = max(run.best_top1, test["top1"])
+    checkpoint(run, epoch + 1, 0, EpochTotals())
+
+
+def checkpoint(run: Run, epoch_done: int, step_done: int, totals: EpochTotals) -> None:
+    """Everything a resume needs, in one file written atomically, then the exported weights.
+    Collective (the RNG states of all ranks are gathered), so every rank calls it."""
+    world = run.world
+    rngs = dist_util.gather_object(world, _rng_state(run.device))
+    # The epoch's running sums of all ranks, added up: a resume hands them to rank 0 alone,
+    # so that they are counted once, whatever the number of ranks then.
+    summed = dist_util.all_reduce_sum(world, [totals.loss_sum, totals.correct, totals.images], run.device)
+    totals = EpochTotals(*summed, totals.seconds)
+    if not world.is_main:
+        return
+    save_train_state(run.out / "train_state.pt", dict(
+        epoch=epoch_done, step=step_done, model={k: v.detach().cpu().clone() for k, v in run.net.state_dict().items()},
+        optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), rng=rngs[0]["cpu"], rng_ranks=rngs,
+        best_top1=run.best_top1, train_seconds=run.train_seconds, epoch_totals=asdict(totals), metrics=run.rows,
+        world_size=world.size))
+    last_top1 = None if math.isnan(run.test["top1"]) else run.test["top1"]  # no evaluation yet: JSON null, not NaN
+    save_weights(run.net, run.out / "last.safetensors", {**run.meta, "epoch": epoch_done, "step": step_done,
+                                                         "test_top1": last_top1})
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The run's summary (summary.json), from the last evaluation."""
+    cfg, data = run.cfg, run.data
+    if math.isnan(run.test["top1"]):  # resumed a finished run: report its final weights
+        run.test = evaluate(run.net, data.test_ds, data.normalize, cfg.eval_batch_size, run.device, run.world,
+                            cfg.tta_flip)
+    test = run.test
+    summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
+                   test_top5=test["top5"], test_loss=test["loss"], best_test_top1=run.best_top1, params=run.params,
+                   train_seconds=round(run.train_seconds, 2), train_images=len(data.train_ds),
+                   test_images=len(data.test_ds), input_size=list(data.input_size), skipped_images=data.skipped,
+                   run_dir=str(run.out), threads=torch.get_num_threads(), device=str(run.device), amp=cfg.amp,
+                   world_size=run.world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip)
+    if run.world.is_main:
+        write_json(run.out / "summary.json", summary)
     return summary
 
 

@@ -406,3 +406,15 @@ def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
     assert (w != 0).float().mean().item() <= 0.1 + 1e-3 and len(torch.unique(w)) <= 2 ** 4 + 1
     with pytest.raises(ValueError, match="no prunable layer named 'c9'"):
         compress(tiny_run, tmp_path / "x.cnnz", sparsity="c9=0.5")
+
+
+def test_compress_config_fills_only_what_was_not_given_from_the_model_defaults():
+    from cnnzoo.compress.pipeline import CompressConfig
+
+    cfg = CompressConfig(quant_epochs=0.5).for_model("lenet5")
+    assert (cfg.lr, cfg.distill, cfg.quant_epochs) == (MODEL_DEFAULTS["lenet5"]["schedule"]["lr"], True, 0.5)
+    assert cfg.final_epochs == SCHEDULE_DEFAULTS["final_epochs"] and cfg.weight_decay == 0.0
+    generic = CompressConfig(lr=0.01).for_model("resnet20")
+    assert generic.lr == 0.01 and generic.centroid_lr == SCHEDULE_DEFAULTS["centroid_lr"]
+    with pytest.raises(ValueError, match="--prune-iters must be >= 1, got 0"):
+        compress("unused", "unused.cnnz", prune_iters=0)

@@ -85,7 +85,7 @@ def test_optimize_for_inference_picks_a_backend_and_agrees():
     y = torch.randn(3, 3, 32, 32)  # another batch size than the example
     with torch.no_grad():
         assert (fast(y) - model(y)).abs().max().item() <= 1e-4
-    assert fast.default_cfg["architecture"] == "resnet20"
+    assert fast.pretrained_cfg["architecture"] == "resnet20"
     with pytest.raises(ValueError, match="unknown backends"):
         optimize_for_inference(model, x, backends=("tensorrt",))
 
@@ -161,7 +161,7 @@ def test_export_refuses_a_graph_onnx_gets_wrong(tmp_path):
     writes no file (the tracer freezes the Python branch taken for the example input)."""
 
     class DataDependent(nn.Module):
-        default_cfg = dict(input_size=(3, 4, 4), architecture="datadep")
+        pretrained_cfg = dict(input_size=(3, 4, 4), architecture="datadep")
 
         def __init__(self) -> None:
             super().__init__()
@@ -190,7 +190,7 @@ def test_onnx_predictor_in_evaluate_with_fixed_batch_graph(tmp_path):
     predictor, meta = load_onnx_checkpoint(tmp_path / "f.onnx")
     assert predictor.fixed_batch == 1 and meta["classes"] == [str(i) for i in range(10)]
     ds = synthetic_dataset(23, (1, 32, 32), 10, seed=0)
-    norm = Normalize(predictor.default_cfg["mean"], predictor.default_cfg["std"])
+    norm = Normalize(predictor.pretrained_cfg["mean"], predictor.pretrained_cfg["std"])
     got = evaluate(predictor, ds, norm, batch_size=7)
     want = evaluate(model, ds, norm, batch_size=7)
     assert got["top1"] == want["top1"] and got["loss"] == pytest.approx(want["loss"], abs=1e-4)

@@ -141,6 +141,46 @@ def test_kill_between_metrics_row_and_state_does_not_duplicate_the_row(fmnist_sm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_older_state_files_epoch_sums_resume_mid_epoch(fmnist_small, tmp_path, monkeypatch):
+    # train_state.pt files before EpochTotals kept an epoch's running sums as a list of four.
+    from cnnzoo.checkpoint import load_train_state, save_train_state
+
+    kw = dict(epochs=1, train_subset=512, deterministic=True, threads=1, checkpoint_every=3)
+    train(small_cfg(fmnist_small, tmp_path / "full", **kw), progress=False)
+    real_save = train_mod.save_train_state
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(fmnist_small, tmp_path / "cut", **kw), progress=False)
+    monkeypatch.setattr(train_mod, "save_train_state", real_save)
+    state = load_train_state(tmp_path / "cut" / "train_state.pt")
+    assert state["step"] == 3 and state["epoch_totals"]["images"] == 3 * 64
+    totals = state.pop("epoch_totals")
+    state["epoch_partial"] = [totals["loss_sum"], totals["correct"], totals["images"], totals["seconds"]]
+    save_train_state(tmp_path / "cut" / "train_state.pt", state)
+    resume_training(tmp_path / "cut", progress=False)
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [list(csv.DictReader(open(tmp_path / run / "metrics.csv"))) for run in ("full", "cut")]
+    assert [[r[c] for c in ("train_loss", "train_top1", "test_top1")] for r in rows[0]] == \
+           [[r[c] for c in ("train_loss", "train_top1", "test_top1")] for r in rows[1]]
+
+
+def test_bad_model_data_or_option_leave_no_run_folder(fmnist_small, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # without --out the folder would be runs/<model>-<dataset>-<time> here
+    with pytest.raises(ValueError, match=r"unknown model 'resnet5O'\. Did you mean: .*resnet50"):
+        train(TrainConfig(model="resnet5O", data_dir=str(fmnist_small)), progress=False)
+    with pytest.raises(FileNotFoundError, match="fashion-mnist data not found in .*nowhere"):
+        train(small_cfg(tmp_path / "nowhere", tmp_path / "no-data"), progress=False)
+    with pytest.raises(ValueError, match="--opt must be sgd or adamw, got 'adam'"):
+        train(small_cfg(fmnist_small, tmp_path / "bad-opt", opt="adam"), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_deterministic_run_records_its_thread_count(fmnist_small, tmp_path):
     train(small_cfg(fmnist_small, tmp_path / "run", epochs=1, train_subset=256, deterministic=True), progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -221,3 +261,12 @@ def test_fast_recipe_trains_the_whitened_vgg(fmnist_small, tmp_path):
     # resuming rebuilds the same stem and continues to the same weights as the run itself
     again = resume_training(tmp_path / "run", epochs=3, progress=False)
     assert again["test_top1"] == summary["test_top1"]
+
+
+def test_every_config_field_has_a_help_text():
+    # `cnnzoo train`'s flags are generated from these fields
+    from dataclasses import MISSING, fields
+
+    for f in fields(TrainConfig):
+        assert f.metadata.get("help", "").strip(), f.name
+        assert f.default is not MISSING or f.default_factory is not MISSING, f.name

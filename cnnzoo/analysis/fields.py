@@ -246,9 +246,9 @@ class _Trace:
 
 def resolve_input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
     if input_size is None:
-        cfg = getattr(model, "default_cfg", None)
+        cfg = getattr(model, "pretrained_cfg", None)
         if not cfg or "input_size" not in cfg:
-            raise ValueError("input_size is required for a model without default_cfg, e.g. (3, 224, 224)")
+            raise ValueError("input_size is required for a model without pretrained_cfg, e.g. (3, 224, 224)")
         input_size = cfg["input_size"]
     size = tuple(int(v) for v in input_size)
     if len(size) != 3 or min(size) < 1:

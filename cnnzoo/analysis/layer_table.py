@@ -15,7 +15,7 @@ from cnnzoo.analysis.tables import fmt_pair, fmt_shape, human, human_bytes, tabl
 
 def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
     """Multiply-accumulate operations of convolutions and linear layers for one image of
-    ``input_size`` = (C, H, W) (default: the model's ``default_cfg["input_size"]``), counted by
+    ``input_size`` = (C, H, W) (default: the model's ``pretrained_cfg["input_size"]``), counted by
     ``FlopCounterMode`` in eval mode (FLOPs / 2)."""
     size = resolve_input_size(model, input_size)
     x = example_input(model, size)
@@ -87,7 +87,7 @@ def _geometry(m: nn.Module) -> dict[str, Any]:
 
 def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: int | None = 3) -> ModelSummary:
     """Per-layer table of ``model`` for one image of ``input_size`` = (C, H, W) (default: the
-    model's ``default_cfg["input_size"]``).
+    model's ``pretrained_cfg["input_size"]``).
 
     Rows are module calls in execution order, down to ``depth`` levels of nesting (1: the model's
     direct children; ``None``: every level). A row that stands for a folded subtree carries the
@@ -120,7 +120,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
             )
         )
     params = list(model.parameters())
-    cfg = getattr(model, "default_cfg", None) or {}
+    cfg = getattr(model, "pretrained_cfg", None) or {}
     return ModelSummary(
         model=cfg.get("architecture", type(model).__name__),
         input_size=tr.input_size,

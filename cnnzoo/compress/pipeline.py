@@ -6,10 +6,12 @@ fp32 size, file size on disk, ratio, and test top-1 after each lossy stage).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,30 +23,24 @@ from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, loo
                                    parse_layer_spec, prunable_weights)
 from cnnzoo.compress.quantize import INITS, QuantizedWeight, quantize_weight
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
+from cnnzoo.engine import LossFn, StepHooks, main_logits, train_step
 from cnnzoo.train import evaluate
 
-# Per-model defaults, tuned on Fashion-MNIST runs of `cnnzoo train` (see BENCHMARKS.md). Small
-# networks have little redundancy, so their big fully connected layers carry most of the pruning;
-# the first conv layer, with few weights that every feature depends on, is barely pruned.
+# Per-model defaults, tuned on Fashion-MNIST runs of `cnnzoo train` (BENCHMARKS.md). Small networks
+# have little redundancy: their big fully connected layers carry most of the pruning, and the first
+# conv layer, which every feature depends on, is barely pruned.
 MODEL_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    # LeNet-5 keeps more of c3 (its only wide convolution) than c5/f6, and retrains at a higher rate
-    # against the dense model's outputs: 0.71 points lost at 41x on 1 thread, 0.99 on 2 (the
-    # run-to-run noise is about 0.3), against 1.16 at 42x for c3=0.7, c5=0.95, f6=0.92, lr 1e-3,
-    # no distillation, on the same run (BENCHMARKS.md).
+    # c3, LeNet-5's only wide convolution, keeps more than c5/f6; distillation recovers the most
     "lenet5": dict(sparsity={"c1": 0.2, "c3": 0.5, "c5": 0.955, "f6": 0.9, "output": 0.6},
                    bits={"c1": 4, "c3": 4, "c5": 3, "f6": 4, "output": 4},
                    schedule={"quant_epochs": 12.0, "centroid_lr": 3e-4, "lr": 3e-3, "distill": True}),
-    # AlexNet (CIFAR layout) holds 42% of its weights in convolutions, unlike the paper's 6%: they
-    # are pruned to 10% (conv2, the first wide one, to 30%) at 5 bits. 47.4x, 0.06 points lost.
+    # AlexNet (CIFAR layout) holds 42% of its weights in convolutions (the paper's: 6%), so they are pruned too
     "alexnet_cifar": dict(sparsity={"conv1.conv": 0.2, "conv2.conv": 0.7, "conv": 0.9, "fc6": 0.96, "fc7": 0.95,
                                     "fc8": 0.7},
                           bits={"conv": 5, "fc": 4},
                           schedule={"final_epochs": 3.0, "quant_epochs": 1.0, "lr": 3e-4, "distill": True}),
     "lenet_300_100": dict(sparsity={"fc1": 0.92, "fc2": 0.88, "fc3": 0.5}, bits={"fc": 4}),
-    # The paper's "LeNet-5" (Caffe's, 431k weights): the paper's kept fractions for conv1 (66%) and fc2
-    # (20%), conv2 at 20% instead of 12% and fc1 at 5% instead of 8%, retrained at LeNet-5's rate with
-    # distillation: 52.6x, 0.45 points lost on average over five seeds, against 0.54 with conv2 at 12%
-    # (55.8x) and 1.20 at lr 1e-3 without distillation (BENCHMARKS.md).
+    # the paper's "LeNet-5" (Caffe's): its kept fractions for conv1 and fc2, conv2 and fc1 moved to fit
     "lenet5_caffe": dict(sparsity={"conv1": 0.34, "conv2": 0.8, "fc1": 0.95, "fc2": 0.8}, bits={"conv": 6, "fc": 4},
                          schedule={"lr": 3e-3, "distill": True}),
 }
@@ -53,13 +49,63 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {"final_epochs": 8.0, "quant_epochs": 2.0, "
                                      "weight_decay": 0.0, "distill": False}
 
 
+@dataclass
+class CompressConfig:
+    """Every setting of a compression. ``None``: the model's tuned value (``MODEL_DEFAULTS``), else
+    ``SCHEDULE_DEFAULTS``'. Epochs may be fractional; learning rates are AdamW's."""
+    # data
+    dataset: str | None = None          # default: the dataset the run was trained on
+    data_dir: str | None = None
+    train_subset: int | None = None     # retrain on a seeded random subset of this many images
+    model_kwargs: dict[str, Any] | None = None  # constructor arguments on top of the checkpoint's (e.g. dropout)
+    threads: int | None = None          # torch's CPU threads; None: torch's default
+    # pruning, then retraining with the pruned weights held at zero
+    prune_quality: float | None = None  # prune |w| < quality x std(w) in every layer (the paper's rule)
+    sparsity: str | dict | None = None  # fractions to prune per layer, e.g. "c5=0.95,fc=0.9"; neither: tuned
+    prune_iters: int = 4                # the target is reached in this many pruning steps
+    prune_epochs: float = 3.0           # retraining after each pruning step but the last (epochs)
+    final_epochs: float | None = None   # retraining after the last, where the most is lost (epochs)
+    lr: float | None = None             # peak learning rate of the pruned retraining
+    weight_decay: float | None = None   # decoupled, on the free conv/linear weights only
+    # weight sharing, then fine-tuning of the shared values
+    bits: str | dict | None = None      # codebook bits per layer, e.g. "conv=8,fc=5" (2^bits values)
+    init: str = "linear"                # k-means initialisation (INITS)
+    quant_epochs: float | None = None   # centroid fine-tuning (epochs)
+    centroid_lr: float | None = None    # peak learning rate of the shared values
+    quant_lr_scale: float = 0.1         # the free weights' (biases') rate during centroid fine-tuning, x lr
+    dense_dtype: str = "fp16"           # storage of codebooks, biases and batch-norm tensors: fp16 | fp32
+    # every retraining
+    batch_size: int = 128               # images per step
+    distill: bool | None = None         # add the KL divergence to the uncompressed model's softened outputs
+    temperature: float = 4.0            # distillation's softening of both outputs (Hinton et al. 2015)
+    crop_padding: int = 0               # random translation, pixels
+    flip: bool = False                  # random horizontal flips
+    channels_last: bool = False         # faster CPU convolutions, but another rounding path
+    seed: int = 0                       # pruning step i retrains with seed + i, the centroids with seed + quant_seed
+    quant_seed: int = 1000
+    order_seed: int = 7919              # retraining orders: seed * 100003 + order_seed + epoch (not the trainer's)
+
+    def for_model(self, model_name: str) -> "CompressConfig":
+        """This config with every ``None`` schedule value set to ``model_name``'s default."""
+        schedule = {**SCHEDULE_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}).get("schedule", {})}
+        return replace(self, **{k: v for k, v in schedule.items() if getattr(self, k) is None})
+
+    def check(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"--init must be one of {INITS}, got {self.init!r}")
+        if self.prune_iters < 1:
+            raise ValueError(f"--prune-iters must be >= 1, got {self.prune_iters}")
+        if self.crop_padding < 0:
+            raise ValueError(f"--crop-padding must be >= 0, got {self.crop_padding}")
+
+
 def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data_dir: str | None,
                train_subset: int | None, seed: int) -> tuple[ImageDataset, ImageDataset, Normalize]:
     """Train and test splits, fitted to the model's input as training fitted them."""
     dataset = dataset or meta.get("dataset")
     if dataset is None:
         raise ValueError("the checkpoint does not say which dataset it was trained on; pass --dataset")
-    cfg = model.default_cfg
+    cfg = model.pretrained_cfg
     common = dict(data_dir=data_dir or meta.get("data_dir"), input_size=tuple(cfg["input_size"]),
                   num_classes=cfg["num_classes"], seed=meta.get("seed", 0))
     classes = meta.get("classes") if dataset == "imagefolder" else None
@@ -77,85 +123,116 @@ def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,
              batch_size: int = 128, seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
-             weight_decay: float = 0.0, teacher: nn.Module | torch.Tensor | None = None, temperature: float = 4.0,
+             weight_decay: float = 0.0, teacher: nn.Module | torch.Tensor | None = None,
+             temperature: float = CompressConfig.temperature, order_seed: int = CompressConfig.order_seed,
              crop_padding: int = 0, flip: bool = False, channels_last: bool = False, progress: bool = False) -> None:
-    """Retrain with the compression constraints held: ``masks`` keep pruned weights at zero (their
-    gradients zeroed, the weights re-zeroed after each step); ``quantized`` layers train only their
-    centroids, each with the summed gradient of its weights, and are rebuilt from them after each
-    step. Adam with a cosine-decayed learning rate; ``epochs`` may be fractional. ``weight_decay``
-    (decoupled, AdamW) applies to the free conv/linear weights, never to biases or centroids: the
-    paper's L2 retraining, which keeps pushing small weights towards zero, so the next pruning step
-    removes less that matters (Han et al. 2015, Sec. 3.1; off by default: on LeNet-5, 0.05 lost more
-    than none, BENCHMARKS.md). With ``teacher``
-    (the uncompressed model) the loss adds the KL divergence to its softened outputs at
-    ``temperature`` (Hinton et al. 2015), which tells the smaller network more per image than the
-    label alone; ``teacher`` may also be its logits for every image of ``train_ds``
-    (``teacher_logits``), which spares a forward pass per step when the images are not augmented.
-    ``crop_padding`` and ``flip`` augment the batches as the trainer does. ``channels_last`` runs
-    the retraining in channels-last layout: the CPU's convolutions are faster there (lenet5_caffe:
-    20 ms a step against 28 at batch 128 on 2 threads), but they round differently, so the
-    retraining takes another path (off by default, so that the tuned defaults reproduce;
-    BENCHMARKS.md). The model is handed back in the default layout."""
+    """Retrain with the compression constraints held (``constraint_hooks``): ``masks`` keep pruned
+    weights at zero, ``quantized`` layers train only their shared values. AdamW, the learning rate
+    cosine-decayed to 0 over ``epochs`` (may be fractional); ``weight_decay`` on the free conv/linear
+    weights only (the paper's L2 retraining). ``teacher`` (the uncompressed model, or its logits for
+    every image of ``train_ds``: ``teacher_logits``) adds distillation at ``temperature``.
+    ``channels_last`` retrains in that layout (faster CPU convolutions, other rounding); the model is
+    handed back in the default layout."""
     if isinstance(teacher, torch.Tensor) and (crop_padding or flip):
         raise ValueError("precomputed teacher logits hold for unaugmented images only; pass the teacher model")
     if epochs <= 0:
         return
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
-    params = dict(model.named_parameters())
     quantized = quantized or {}
-    free = [p for n, p in params.items() if n not in quantized]
+    opt = _retrain_optimizer(model, quantized, lr, centroid_lr or lr, weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    steps_per_epoch = math.ceil(len(train_ds) / batch_size)
+    total = max(1, int(round(epochs * steps_per_epoch)))
+    constraints = constraint_hooks(model, masks or {}, quantized)
+    model.train()
+    batches = _retrain_batches(train_ds, batch_size, total, seed * 100003 + order_seed, crop_padding, flip)
+    for step, index, x, y in batches:
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
+        x = normalize(x).contiguous(memory_format=layout)
+        hooks = replace(constraints, after_loss=functools.partial(_check_finite, step=step))
+        _, loss = train_step(model, x, y, distillation_loss(teacher, temperature, x, index), opt, hooks=hooks)
+        if progress and ((step + 1) % steps_per_epoch == 0 or step + 1 == total):
+            print(f"  fine-tune step {step + 1}/{total}: batch loss {loss.item():.4f}", flush=True)
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+
+
+def _retrain_optimizer(model: nn.Module, quantized: dict[str, QuantizedWeight], lr: float, centroid_lr: float,
+                       weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the free weights (decayed), biases and norm scales (not decayed) and the shared
+    values of ``quantized`` layers in place of their weights."""
+    free = [p for n, p in model.named_parameters() if n not in quantized]
     groups: list[dict[str, Any]] = [{"params": [p for p in free if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
                                     {"params": [p for p in free if p.ndim <= 1], "lr": lr, "weight_decay": 0.0}]
     if quantized:
-        groups.append({"params": [q.centroids for q in quantized.values()], "lr": centroid_lr or lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups)
-    base_lrs = [g["lr"] for g in groups]
-    steps_per_epoch = math.ceil(len(train_ds) / batch_size)
-    total = max(1, int(round(epochs * steps_per_epoch)))
-    step = 0
-    model.train()
-    epoch = 0
+        groups.append({"params": [q.centroids for q in quantized.values()], "lr": centroid_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups)
+
+
+def _retrain_batches(ds: ImageDataset, batch_size: int, total: int, seed: int, crop_padding: int,
+                     flip: bool) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(step, image indices, images, labels) for ``total`` steps, epoch after epoch; the order and the
+    augmentation of epoch e are drawn from ``seed + e``."""
+    step, epoch = 0, 0
     while step < total:
-        g = torch.Generator().manual_seed(seed * 100003 + 7919 + epoch)
-        order = torch.randperm(len(train_ds), generator=g)
-        batches = iterate_batches(train_ds, batch_size, generator=g, indices=order, crop_padding=crop_padding, flip=flip)
+        g = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(len(ds), generator=g)
+        batches = iterate_batches(ds, batch_size, generator=g, indices=order, crop_padding=crop_padding, flip=flip)
         for start, (x, y) in zip(range(0, len(order), batch_size), batches):
             if step >= total:
-                break
-            for group, base in zip(opt.param_groups, base_lrs):
-                group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
-            x = normalize(x).contiguous(memory_format=layout)
-            logits = _main_logits(model(x))
-            loss = F.cross_entropy(logits, y)
-            if teacher is not None:
-                with torch.no_grad():
-                    target = (teacher[order[start: start + batch_size]] if isinstance(teacher, torch.Tensor)
-                              else teacher(x))
-                loss = loss + temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=1),
-                                                          F.log_softmax(target / temperature, dim=1),
-                                                          reduction="batchmean", log_target=True)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss became {loss.item()} at step {step}; try a lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if masks:
-                mask_gradients(model, masks)
-            for name, q in quantized.items():
-                q.accumulate_grad(params[name].grad)
-                params[name].grad = None
-            opt.step()
-            with torch.no_grad():
-                if masks:
-                    apply_masks(model, masks)
-                for name, q in quantized.items():
-                    params[name].copy_(q.dense())
+                return
+            yield step, order[start: start + batch_size], x, y
             step += 1
         epoch += 1
-        if progress:
-            print(f"  fine-tune epoch {epoch}: last batch loss {loss.item():.4f}", flush=True)
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
+
+
+def constraint_hooks(model: nn.Module, masks: dict[str, torch.Tensor],
+                     quantized: dict[str, QuantizedWeight]) -> StepHooks:
+    """Training-step hooks that hold the compression: pruned weights get no gradient and are
+    re-zeroed after each step; a shared value's gradient is the sum of its weights' (the paper's
+    Fig. 3), and its weights are rebuilt from it after each step."""
+    params = dict(model.named_parameters())
+
+    def after_gradients() -> None:
+        if masks:
+            mask_gradients(model, masks)
+        for name, q in quantized.items():
+            q.accumulate_grad(params[name].grad)
+            params[name].grad = None
+
+    @torch.no_grad()
+    def after_step() -> None:
+        if masks:
+            apply_masks(model, masks)
+        for name, q in quantized.items():
+            params[name].copy_(q.dense())
+
+    return StepHooks(after_gradients=after_gradients, after_step=after_step)
+
+
+def distillation_loss(teacher: nn.Module | torch.Tensor | None, temperature: float, x: torch.Tensor,
+                      index: torch.Tensor) -> LossFn:
+    """Cross-entropy, plus with ``teacher`` the KL divergence to its outputs on the batch ``x``
+    (images ``index`` of the set, for precomputed logits), both softened by ``temperature``: the
+    teacher's other classes tell the smaller network more per image than the label alone."""
+    def loss_fn(outputs: Any, y: torch.Tensor) -> torch.Tensor:
+        logits = main_logits(outputs)
+        loss = F.cross_entropy(logits, y)
+        if teacher is None:
+            return loss
+        with torch.no_grad():
+            target = teacher[index] if isinstance(teacher, torch.Tensor) else teacher(x)
+        return loss + temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=1),
+                                                  F.log_softmax(target / temperature, dim=1),
+                                                  reduction="batchmean", log_target=True)
+    return loss_fn
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"fine-tuning loss became {loss.item()} at step {step}; try a lower --lr")
 
 
 @torch.no_grad()
@@ -163,12 +240,7 @@ def teacher_logits(teacher: nn.Module, ds: ImageDataset, normalize: Normalize, b
     """The (uncompressed) model's logits for every image of ``ds``, in order: computed once, they
     stand in for its forward pass at every retraining step."""
     teacher.eval()
-    return torch.cat([_main_logits(teacher(normalize(x))) for x, _ in iterate_batches(ds, batch_size)])
-
-
-def _main_logits(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The main head's logits: Inception models in training mode also return their auxiliary heads'."""
-    return out[0] if isinstance(out, tuple) else out
+    return torch.cat([main_logits(teacher(normalize(x))) for x, _ in iterate_batches(ds, batch_size)])
 
 
 def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune_quality: float | None,
@@ -193,141 +265,153 @@ def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune
     return sp, b
 
 
-def compress(checkpoint: str | Path, out: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-             prune_quality: float | None = None, sparsity: str | dict | None = None, bits: str | dict | None = None,
-             prune_iters: int = 4, prune_epochs: float = 3.0, final_epochs: float | None = None,
-             quant_epochs: float | None = None, lr: float | None = None, centroid_lr: float | None = None,
-             weight_decay: float | None = None, batch_size: int = 128, init: str = "linear", dense_dtype: str = "fp16",
-             train_subset: int | None = None, distill: bool | None = None, crop_padding: int = 0, flip: bool = False,
-             channels_last: bool = False, seed: int = 0, model_kwargs: dict[str, Any] | None = None,
-             threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+def compress(checkpoint: str | Path, out: str | Path, config: CompressConfig | None = None, *, progress: bool = True,
+             **settings: Any) -> dict[str, Any]:
     """Deep-Compress the model of a run folder into ``out`` (.cnnz); returns the report, also written
-    next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``.
-
-    ``prune_quality`` prunes |w| < quality x std(w) in every layer; ``sparsity`` ("c5=0.95,fc=0.9")
-    prunes explicit fractions (keys: layer names, ``conv``, ``fc``, ``*``); without either, the
-    model's tuned defaults apply. Pruning is reached in ``prune_iters`` steps, each followed by
-    ``prune_epochs`` of retraining (``final_epochs`` after the last step, where the network has lost
-    the most and needs the most recovery). ``bits`` sets the codebook size 2^bits per layer.
-    ``distill``, ``crop_padding`` and ``flip`` shape every retraining (see ``finetune``).
-    ``model_kwargs`` go to the model's constructor on top of those its checkpoint records (e.g. another
-    dropout rate for the retraining); ``threads`` sets torch's thread count.
-    """
+    next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``. The settings are
+    ``config``'s, with ``settings`` (CompressConfig's fields, as keywords) on top; without
+    ``prune_quality`` or ``sparsity``, the model's tuned pruning applies."""
     t0 = time.perf_counter()
-    if init not in INITS:
-        raise ValueError(f"--init must be one of {INITS}, got {init!r}")
-    if prune_iters < 1:
-        raise ValueError(f"--prune-iters must be >= 1, got {prune_iters}")
-    if crop_padding < 0:
-        raise ValueError(f"--crop-padding must be >= 0, got {crop_padding}")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model, meta = load_checkpoint(checkpoint, model_kwargs=model_kwargs)
-    model_name = meta["model"]
-    schedule = {**SCHEDULE_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}).get("schedule", {})}
-    final_epochs = schedule["final_epochs"] if final_epochs is None else final_epochs
-    quant_epochs = schedule["quant_epochs"] if quant_epochs is None else quant_epochs
-    centroid_lr = schedule["centroid_lr"] if centroid_lr is None else centroid_lr
-    lr = schedule["lr"] if lr is None else lr
-    distill = schedule["distill"] if distill is None else distill
-    weight_decay = schedule["weight_decay"] if weight_decay is None else weight_decay
+    cfg = replace(config or CompressConfig(), **settings)
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, meta = load_checkpoint(checkpoint, model_kwargs=cfg.model_kwargs)
+    cfg = cfg.for_model(meta["model"])
     weights = prunable_weights(model)
-    sp, bit_spec = _spec_with_defaults(model_name, weights, prune_quality, sparsity, bits)
-    train_ds, test_ds, normalize = _load_data(meta, model, dataset, data_dir, train_subset, seed)
+    sparsity, bits = _spec_with_defaults(meta["model"], weights, cfg.prune_quality, cfg.sparsity, cfg.bits)
+    train_ds, test_ds, normalize = _load_data(meta, model, cfg.dataset, cfg.data_dir, cfg.train_subset, cfg.seed)
     log = print if progress else (lambda *a, **k: None)
+    top1 = lambda: evaluate(model, test_ds, normalize)["top1"]  # noqa: E731
 
-    top1_before = evaluate(model, test_ds, normalize)["top1"]
-    # what every retraining shares: the uncompressed network as the teacher when distilling (its
-    # logits, computed once, when the images are not augmented), the weight decay, the augmentation
+    accuracy = {"before": top1()}
+    log(f"{meta['model']}: test top-1 {accuracy['before']:.4f} before compression")
+    retrain = _retraining(model, train_ds, normalize, cfg)
+    masks = prune(model, weights, sparsity, cfg, retrain, top1, log)
+    accuracy["pruned"] = top1()
+    quantized = share_weights(model, weights, masks, bits, cfg)
+    accuracy["clustered"] = top1()
+    retrain(epochs=cfg.quant_epochs, lr=cfg.lr * cfg.quant_lr_scale, seed=cfg.seed + cfg.quant_seed,
+            quantized=quantized, centroid_lr=cfg.centroid_lr)
+    state, encodings = round_to_storage(model, quantized, cfg.dense_dtype)
+    accuracy["quantized"] = top1()
+    log(f"quantized: test top-1 {accuracy['quantized']:.4f} (before centroid fine-tuning {accuracy['clustered']:.4f})")
+
+    out = Path(out)
+    stats = encode(out, meta, state, encodings, quantized, cfg.dense_dtype)
+    exact = _rebuilds_exactly(out, model, test_ds, normalize)
+    report = _report(meta["model"], state, quantized, stats, out.stat().st_size, accuracy)
+    report.update(checkpoint=str(checkpoint), out=str(out), dataset=meta.get("dataset") if cfg.dataset is None else cfg.dataset,
+                  settings=_settings(cfg, sparsity, bits, len(train_ds)), roundtrip_exact=exact,
+                  seconds=round(time.perf_counter() - t0, 1))
+    write_json(out.with_suffix(".report.json"), report)
+    write_text(out.with_suffix(".report.md"), report_markdown(report))
+    return report
+
+
+def _retraining(model: nn.Module, train_ds: ImageDataset, normalize: Normalize,
+                cfg: CompressConfig) -> Callable[..., None]:
+    """``finetune`` with what every retraining of a compression shares: the uncompressed network
+    as the teacher when distilling (its logits, computed once, when the images are not augmented),
+    the batch size, weight decay, augmentation and layout."""
     teacher = None
-    if distill:
-        teacher = (copy.deepcopy(model).eval() if crop_padding or flip
+    if cfg.distill:
+        teacher = (copy.deepcopy(model).eval() if cfg.crop_padding or cfg.flip
                    else teacher_logits(model, train_ds, normalize))
-    retrain = dict(teacher=teacher, weight_decay=weight_decay, crop_padding=crop_padding, flip=flip,
-                   channels_last=channels_last, progress=False)
-    log(f"{model_name}: test top-1 {top1_before:.4f} before compression")
+    return functools.partial(finetune, model, train_ds, normalize, batch_size=cfg.batch_size, teacher=teacher,
+                             temperature=cfg.temperature, order_seed=cfg.order_seed, weight_decay=cfg.weight_decay,
+                             crop_padding=cfg.crop_padding, flip=cfg.flip, channels_last=cfg.channels_last)
 
-    # ---- 1. prune, iteratively, retraining with the masks fixed
+
+def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float], cfg: CompressConfig,
+          retrain: Callable[..., None], top1: Callable[[], float], log: Callable[..., None]) -> dict[str, torch.Tensor]:
+    """Prune in ``cfg.prune_iters`` steps, retraining with the masks fixed after each; returns the masks."""
     std0 = {n: float(w.detach().std()) for n, w in weights.items()}
     masks: dict[str, torch.Tensor] = {}
-    for it in range(1, prune_iters + 1):
-        frac = it / prune_iters
+    for it in range(1, cfg.prune_iters + 1):
+        frac = it / cfg.prune_iters
         for n, w in weights.items():
-            s = lookup(sp, n, w, None)
-            if prune_quality is not None and s is None:
-                masks[n] = magnitude_mask(w, quality=prune_quality * frac, previous=masks.get(n), std=std0[n])
+            s = lookup(sparsity, n, w, None)
+            if cfg.prune_quality is not None and s is None:
+                masks[n] = magnitude_mask(w, quality=cfg.prune_quality * frac, previous=masks.get(n), std=std0[n])
             else:
                 # the kept fraction shrinks geometrically (1, k^(1/n), k^(2/n), ... k): each step
                 # removes the same share of what is left, so the last step is no bigger than the first
                 masks[n] = magnitude_mask(w, sparsity=1.0 - (1.0 - (s or 0.0)) ** frac, previous=masks.get(n))
         apply_masks(model, masks)
-        epochs = final_epochs if it == prune_iters else prune_epochs
-        finetune(model, train_ds, normalize, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + it,
-                 masks=masks, **retrain)
+        epochs = cfg.final_epochs if it == cfg.prune_iters else cfg.prune_epochs
+        retrain(epochs=epochs, lr=cfg.lr, seed=cfg.seed + it, masks=masks)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
-        log(f"prune step {it}/{prune_iters}: {kept:.1%} of conv/fc weights kept, "
-            f"test top-1 {evaluate(model, test_ds, normalize)['top1']:.4f}")
-    top1_pruned = evaluate(model, test_ds, normalize)["top1"]
+        log(f"prune step {it}/{cfg.prune_iters}: {kept:.1%} of conv/fc weights kept, test top-1 {top1():.4f}")
+    return masks
 
-    # ---- 2. share weights by k-means, fine-tune the centroids
-    g = torch.Generator().manual_seed(seed)
-    quantized = {n: quantize_weight(n, w, masks[n], int(lookup(bit_spec, n, w, 8)), init=init, generator=g)
+
+def share_weights(model: nn.Module, weights: dict[str, nn.Parameter], masks: dict[str, torch.Tensor],
+                  bits: dict[str, int], cfg: CompressConfig) -> dict[str, QuantizedWeight]:
+    """k-means the kept weights of every layer into 2^bits shared values, and put those in the model."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    quantized = {n: quantize_weight(n, w, masks[n], int(lookup(bits, n, w, 8)), init=cfg.init, generator=g)
                  for n, w in weights.items()}
     with torch.no_grad():
         for n, q in quantized.items():
             weights[n].copy_(q.dense())
-    top1_clustered = evaluate(model, test_ds, normalize)["top1"]
-    finetune(model, train_ds, normalize, epochs=quant_epochs, lr=lr * 0.1, batch_size=batch_size, seed=seed + 1000,
-             quantized=quantized, centroid_lr=centroid_lr, **retrain)
+    return quantized
 
-    # ---- 3. round what the file stores to its stored precision, so memory == file exactly
-    codebook_dtype = 1 if dense_dtype == "fp16" else 0
-    dense: dict[str, torch.Tensor] = {}
-    encodings: dict[str, int] = {}
+
+@torch.no_grad()
+def round_to_storage(model: nn.Module, quantized: dict[str, QuantizedWeight],
+                     dense_dtype: str) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Round what the file stores (codebooks, other tensors) to its stored precision, in the model,
+    so that memory == file exactly. Returns (state dict, encoding of each tensor stored dense)."""
+    params = dict(model.named_parameters())
+    for n, q in quantized.items():
+        q.centroids = ff.round_codebook(q.centroids, _codebook_dtype(dense_dtype))
+        params[n].copy_(q.dense())
     state = model.state_dict()
-    with torch.no_grad():
-        for n, q in quantized.items():
-            q.centroids = ff.round_codebook(q.centroids, codebook_dtype)
-            weights[n].copy_(q.dense())
-        for n, t in state.items():
-            if n in quantized:
-                continue
+    encodings: dict[str, int] = {}
+    for n, t in state.items():
+        if n not in quantized:
             encodings[n] = ff.dense_encoding(t, dense_dtype)
             t.copy_(ff.round_to_encoding(t, encodings[n]))
-            dense[n] = t
-    top1_quant = evaluate(model, test_ds, normalize)["top1"]
-    log(f"quantized: test top-1 {top1_quant:.4f} (before centroid fine-tuning {top1_clustered:.4f})")
+    return state, encodings
 
+
+def _codebook_dtype(dense_dtype: str) -> int:
+    return 1 if dense_dtype == "fp16" else 0
+
+
+def encode(out: Path, meta: dict[str, Any], state: dict[str, torch.Tensor], encodings: dict[str, int],
+           quantized: dict[str, QuantizedWeight], dense_dtype: str) -> dict[str, dict[str, Any]]:
+    """Huffman-code the model into the .cnnz file ``out``; returns each tensor's coding statistics."""
     file_meta = {k: meta[k] for k in ("model", "num_classes", "in_chans", "kwargs", "input_size", "mean", "std",
                                       "classes", "dataset", "data_dir", "data_size") if k in meta}
-    order = [n for n in state if n not in quantized]
-    blob, stats = ff.encode_file(file_meta, {n: dense[n] for n in order}, encodings, quantized, codebook_dtype)
-    out = Path(out)
+    dense = {n: t for n, t in state.items() if n not in quantized}
+    blob, stats = ff.encode_file(file_meta, dense, encodings, quantized, _codebook_dtype(dense_dtype))
     out.parent.mkdir(parents=True, exist_ok=True)
     ff.write_cnnz(out, blob)
+    return stats
 
-    # the file must rebuild the very model in memory: same logits, bit for bit
+
+def _rebuilds_exactly(out: Path, model: nn.Module, test_ds: ImageDataset, normalize: Normalize) -> bool:
+    """The file must rebuild the very model in memory: same logits, bit for bit."""
     x, _ = next(iterate_batches(test_ds, 256))
     rebuilt = load_compressed(out)
     with torch.no_grad():
         exact = bool(torch.equal(model.eval()(normalize(x)), rebuilt(normalize(x))))
     if not exact:
         raise RuntimeError(f"{out}: the rebuilt model's logits differ from the compressed model's (a bug)")
+    return exact
 
-    report = _report(model_name, state, quantized, stats, out.stat().st_size, dict(
-        before=top1_before, pruned=top1_pruned, clustered=top1_clustered, quantized=top1_quant))
-    report.update(checkpoint=str(checkpoint), out=str(out), dataset=meta.get("dataset") if dataset is None else dataset,
-                  settings=dict(prune_quality=prune_quality, sparsity=None if prune_quality is not None and not sparsity else sp,
-                                bits=bit_spec, prune_iters=prune_iters, prune_epochs=prune_epochs, final_epochs=final_epochs,
-                                quant_epochs=quant_epochs, lr=lr, centroid_lr=centroid_lr,
-                                weight_decay=weight_decay, init=init,
-                                dense_dtype=dense_dtype, train_images=len(train_ds), distill=distill,
-                                crop_padding=crop_padding, flip=flip, channels_last=channels_last, seed=seed),
-                  roundtrip_exact=exact, seconds=round(time.perf_counter() - t0, 1))
-    write_json(out.with_suffix(".report.json"), report)
-    write_text(out.with_suffix(".report.md"), report_markdown(report))
-    return report
+
+def _settings(cfg: CompressConfig, sparsity: dict[str, float], bits: dict[str, int], train_images: int) -> dict[str, Any]:
+    """The settings the report records (the resolved defaults included)."""
+    return dict(prune_quality=cfg.prune_quality,
+                sparsity=None if cfg.prune_quality is not None and not cfg.sparsity else sparsity, bits=bits,
+                prune_iters=cfg.prune_iters, prune_epochs=cfg.prune_epochs, final_epochs=cfg.final_epochs,
+                quant_epochs=cfg.quant_epochs, lr=cfg.lr, centroid_lr=cfg.centroid_lr, weight_decay=cfg.weight_decay,
+                init=cfg.init, dense_dtype=cfg.dense_dtype, train_images=train_images, distill=cfg.distill,
+                crop_padding=cfg.crop_padding, flip=cfg.flip, channels_last=cfg.channels_last, seed=cfg.seed)
 
 
 def _report(model_name: str, state: dict[str, torch.Tensor], quantized: dict[str, QuantizedWeight],
@@ -400,5 +484,5 @@ def load_compressed_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, A
     """(model in eval mode, metadata): the pair ``checkpoint.load_checkpoint`` returns, for .cnnz files."""
     meta, tensors = ff.read_cnnz(path)
     model = ff.build_model(meta, tensors, str(path)).eval()
-    meta.setdefault("classes", [str(i) for i in range(model.default_cfg["num_classes"])])
+    meta.setdefault("classes", [str(i) for i in range(model.pretrained_cfg["num_classes"])])
     return model, meta
