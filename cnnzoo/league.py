@@ -35,7 +35,7 @@ from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwar
 from cnnzoo.train import (TrainConfig, build_optimizer, fit_input_size, resume_training, train,
                           training_loss)
 
-# One small-input variant per family of the seed, plus LeNet-5 and both MobileNets.
+# One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
                   "resnet18_cifar", "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
 

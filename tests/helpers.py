@@ -40,7 +40,7 @@ def assert_min_input_is_true_minimum(name: str) -> None:
             assert "at least" in str(exc)
         else:
             raise AssertionError(f"{name} accepted {smaller}, below its minimum {(h, w)}")
-    del model.default_cfg  # check_input steps aside without a cfg
+    del model.pretrained_cfg  # check_input steps aside without a cfg
     model.eval()
     try:
         with torch.no_grad():

@@ -159,7 +159,7 @@ def test_create_model_names_model_key_and_accepted_arguments():
     with pytest.raises(ValueError, match="lenet5_caffe takes no argument 'act'; it accepts: none"):
         create_model("lenet5_caffe", act="tanh")
     assert model_arguments("zfnet")["lrn"] is True
-    assert create_model("zfnet", lrn=False).default_cfg["kwargs"] == {"lrn": False}
+    assert create_model("zfnet", lrn=False).pretrained_cfg["kwargs"] == {"lrn": False}
 
 
 def test_model_kwargs_for_several_models_go_where_they_are_taken():

@@ -99,15 +99,15 @@ FAMILIES = ["lenet5", "alexnet_cifar", "vgg11_cifar", pytest.param("googlenet_ci
 def test_export_every_family_checked_by_onnxruntime(name, tmp_path):
     torch.manual_seed(0)
     model = randomize_bn(cnnzoo.create_model(name))
-    classes = [f"c{i}" for i in range(model.default_cfg["num_classes"])]
-    meta = dict(model=name, classes=classes, mean=list(model.default_cfg["mean"]), std=list(model.default_cfg["std"]),
+    classes = [f"c{i}" for i in range(model.pretrained_cfg["num_classes"])]
+    meta = dict(model=name, classes=classes, mean=list(model.pretrained_cfg["mean"]), std=list(model.pretrained_cfg["std"]),
                 num_classes=len(classes), data_size=[1, 28, 28])
     report = export_onnx(model, tmp_path / "m.onnx", meta, dynamic_batch=True)
     assert report["top1_same"] and report["max_abs_diff"] <= report["limit"]
     predictor, got_meta = load_onnx_checkpoint(tmp_path / "m.onnx")
     assert got_meta["classes"] == classes and got_meta["data_size"] == [1, 28, 28]
-    assert predictor.default_cfg["input_size"] == model.default_cfg["input_size"]
-    x = torch.randn(3, *model.default_cfg["input_size"])  # batch 3: the exported batch was 2
+    assert predictor.pretrained_cfg["input_size"] == model.pretrained_cfg["input_size"]
+    x = torch.randn(3, *model.pretrained_cfg["input_size"])  # batch 3: the exported batch was 2
     with torch.no_grad():
         want = model(x)
     got = predictor(x)

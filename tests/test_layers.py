@@ -74,8 +74,8 @@ def test_training_step_is_the_same_with_and_without_the_detour(name):
 
     torch.manual_seed(0)
     model = create_model(name)
-    x = torch.randn(8, *model.default_cfg["input_size"])
-    y = torch.randint(0, model.default_cfg["num_classes"], (8,))
+    x = torch.randn(8, *model.pretrained_cfg["input_size"])
+    y = torch.randint(0, model.pretrained_cfg["num_classes"], (8,))
 
     def grads() -> list[torch.Tensor]:
         torch.manual_seed(1)  # the same dropout masks

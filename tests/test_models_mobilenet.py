@@ -231,7 +231,7 @@ def test_v1_activation_option():
 @pytest.mark.parametrize("name", NAMES)
 def test_min_input_size(name):
     m = cnnzoo.create_model(name, num_classes=5).train()
-    _, h, w = m.default_cfg["min_input_size"]
+    _, h, w = m.pretrained_cfg["min_input_size"]
     out = m(torch.randn(2, 3, h, w))
     assert out.shape == (2, 5)
     out.sum().backward()

@@ -195,8 +195,8 @@ def test_registry():
         assert cfg["small_variant"] == f"vgg{depth}_cifar"
         assert cfg["reference"] == (f"torchvision:{name}" if name in IMAGENET else None)
     with torch.device("meta"):
-        assert cnnzoo.create_model("vgg11").default_cfg["classifier"] == "fc8"
-        assert cnnzoo.create_model("vgg11_cifar").default_cfg["first_conv"] == "stage1.conv1.conv"
+        assert cnnzoo.create_model("vgg11").pretrained_cfg["classifier"] == "fc8"
+        assert cnnzoo.create_model("vgg11_cifar").pretrained_cfg["first_conv"] == "stage1.conv1.conv"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_registry():
 def test_airbench_layer_table():
     # widths 32/64/128 after a 2x2 whitening stem of 2 x 4 filters: 28 -> 27 -> 13 -> 6 -> 3
     model = cnnzoo.create_model("vgg_airbench")
-    assert model.default_cfg["input_size"] == (1, 28, 28) and model.num_classes == 10
+    assert model.pretrained_cfg["input_size"] == (1, 28, 28) and model.num_classes == 10
     x = torch.randn(2, 1, 28, 28)
     shapes = []
     for stage in (model.stem, model.stage1, model.stage2, model.stage3):

@@ -38,7 +38,7 @@ def test_grey_input_and_any_class_count(name):
         x = torch.empty(2, 1, *cfg["input_size"][1:])
         assert model(x).shape == (2, 3)
     assert model.get_classifier().out_features == 3
-    assert model.default_cfg["input_size"][0] == 1 and len(model.default_cfg["mean"]) == 1
+    assert model.pretrained_cfg["input_size"][0] == 1 and len(model.pretrained_cfg["mean"]) == 1
 
 
 @pytest.mark.parametrize("name", ALL)
