@@ -111,15 +111,21 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | Path | None = None,
+    features_only: bool = False,
+    out_indices: int | list[int] | tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
 
     ``num_classes`` and ``in_chans`` default to the model's own configuration (1000 and 3 for the
-    ImageNet networks).
+    ImageNet networks); ``num_classes=0`` leaves out the classifier (the model returns pre-logits
+    features).
     ``pretrained`` is a path to a weights file (.safetensors, or .pth/.pt read with
     ``weights_only=True``) in cnnzoo's, torchvision's or timm's key layout.
-    Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``).
+    Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``, and timm's
+    ``global_pool``, ``drop_rate``, ``drop_path_rate``).
+    ``features_only=True`` returns a ``cnnzoo.features.FeatureExtractor`` whose forward gives the
+    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``).
     """
     _ensure_models_imported()
     if name not in _ENTRYPOINTS:
@@ -127,8 +133,8 @@ def create_model(
     cfg = dict(_CFGS[name])
     num_classes = cfg["num_classes"] if num_classes is None else num_classes
     in_chans = cfg["input_size"][0] if in_chans is None else in_chans
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
     model = _ENTRYPOINTS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -147,6 +153,13 @@ def create_model(
     model.default_cfg = cfg
     if pretrained:
         load_pretrained(model, pretrained)
+    # timm's feature extraction: the model cut after the chosen stages, returning their maps.
+    if features_only:
+        from cnnzoo.features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices chooses the stages of a features_only model; pass features_only=True")
     return model
 
 
@@ -282,6 +295,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = F
         state = {k: v for k, v in state.items() if k in own or not k.startswith(aux_prefixes)}
     head_prefix = f"{model.classifier_name}."
     head_keys = [k for k in own if k.startswith(head_prefix)]
+    if not head_keys:  # built with num_classes=0: the file's classifier has nothing to fill
+        state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
     head_mismatch = [k for k in head_keys if k in state and state[k].shape != own[k].shape]
     if head_mismatch:
         if strict_head:
