@@ -59,6 +59,7 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> logits, or the features the classifier reads with ``pre_logits``."""
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.get_classifier()(x)
 
@@ -104,8 +105,9 @@ class ZooModel(nn.Module):
                 self.global_pool = GlobalPool2d(global_pool)
         elif isinstance(getattr(self, "global_pool", None), GlobalPool2d):
             self._check_global_pool(self.global_pool.pool_type, num_classes)
-        weight = next(self.parameters())
-        self._set_classifier(classifier(self.head_hidden_size, num_classes).to(weight.device, weight.dtype))
+        old, weight = self.get_classifier(), next(self.parameters())
+        bias = not isinstance(old, nn.Linear) or old.bias is not None  # airbench's has none
+        self._set_classifier(classifier(self.head_hidden_size, num_classes, bias).to(weight.device, weight.dtype))
         self.num_classes = num_classes
         if hasattr(self, "default_cfg"):
             self.default_cfg["num_classes"] = num_classes
