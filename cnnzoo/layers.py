@@ -6,6 +6,9 @@
   3x3 (depthwise) and a 1x1 (pointwise) convolution.
 - ``Concat``: parallel branches whose outputs are concatenated along channels (Inception modules).
 - ``MaxPool2d``, ``AvgPool2d``: torch's pooling layers, run in channels-last layout on the CPU where faster.
+- ``GlobalPool2d``: the classifier head's global pooling ("avg", "max", "avgmax" or none).
+- ``DropPath``: stochastic depth (Huang et al. 2016) on a residual branch.
+- ``is_tracing``: whether a graph capture (FX, TorchScript, dynamo, torch.export) is running.
 - ``init_weights``: the initialisation every family uses.
 """
 from __future__ import annotations
@@ -18,6 +21,13 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 ActLayer = Callable[..., nn.Module]
+
+
+def is_tracing() -> bool:
+    """True while FX, TorchScript, dynamo or torch.export records a graph: code that branches on a
+    tensor's values, layout or flags must then take the one path the graph can keep."""
+    return (torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
 
 
 class ConvBnAct(nn.Module):
@@ -113,9 +123,11 @@ def pool_in_input_layout() -> Iterator[None]:
 
 
 def _may_pool_channels_last(x: torch.Tensor) -> bool:
-    # the meta device stands in for the CPU in operator traces (cnnzoo.bench.op_trace)
-    return (_channels_last_pooling and x.dim() == 4 and x.device.type in ("cpu", "meta") and x.is_contiguous()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    # the meta device stands in for the CPU in operator traces (cnnzoo.bench.op_trace). Checked
+    # first: under FX the tensor is a proxy whose properties cannot decide a branch.
+    if is_tracing():
+        return False
+    return _channels_last_pooling and x.dim() == 4 and x.device.type in ("cpu", "meta") and x.is_contiguous()
 
 
 def _training(x: torch.Tensor) -> bool:
@@ -133,7 +145,7 @@ class _MaxPoolForwardChannelsLast(torch.autograd.Function):
             x.contiguous(memory_format=torch.channels_last), kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(x, indices.contiguous())
         ctx.args = (kernel_size, stride, padding, dilation, ceil_mode)
-        return out.contiguous()
+        return _nchw(out)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -142,8 +154,15 @@ class _MaxPoolForwardChannelsLast(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    # A clone, not .contiguous(): a map of 1x1 pixels counts as contiguous in both layouts and would
+    # keep its channels-last strides, which steer the next convolution to another kernel (other
+    # rounding) than the one torch's pooling layers lead to.
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 def _via_channels_last(pool: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
+    return _nchw(pool(x.contiguous(memory_format=torch.channels_last)))
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -164,9 +183,69 @@ class AvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d``; in CPU inference it pools in channels-last layout (same values, faster)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _training(x) or not _may_pool_channels_last(x):
+        if not _may_pool_channels_last(x) or _training(x):
             return super().forward(x)
         return _via_channels_last(super().forward, x)
+
+
+POOL_TYPES = ("avg", "max", "avgmax", "")
+
+
+class GlobalPool2d(nn.Module):
+    """Pools each channel of an (N, C, H, W) map to one value and flattens to (N, C): "avg", "max",
+    or "avgmax" (the mean of the two, so the width stays C). ``""`` leaves the map as it is."""
+
+    def __init__(self, pool_type: str = "avg") -> None:
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
+        self.pool_type = pool_type
+        self.avg = nn.AdaptiveAvgPool2d(1) if pool_type in ("avg", "avgmax") else None
+        self.max = nn.AdaptiveMaxPool2d(1) if pool_type in ("max", "avgmax") else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.avg is not None and self.max is not None:
+            x = 0.5 * (self.avg(x) + self.max(x))
+        elif self.avg is not None:
+            x = self.avg(x)
+        elif self.max is not None:
+            x = self.max(x)
+        else:
+            return x
+        return torch.flatten(x, 1)
+
+    def extra_repr(self) -> str:
+        return repr(self.pool_type)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, zero a residual branch for a random
+    ``drop_prob`` of the samples in the batch and scale the others by 1 / (1 - drop_prob), so the
+    expected output is unchanged; in eval mode the identity. Takes (N, C, H, W) branches."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {drop_prob!r}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
+    """Per-block drop rates rising linearly from 0 (first block) to ``rate`` (last), as in Huang et
+    al.'s linear decay rule: early blocks compute features every later block needs."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {rate!r}")
+    return [rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
 
 
 def init_weights(model: nn.Module, linear_std: float | None = 0.01) -> None:

@@ -293,22 +293,28 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | Path | None = None,
+    features_only: bool = False,
+    out_indices: int | list[int] | tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``name`` may carry a tag (``"resnet50.tv2_in1k"``) that picks the
     configuration the model gets.
 
     ``num_classes`` and ``in_chans`` default to the model's own configuration (1000 and 3 for the
-    ImageNet networks).
+    ImageNet networks); ``num_classes=0`` leaves out the classifier (the model returns pre-logits
+    features).
     ``pretrained`` is a path to a weights file (.safetensors, or .pth/.pt read with
     ``weights_only=True``) in cnnzoo's, torchvision's or timm's key layout.
-    Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``).
+    Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``, and timm's
+    ``global_pool``, ``drop_rate``, ``drop_path_rate``).
+    ``features_only=True`` returns a ``cnnzoo.features.FeatureExtractor`` whose forward gives the
+    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``).
     """
     cfg = get_pretrained_cfg(name)
     num_classes = cfg.num_classes if num_classes is None else num_classes
     in_chans = cfg.input_size[0] if in_chans is None else in_chans
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
     check_model_kwargs(cfg.architecture, kwargs)
@@ -319,6 +325,13 @@ def create_model(
     model.pretrained_cfg = {**dataclasses.asdict(cfg), "in_chans": in_chans, "kwargs": dict(kwargs)}
     if pretrained:
         load_pretrained(model, pretrained)
+    # timm's feature extraction: the model cut after the chosen stages, returning their maps.
+    if features_only:
+        from cnnzoo.features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices chooses the stages of a features_only model; pass features_only=True")
     return model
 
 

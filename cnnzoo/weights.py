@@ -123,6 +123,9 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = F
     aux_prefixes = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
     if aux_prefixes:
         state = {k: v for k, v in state.items() if k in own or not k.startswith(aux_prefixes)}
+    head_prefix = f"{model.classifier_name}."
+    if not any(k.startswith(head_prefix) for k in own):  # built with num_classes=0: no classifier to fill
+        state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
     fresh = _drop_resized_heads(model, own, state, path, aux_prefixes, strict_head)
     _check_fit(model, own, state, fresh, path, layout)
     model.load_state_dict(state, strict=not fresh)

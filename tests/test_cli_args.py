@@ -148,7 +148,7 @@ def test_model_arguments_are_the_constructors_less_what_the_variant_fixes():
     assert model_arguments("googlenet_cifar")["width_mult"] == 0.25  # the variant's setdefault
     assert model_arguments("resnet20")["shortcut"] == "A"  # set in a helper the variant calls
     assert "shortcut" not in model_arguments("plain20") and "stem" not in model_arguments("resnet20")
-    assert model_arguments("lenet5") == {"act": "relu", "pool": "max"}
+    assert model_arguments("lenet5") == {"act": "relu", "pool": "max", "drop_rate": 0.0, "global_pool": ""}
     for name in cnnzoo.list_models():
         assert not {"num_classes", "in_chans"} & set(model_arguments(name))
 
@@ -156,7 +156,7 @@ def test_model_arguments_are_the_constructors_less_what_the_variant_fixes():
 def test_create_model_names_model_key_and_accepted_arguments():
     with pytest.raises(ValueError, match=r"^mobilenet_v1_050 takes no argument 'width_mult'; it accepts: act, "):
         create_model("mobilenet_v1_050", width_mult=0.25)
-    with pytest.raises(ValueError, match="lenet5_caffe takes no argument 'act'; it accepts: none"):
+    with pytest.raises(ValueError, match="lenet5_caffe takes no argument 'act'; it accepts: drop_rate, global_pool$"):
         create_model("lenet5_caffe", act="tanh")
     assert model_arguments("zfnet")["lrn"] is True
     assert create_model("zfnet", lrn=False).pretrained_cfg["kwargs"] == {"lrn": False}

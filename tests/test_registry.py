@@ -33,9 +33,10 @@ def test_unknown_model_suggests_close_matches():
         cnnzoo.create_model("lenet-5")
 
 
-@pytest.mark.parametrize("kw", [{"num_classes": 0}, {"in_chans": 0}, {"num_classes": -3}])
-def test_bad_sizes_rejected(kw):
-    with pytest.raises(ValueError, match="must be an integer >= 1"):
+# num_classes=0 is timm's "no classifier" (tests/test_timm_api.py).
+@pytest.mark.parametrize("kw, low", [({"in_chans": 0}, 1), ({"num_classes": -3}, 0), ({"num_classes": 2.0}, 0)])
+def test_bad_sizes_rejected(kw, low):
+    with pytest.raises(ValueError, match=f"must be an integer >= {low}"):
         cnnzoo.create_model("lenet5", **kw)
 
 

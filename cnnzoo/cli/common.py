@@ -48,7 +48,7 @@ def kwargs_flag(help: str) -> dict[str, Any]:
     # One string per occurrence (action="append", not nargs="*"): positional arguments after the
     # flag, such as predict's image files, stay positional.
     return dict(action="append", type=parse_kwargs, metavar="KEY=VALUE[,KEY=VALUE]",
-                help=f"{help}, e.g. width_mult=0.5,dropout=0.1 (Python literals; repeatable)")
+                help=f"{help}, e.g. width_mult=0.5,drop_rate=0.1 (Python literals; repeatable)")
 
 
 def add_model_kwargs(p: argparse.ArgumentParser, help: str = "arguments of the model's constructor") -> None:

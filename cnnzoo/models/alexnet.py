@@ -70,28 +70,46 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import TV_TAGS, register_model
 
 
 class _ConvFcNet(ZooModel):
     """The part AlexNet-style networks share: an average pool to the map size fc6 was built for,
-    then dropout -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> fc8 (torchvision's order)."""
+    then dropout -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> fc8 (torchvision's order).
+
+    The head is fixed: that average pool is its only pooling (``global_pool="avg"``), and
+    ``drop_rate`` is the rate of its two dropouts. Stages (``feature_info``): the output of each
+    max-pool (with ZFNet's contrast normalisation). Gradient checkpointing recomputes the five
+    convolutions as one segment: they share the activation module and are few.
+    """
 
     first_conv = "conv1"
     classifier_name = "fc8"
+    global_pools = ("avg",)
+    stem_modules = ("conv1",)
+    stage_modules = ("conv2", "conv3", "conv4", "conv5")
 
-    def _build_head(self, channels: int, map_size: int, hidden: int, num_classes: int, dropout: float) -> None:
+    def _build_head(self, channels: int, map_size: int, hidden: int, num_classes: int, drop_rate: float,
+                    global_pool: str) -> None:
+        self._check_global_pool(global_pool, num_classes)
         self.num_classes = num_classes
-        self.num_features = hidden
+        self.num_features = channels
+        self.head_hidden_size = hidden
         # Identity at the design input size; lets other sizes reach the map size fc6 expects.
         self.avgpool = nn.AdaptiveAvgPool2d(map_size)
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = nn.Dropout(drop_rate)
         self.fc6 = nn.Linear(channels * map_size * map_size, hidden)
-        self.drop7 = nn.Dropout(dropout)
+        self.drop7 = nn.Dropout(drop_rate)
         self.fc7 = nn.Linear(hidden, hidden)
-        self.fc8 = nn.Linear(hidden, num_classes)
+        self.fc8 = classifier(hidden, num_classes)
         self.act = nn.ReLU(inplace=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_stage(self._convolutions, x)
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
@@ -114,7 +132,7 @@ class AlexNet(_ConvFcNet):
         ]
     }
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5, global_pool: str = "avg") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
         self.pool1 = MaxPool2d(kernel_size=3, stride=2)
@@ -124,10 +142,12 @@ class AlexNet(_ConvFcNet):
         self.conv4 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(256, 256, kernel_size=3, padding=1)
         self.pool5 = MaxPool2d(kernel_size=3, stride=2)
-        self._build_head(256, 6, 4096, num_classes, dropout)
+        self._build_head(256, 6, 4096, num_classes, drop_rate, global_pool)
+        self.feature_info = [dict(num_chs=64, reduction=8, module="pool1"), dict(num_chs=192, reduction=16, module="pool2"),
+                             dict(num_chs=256, reduction=32, module="pool5")]
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.act(self.conv1(x)))
         x = self.pool2(self.act(self.conv2(x)))
         x = self.act(self.conv3(x))
@@ -136,7 +156,8 @@ class AlexNet(_ConvFcNet):
 
 
 class ZFNet(_ConvFcNet):
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5, lrn: bool = True) -> None:
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5, lrn: bool = True,
+                 global_pool: str = "avg") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, 96, kernel_size=7, stride=2, padding=1)
         self.pool1 = MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
@@ -148,7 +169,9 @@ class ZFNet(_ConvFcNet):
         self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
         self.pool5 = MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-        self._build_head(256, 6, 4096, num_classes, dropout)
+        self._build_head(256, 6, 4096, num_classes, drop_rate, global_pool)
+        self.feature_info = [dict(num_chs=96, reduction=4, module="norm1"), dict(num_chs=256, reduction=16, module="norm2"),
+                             dict(num_chs=256, reduction=32, module="pool5")]
         init_weights(self)
 
     @staticmethod
@@ -157,7 +180,7 @@ class ZFNet(_ConvFcNet):
         # constants, so AlexNet's (n=5, alpha=1e-4, beta=0.75, k=2). It has no parameters.
         return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0) if enabled else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm1(self.pool1(self.act(self.conv1(x))))
         x = self.norm2(self.pool2(self.act(self.conv2(x))))
         x = self.act(self.conv3(x))
@@ -174,8 +197,9 @@ class CifarAlexNet(_ConvFcNet):
 
     first_conv = "conv1.conv"
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.5, hidden: int = 1024,
-                 widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256), conv1_kernel: int = 5) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.5, hidden: int = 1024,
+                 widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256), conv1_kernel: int = 5,
+                 global_pool: str = "avg") -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = widths
         # Batch norm after every convolution (ConvBnAct, no conv bias): AlexNet without it needs
@@ -191,10 +215,12 @@ class CifarAlexNet(_ConvFcNet):
         # 1024 units, not 4096: fc6 reads a 3x3 map (2,304 values, not 9,216), 10 classes need far
         # less than 1000, and two 4096-wide layers would be 4/5 of the parameters and of the CPU
         # time for no accuracy on 28x28 data.
-        self._build_head(c5, 3, hidden, num_classes, dropout)
+        self._build_head(c5, 3, hidden, num_classes, drop_rate, global_pool)
+        self.feature_info = [dict(num_chs=c1, reduction=2, module="pool1"), dict(num_chs=c2, reduction=4, module="pool2"),
+                             dict(num_chs=c5, reduction=8, module="pool5")]
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.conv1(x))
         x = self.pool2(self.conv2(x))
         x = self.conv5(self.conv4(self.conv3(x)))

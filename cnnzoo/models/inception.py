@@ -101,6 +101,9 @@ common CIFAR GoogLeNet: a 3x3 conv of 192 channels, then 3a). At full width they
 GMACs per 32x32 image, too much to train on a CPU, so every channel count is multiplied by
 ``width_mult`` (rounded to a multiple of 8, at least 8): 0.25 by default for these variants
 (``width_mult=1.0`` gives the full-width networks of the literature).
+
+Stages (``feature_info``): the last layer or module at each resolution (the stem's convolutions at
+1/2 and 1/4, then the modules before each grid reduction and the last one).
 """
 from __future__ import annotations
 
@@ -110,7 +113,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnzoo.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights
+from cnnzoo.features import last_per_reduction
+from cnnzoo.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights, is_tracing
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import TV_TAGS, register_model
 
@@ -128,6 +132,17 @@ def scale_channels(channels: int, width_mult: float) -> int:
 def _seq(**layers: nn.Module) -> nn.Sequential:
     """A Sequential with named children (``reduce``, ``conv1``... read better than 0, 1...)."""
     return nn.Sequential(OrderedDict(layers))
+
+
+def _check_aux(aux_logits: bool, num_classes: int) -> None:
+    if aux_logits and num_classes == 0:
+        raise ValueError("auxiliary classifiers need classes: num_classes=0 needs aux_logits=False")
+
+
+class _InceptionNet(ZooModel):
+    """What the three networks share: the stem, and the modules as stages (``stage_modules``)."""
+
+    stem_modules = ("stem",)
 
 
 # ==================================================================================================
@@ -203,7 +218,7 @@ class GoogLeNetOutputs(NamedTuple):
     aux_logits1: torch.Tensor
 
 
-class GoogLeNet(ZooModel):
+class GoogLeNet(_InceptionNet):
     first_conv = "stem.conv1.conv"
     classifier_name = "fc"
     aux_heads = ("aux1", "aux2")
@@ -229,9 +244,10 @@ class GoogLeNet(ZooModel):
         aux_drop_rate: float = 0.7,
         width_mult: float = 1.0,
         small_input: bool = False,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
+        _check_aux(aux_logits, num_classes)
         self.aux_logits = aux_logits
 
         def c(channels: int) -> int:
@@ -260,6 +276,12 @@ class GoogLeNet(ZooModel):
         self.inception5a = InceptionV1Block(self.inception4e.out_channels, c(256), c(160), c(320), c(32), c(128), c(128))
         self.inception5b = InceptionV1Block(self.inception5a.out_channels, c(384), c(192), c(384), c(48), c(128), c(128))
         self.num_features = self.inception5b.out_channels
+        self.stage_modules = tuple(n for n, _ in self.named_children() if n.startswith("inception"))
+        stem = [("stem.conv1", c(192), 1)] if small_input else [("stem.conv1", c(64), 2), ("stem.conv3", c(192), 4)]
+        r = stem[-1][2] * (1 if small_input else 2)
+        self.feature_info = last_per_reduction(stem + [("inception3b", self.inception3b.out_channels, r),
+                                                       ("inception4e", self.inception4e.out_channels, 2 * r),
+                                                       ("inception5b", self.num_features, 4 * r)])
 
         self.aux1: GoogLeNetAux | None = None
         self.aux2: GoogLeNetAux | None = None
@@ -267,28 +289,22 @@ class GoogLeNet(ZooModel):
             self.aux1 = GoogLeNetAux(self.inception4a.out_channels, num_classes, c(128), c(1024), aux_drop_rate)
             self.aux2 = GoogLeNetAux(self.inception4d.out_channels, num_classes, c(128), c(1024), aux_drop_rate)
 
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self._init_head(num_classes, global_pool, drop_rate)
         init_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.stem(x)
-        x = self.pool3(self.inception3b(self.inception3a(x)))
-        x = self.inception4a(x)
+        x = self.pool3(self._run_stages(x, ("inception3a", "inception3b")))
+        x = self._run_stages(x, ("inception4a",))
         aux1 = self.aux1(x) if with_aux and self.aux1 is not None else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        x = self._run_stages(x, ("inception4b", "inception4c", "inception4d"))
         aux2 = self.aux2(x) if with_aux and self.aux2 is not None else None
-        x = self.pool4(self.inception4e(x))
-        x = self.inception5b(self.inception5a(x))
+        x = self.pool4(self._run_stages(x, ("inception4e",)))
+        x = self._run_stages(x, ("inception5a", "inception5b"))
         return x, aux1, aux2
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(x, with_aux=False)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
         self.check_input(x)
@@ -297,8 +313,9 @@ class GoogLeNet(ZooModel):
             return GoogLeNetOutputs(self.forward_head(x), aux2, aux1)
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        super().reset_classifier(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        _check_aux(self.aux_logits, num_classes)
+        super().reset_classifier(num_classes, global_pool)
         # The auxiliary heads predict the same classes as the main one.
         for aux in (self.aux1, self.aux2):
             if aux is not None and num_classes > 0:
@@ -365,7 +382,7 @@ class InceptionV2Reduction(Concat):
         self.out_channels = c3x3 + c3x3dbl + in_channels
 
 
-class InceptionV2(ZooModel):
+class InceptionV2(_InceptionNet):
     first_conv = "stem.conv1.conv"
     classifier_name = "fc"
 
@@ -376,9 +393,9 @@ class InceptionV2(ZooModel):
         drop_rate: float = 0.0,
         width_mult: float = 1.0,
         small_input: bool = False,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
 
         def c(channels: int) -> int:
             return scale_channels(channels, width_mult)
@@ -406,21 +423,17 @@ class InceptionV2(ZooModel):
             self.inception5a.out_channels, c(352), c(192), c(320), c(192), c(224), c(128), pool="max"
         )
         self.num_features = self.inception5b.out_channels
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        stem = [("stem.conv1", c(192), 1)] if small_input else [("stem.conv1", c(64), 2), ("stem.conv3", c(192), 4)]
+        r = stem[-1][2] * (1 if small_input else 2)
+        self.feature_info = last_per_reduction(stem + [("inception3b", self.inception3b.out_channels, r),
+                                                       ("inception4d", self.inception4d.out_channels, 2 * r),
+                                                       ("inception5b", self.num_features, 4 * r)])
+        self.stage_modules = tuple(n for n, _ in self.named_children() if n.startswith("inception"))
+        self._init_head(num_classes, global_pool, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = self.inception3c(self.inception3b(self.inception3a(x)))
-        x = self.inception4b(self.inception4a(x))
-        x = self.inception4e(self.inception4d(self.inception4c(x)))
-        return self.inception5b(self.inception5a(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
+        return self._run_stages(self.stem(x), self.stage_modules)
 
 
 # ==================================================================================================
@@ -588,7 +601,7 @@ class InceptionV3Aux(nn.Module):
         self.fc = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < 17:
+        if not is_tracing() and min(x.shape[-2:]) < 17:
             raise ValueError(
                 f"the Inception v3 auxiliary head needs a 17x17 grid (inputs of at least 299x299), got "
                 f"{x.shape[-2]}x{x.shape[-1]}; use a larger input or aux_logits=False"
@@ -604,7 +617,7 @@ class InceptionV3Outputs(NamedTuple):
     aux_logits: torch.Tensor
 
 
-class InceptionV3(ZooModel):
+class InceptionV3(_InceptionNet):
     first_conv = "stem.conv1a.conv"
     classifier_name = "fc"
     aux_heads = ("aux",)
@@ -634,11 +647,12 @@ class InceptionV3(ZooModel):
         drop_rate: float = 0.5,
         width_mult: float = 1.0,
         small_input: bool = False,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         if aux_logits and small_input:
             raise ValueError("the Inception v3 auxiliary head needs a 17x17 grid; small-input variants have none")
-        self.num_classes = num_classes
+        _check_aux(aux_logits, num_classes)
         self.aux_logits = aux_logits
         eps = TF_BN_EPS
 
@@ -677,26 +691,24 @@ class InceptionV3(ZooModel):
         self.mixed7b = Inception8x8(self.mixed7a.out_channels, c(320), c(384), c(448), c(384), c(192))
         self.mixed7c = Inception8x8(self.mixed7b.out_channels, c(320), c(384), c(448), c(384), c(192))
         self.num_features = self.mixed7c.out_channels
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.stage_modules = tuple(n for n, _ in self.named_children() if n.startswith("mixed"))
+        stem = [("stem.conv4a", c(192), 1)] if small_input else [("stem.conv2b", c(64), 2), ("stem.conv4a", c(192), 4)]
+        r = stem[-1][2] * (1 if small_input else 2)
+        self.feature_info = last_per_reduction(stem + [("mixed5d", self.mixed5d.out_channels, r),
+                                                       ("mixed6e", self.mixed6e.out_channels, 2 * r),
+                                                       ("mixed7c", self.num_features, 4 * r)])
+        self._init_head(num_classes, global_pool, drop_rate)
         init_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = self.stem(x)
-        x = self.mixed5d(self.mixed5c(self.mixed5b(x)))
-        x = self.mixed6a(x)
-        x = self.mixed6e(self.mixed6d(self.mixed6c(self.mixed6b(x))))
+        x = self._run_stages(self.stem(x), ("mixed5b", "mixed5c", "mixed5d", "mixed6a", "mixed6b", "mixed6c",
+                                            "mixed6d", "mixed6e"))
         aux = self.aux(x) if with_aux and self.aux is not None else None
-        x = self.mixed7c(self.mixed7b(self.mixed7a(x)))
+        x = self._run_stages(x, ("mixed7a", "mixed7b", "mixed7c"))
         return x, aux
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(x, with_aux=False)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InceptionV3Outputs:  # type: ignore[override]
         self.check_input(x)
@@ -705,8 +717,9 @@ class InceptionV3(ZooModel):
             return InceptionV3Outputs(self.forward_head(x), aux)
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        super().reset_classifier(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        _check_aux(self.aux_logits, num_classes)
+        super().reset_classifier(num_classes, global_pool)
         if self.aux is not None and num_classes > 0:
             self.aux.fc = nn.Linear(self.aux.fc.in_features, num_classes)
 

@@ -16,6 +16,11 @@ connects to all six S2 maps (the paper's sparse connection table leaves 1,516 of
 weights), and the output layer is a linear layer rather than Euclidean RBF units. By default the
 activations are ReLU and the subsampling is max-pooling; ``act="tanh", pool="avg"`` gives the paper's
 squashing function and averaging subsampling.
+
+The three networks' heads are fully connected layers on the flattened map of a fixed input size:
+there is no global pooling to choose (``global_pool=""``, the only choice), and ``drop_rate`` (0 by
+default, as in the paper) adds dropout before the output layer. Gradient checkpointing recomputes
+the convolutions as one segment (there are two or three).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import AvgPool2d, MaxPool2d
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import register_model
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -36,82 +41,112 @@ def _choose(table: dict, key: str, what: str):
     return table[key]
 
 
-class LeNet5(ZooModel):
+class _LeNetBase(ZooModel):
+    global_pools = ("",)
+
+    def _build_head(self, num_features: int, hidden: int, num_classes: int, drop_rate: float, global_pool: str) -> None:
+        self._check_global_pool(global_pool, num_classes)
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.head_hidden_size = hidden
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_stage(self._convolutions, x)
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LeNet5(_LeNetBase):
+    """Stages (``feature_info``): the subsampling layers S2 and S4."""
+
     first_conv = "c1"
     classifier_name = "output"
+    stem_modules = ("c1",)
+    stage_modules = ("c3", "c5")
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, act: str = "relu", pool: str = "max") -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, act: str = "relu", pool: str = "max",
+                 drop_rate: float = 0.0, global_pool: str = "") -> None:
         super().__init__()
         act_layer = _choose(_ACTS, act, "act")
         pool_layer = _choose(_POOLS, pool, "pool")
-        self.num_classes = num_classes
-        self.num_features = 84
+        self._build_head(120, 84, num_classes, drop_rate, global_pool)
+        self.feature_info = [dict(num_chs=6, reduction=2, module="s2"), dict(num_chs=16, reduction=4, module="s4")]
         self.c1 = nn.Conv2d(in_chans, 6, kernel_size=5)
         self.s2 = pool_layer(2, 2)
         self.c3 = nn.Conv2d(6, 16, kernel_size=5)
         self.s4 = pool_layer(2, 2)
         self.c5 = nn.Conv2d(16, 120, kernel_size=5)
         self.f6 = nn.Linear(120, 84)
-        self.output = nn.Linear(84, num_classes)
+        self.output = classifier(84, num_classes)
         self.act = act_layer()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         x = self.s2(self.act(self.c1(x)))
         x = self.s4(self.act(self.c3(x)))
         return self.act(self.c5(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.f6(torch.flatten(x, 1)))
+        x = self.head_drop(self.act(self.f6(torch.flatten(x, 1))))
         return x if pre_logits else self.output(x)
 
 
-class LeNet300100(ZooModel):
+class LeNet300100(_LeNetBase):
     """The 784-300-100-10 perceptron of LeCun et al. 1998 (section C), the first network that
-    Deep Compression (Han et al. 2016) compresses: 266,610 parameters for 10 classes."""
+    Deep Compression (Han et al. 2016) compresses: 266,610 parameters for 10 classes.
+    ``forward_features`` only flattens the image: there are no stages (``feature_info`` is empty)
+    and nothing for gradient checkpointing to recompute."""
 
     first_conv = "fc1"  # no convolution: weight files with other channel counts do not adapt
     classifier_name = "fc3"
+    stem_modules = ("fc1",)
+    stage_modules = ("fc2",)
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 28, drop_rate: float = 0.0,
+                 global_pool: str = "") -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.num_features = 100
+        self._build_head(in_chans * image_size * image_size, 100, num_classes, drop_rate, global_pool)
+        self.feature_info = []
         self.fc1 = nn.Linear(in_chans * image_size * image_size, 300)
         self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, num_classes)
+        self.fc3 = classifier(100, num_classes)
         self.act = nn.ReLU(inplace=True)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(x, 1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.fc2(self.act(self.fc1(x))))
+        x = self.head_drop(self.act(self.fc2(self.act(self.fc1(x)))))
         return x if pre_logits else self.fc3(x)
 
 
-class CaffeLeNet(ZooModel):
+class CaffeLeNet(_LeNetBase):
     """Caffe's MNIST LeNet (conv 20@5x5, max-pool, conv 50@5x5, max-pool, fc 500, fc 10): the
-    network Deep Compression calls "LeNet-5" (431,080 parameters, 1720 KB in fp32)."""
+    network Deep Compression calls "LeNet-5" (431,080 parameters, 1720 KB in fp32). Stages
+    (``feature_info``): the two convolutions, before their max-pool."""
 
     first_conv = "conv1"
     classifier_name = "fc2"
+    stem_modules = ("conv1",)
+    stage_modules = ("conv2",)
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0, global_pool: str = "") -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.num_features = 500
+        self._build_head(50, 500, num_classes, drop_rate, global_pool)
+        self.feature_info = [dict(num_chs=20, reduction=1, module="conv1"), dict(num_chs=50, reduction=2, module="conv2")]
         self.conv1 = nn.Conv2d(in_chans, 20, kernel_size=5)
         self.conv2 = nn.Conv2d(20, 50, kernel_size=5)
         self.pool = MaxPool2d(2, 2)
         self.fc1 = nn.Linear(50 * 4 * 4, 500)
-        self.fc2 = nn.Linear(500, num_classes)
+        self.fc2 = classifier(500, num_classes)
         self.act = nn.ReLU(inplace=True)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.conv2(self.pool(self.conv1(x))))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.fc1(torch.flatten(x, 1)))
+        x = self.head_drop(self.act(self.fc1(torch.flatten(x, 1))))
         return x if pre_logits else self.fc2(x)
 
 

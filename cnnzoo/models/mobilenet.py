@@ -55,6 +55,10 @@ widely used CIFAR-10 versions (kuangliu/pytorch-cifar) do:
   resolution with only 16 channels; without the second change it would end at 2x2 with its widest
   layers (160, 320, 1280 channels) seeing only 2x2 maps.
 
+Stages (``feature_info``): the last block at each resolution (the stem's where no block keeps
+it). ``drop_path_rate`` (v2): stochastic depth on the blocks with a shortcut, rising linearly over
+the blocks.
+
 Weight files: timm's ``mobilenetv1_100`` (v1), torchvision's ``mobilenet_v2`` and timm's
 ``mobilenetv2_100`` (v2) load through ``KEY_MAPS``.
 """
@@ -65,7 +69,8 @@ import re
 import torch
 from torch import nn
 
-from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, init_weights
+from cnnzoo.features import last_per_reduction
+from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, DropPath, drop_path_rates, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import TV2_TAGS, TV_TAGS, register_model
 
@@ -109,9 +114,28 @@ MOBILENET_V1_STAGES: list[tuple[int, int, int]] = [
 ]
 
 
-class MobileNetV1(ZooModel):
+class _MobileNet(ZooModel):
     first_conv = "stem.conv"
     classifier_name = "classifier"
+    stem_modules = ("stem",)
+
+    def _declare_stages(self, stem_stride: int, strides: list[int], channels: list[int]) -> None:
+        stages = [("stem", self.stem.conv.out_channels, stem_stride)]
+        reduction = stem_stride
+        for i, (stride, c) in enumerate(zip(strides, channels)):
+            reduction *= stride
+            stages.append((f"stages.{i}", c, reduction))
+        self.feature_info = last_per_reduction(stages)
+        self.stage_modules = tuple(f"stages.{i}" for i in range(len(strides)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = self._run_stage(stage, x)
+        return x
+
+
+class MobileNetV1(_MobileNet):
     KEY_MAPS = {
         "timm": [
             (r"^conv_stem\.", "stem.conv."),
@@ -131,6 +155,7 @@ class MobileNetV1(ZooModel):
         act: str = "relu6",
         stem_stride: int = 2,
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         _check_width(width_mult)
@@ -151,21 +176,12 @@ class MobileNetV1(ZooModel):
                 channels = width(out_channels)
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        self.num_classes = num_classes
+        self._declare_stages(stem_stride, [s for _, _, s in MOBILENET_V1_STAGES],
+                             [width(c) for c, _, _ in MOBILENET_V1_STAGES])
         self.num_features = channels
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        # TF-slim keeps 99.9% of the activations (dropout 0.001); timm uses none. Off by default,
-        # and then not even an eval-mode dropout call is left in the forward pass.
-        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = nn.Linear(channels, num_classes)
+        # TF-slim keeps 99.9% of the activations (dropout 0.001); timm uses none: off by default.
+        self._init_head(num_classes, global_pool, drop_rate)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.pool(x), 1))
-        return x if pre_logits else self.classifier(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,16 +198,21 @@ class InvertedResidual(nn.Module):
     expansion layer (the first block of the network).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = int(round(in_channels * expand_ratio))
         self.use_residual = stride == 1 and in_channels == out_channels
+        # Stochastic depth drops the residual branch: only blocks with a shortcut have one.
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.use_residual else None
         self.expand = ConvBnAct(in_channels, hidden, 1, act=nn.ReLU6) if expand_ratio != 1 else nn.Identity()
         self.depthwise = ConvBnAct(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6)
         self.project = ConvBnAct(hidden, out_channels, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.depthwise(self.expand(x)))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return x + out if self.use_residual else out
 
 
@@ -241,9 +262,7 @@ def _v2_key_maps(setting: list[tuple[int, int, int, int]]) -> dict[str, list[tup
     return {"torchvision": tv, "timm": timm}
 
 
-class MobileNetV2(ZooModel):
-    first_conv = "stem.conv"
-    classifier_name = "classifier"
+class MobileNetV2(_MobileNet):
     KEY_MAPS = _v2_key_maps(MOBILENET_V2_SETTING)
 
     def __init__(
@@ -254,36 +273,34 @@ class MobileNetV2(ZooModel):
         setting: list[tuple[int, int, int, int]] | None = None,
         stem_stride: int = 2,
         drop_rate: float = 0.2,
+        global_pool: str = "avg",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         _check_width(width_mult)
         setting = MOBILENET_V2_SETTING if setting is None else setting
         channels = make_divisible(32 * width_mult)
         self.stem = ConvBnAct(in_chans, channels, 3, stride=stem_stride, act=nn.ReLU6)
+        rates = iter(drop_path_rates(drop_path_rate, sum(n for _, _, n, _ in setting)))
         stages = []
         for t, c, n, s in setting:
             out_channels = make_divisible(c * width_mult)
             blocks = []
             for i in range(n):
-                blocks.append(InvertedResidual(channels, out_channels, s if i == 0 else 1, t))
+                blocks.append(InvertedResidual(channels, out_channels, s if i == 0 else 1, t, next(rates)))
                 channels = out_channels
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
+        self._declare_stages(stem_stride, [s for _, _, _, s in setting], [make_divisible(c * width_mult) for _, c, _, _ in setting])
+        self.stage_modules += ("last_conv",)
         # Thinner networks keep the full 1280 features (section 6.1); wider ones widen them.
         self.num_features = make_divisible(1280 * max(1.0, width_mult))
         self.last_conv = ConvBnAct(channels, self.num_features, 1, act=nn.ReLU6)
-        self.num_classes = num_classes
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self._init_head(num_classes, global_pool, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_conv(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.pool(x), 1))
-        return x if pre_logits else self.classifier(x)
+        return self.last_conv(super().forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, MaxPool2d, SqueezeExcite, init_weights
+from cnnzoo.features import last_per_reduction
+from cnnzoo.layers import ConvBnAct, DropPath, MaxPool2d, SqueezeExcite, drop_path_rates, init_weights
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import TV2_TAGS, TV_TAGS, register_model
 
@@ -109,6 +110,13 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -
     return ConvBnAct(in_channels, out_channels, 1, stride, act=None)
 
 
+def _drop_path(rate: float, shortcut: nn.Module | None) -> DropPath | None:
+    """Stochastic depth on the residual branch; none at rate 0, so the block is unchanged."""
+    if rate > 0 and shortcut is None:
+        raise ValueError("drop_path_rate needs shortcuts: dropping a plain network's block drops its whole output")
+    return DropPath(rate) if rate > 0 else None
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets): [3x3, planes] x2."""
 
@@ -123,6 +131,7 @@ class BasicBlock(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         se_channels: int | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -133,6 +142,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = SqueezeExcite(planes, rd_channels=se_channels) if se_channels else None
         self.shortcut = make_shortcut(shortcut, in_channels, planes, stride)
+        self.drop_path = _drop_path(drop_path, self.shortcut)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +150,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.shortcut is not None:
             out += self.shortcut(x)  # in place: no new activation-sized tensor per block
         return self.relu(out)
@@ -159,6 +171,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         se_channels: int | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         # ResNet: width = planes. ResNeXt CxD: C groups of d * planes / 64 channels each.
@@ -172,6 +185,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.se = SqueezeExcite(out_channels, rd_channels=se_channels) if se_channels else None
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
+        self.drop_path = _drop_path(drop_path, self.shortcut)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,6 +194,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.shortcut is not None:
             out += self.shortcut(x)  # in place: no new activation-sized tensor per block
         return self.relu(out)
@@ -202,6 +218,9 @@ class ResNet(ZooModel):
     a ResNeXt; ``se_width`` (channels -> SE bottleneck width) adds squeeze-and-excitation.
     ``zero_init_residual`` starts the last batch norm of every residual branch at scale 0, so that
     each block begins as its shortcut (Goyal et al. 2017): a deep net then starts as a shallow one.
+    ``drop_rate``: dropout before the fc; ``drop_path_rate``: stochastic depth, rising linearly
+    over the blocks from 0 to this rate. Stages (``feature_info``): the stem's ReLU (where it halves the
+input), then each layer.
     """
 
     first_conv = "conv1"
@@ -221,6 +240,9 @@ class ResNet(ZooModel):
         base_width: int = 64,
         se_width: Callable[[int], int] | None = None,
         zero_init_residual: bool = False,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if zero_init_residual and shortcut == "none":
@@ -231,7 +253,6 @@ class ResNet(ZooModel):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-        self.num_classes = num_classes
         stem_width = widths[0]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False)
@@ -240,24 +261,33 @@ class ResNet(ZooModel):
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        # The ImageNet stem halves twice (strided convolution, then max-pool); the CIFAR stem keeps the size.
+        reduction = 2 if stem == "imagenet" else 1
+        stages = [("relu", stem_width, reduction)]
+        reduction *= 2 if stem == "imagenet" else 1
+        self.stem_modules = ("conv1", "bn1")
 
         in_channels = stem_width
         self.stage_names: list[str] = []
+        rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
         for i, (depth, planes) in enumerate(zip(layers, widths)):
             out_channels = planes * block.expansion
             se_channels = se_width(out_channels) if se_width is not None else None
             blocks = []
             for j in range(depth):
                 stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(block(in_channels, planes, stride, shortcut, groups, base_width, se_channels))
+                blocks.append(block(in_channels, planes, stride, shortcut, groups, base_width, se_channels, next(rates)))
                 in_channels = out_channels
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
+            reduction *= 2 if i > 0 else 1
+            stages.append((name, out_channels, reduction))
+        self.stage_modules = tuple(self.stage_names)
+        self.feature_info = last_per_reduction(stages)
 
         self.num_features = in_channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, num_classes)
+        self._init_head(num_classes, global_pool, drop_rate)
         # He et al. initialise as in their PReLU paper; the fc keeps PyTorch's default.
         init_weights(self, linear_std=None)
         if zero_init_residual:
@@ -268,12 +298,8 @@ class ResNet(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            x = self._run_stage(getattr(self, name), x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.fc(x)
 
 
 def se_width_timm(channels: int) -> int:

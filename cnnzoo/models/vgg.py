@@ -37,8 +37,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnzoo.layers import MaxPool2d, init_weights
-from cnnzoo.models.base import ZooModel
+from cnnzoo.layers import GlobalPool2d, MaxPool2d, init_weights
+from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import TV_TAGS, register_model
 
 WIDTHS = (64, 128, 256, 512, 512)
@@ -97,9 +97,29 @@ def _torchvision_key_map(depths: tuple[int, ...], batch_norm: bool) -> list[tupl
     return rules
 
 
-class VGG(ZooModel):
+def _stage_info(depths: tuple[int, ...]) -> list[dict]:
+    """VGG's stages end in the activation of their last convolution, before the max-pool."""
+    return [dict(num_chs=WIDTHS[i], reduction=2 ** i, module=f"stage{i + 1}.conv{depth}") for i, depth in enumerate(depths)]
+
+
+class _VggBase(ZooModel):
     first_conv = "stage1.conv1.conv"
+    stem_modules = ("stage1.conv1",)
+    stage_modules = ("stage1", "stage2", "stage3", "stage4", "stage5")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.stage_modules:
+            x = self._run_stage(getattr(self, name), x)
+        return x
+
+
+class VGG(_VggBase):
+    """The paper's ImageNet VGG. Its head is fixed: an adaptive average pool to the 7x7 map fc6
+    was built for (``global_pool="avg"``, the only choice), fc6, fc7 (``head_hidden_size`` 4096)
+    with dropout ``drop_rate`` after each, and fc8."""
+
     classifier_name = "fc8"
+    global_pools = ("avg",)
 
     def __init__(
         self,
@@ -107,11 +127,15 @@ class VGG(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         batch_norm: bool = False,
-        dropout: float = 0.5,
+        drop_rate: float = 0.5,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
+        self._check_global_pool(global_pool, num_classes)
         self.num_classes = num_classes
-        self.num_features = 4096
+        self.num_features = WIDTHS[4]
+        self.head_hidden_size = 4096
+        self.feature_info = _stage_info(depths)
         self.stage1 = VggStage(in_chans, WIDTHS[0], depths[0], batch_norm)
         self.stage2 = VggStage(WIDTHS[0], WIDTHS[1], depths[1], batch_norm)
         self.stage3 = VggStage(WIDTHS[1], WIDTHS[2], depths[2], batch_norm)
@@ -119,21 +143,14 @@ class VGG(ZooModel):
         self.stage5 = VggStage(WIDTHS[3], WIDTHS[4], depths[4], batch_norm)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.fc6 = nn.Linear(WIDTHS[4] * 7 * 7, 4096)
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = nn.Dropout(drop_rate)
         self.fc7 = nn.Linear(4096, 4096)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc8 = nn.Linear(4096, num_classes)
+        self.drop7 = nn.Dropout(drop_rate)
+        self.fc8 = classifier(4096, num_classes)
         self.act = nn.ReLU(inplace=True)
         # The flat torchvision indices depend on the configuration, so the map is per instance.
         self.KEY_MAPS = {"torchvision": _torchvision_key_map(depths, batch_norm)}
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage1(x)
-        x = self.stage2(x)
-        x = self.stage3(x)
-        x = self.stage4(x)
-        return self.stage5(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
@@ -142,46 +159,45 @@ class VGG(ZooModel):
         return x if pre_logits else self.fc8(x)
 
 
-class CifarVGG(ZooModel):
-    first_conv = "stage1.conv1.conv"
+class CifarVGG(_VggBase):
+    """The CIFAR VGG: global pooling (any kind but none: fc1 needs a vector), fc1 (``hidden``),
+    ReLU, dropout ``drop_rate``, fc2."""
+
     classifier_name = "fc2"
+    global_pools = ("avg", "max", "avgmax")
 
     def __init__(
         self,
         depths: tuple[int, int, int, int, int],
         num_classes: int = 10,
         in_chans: int = 3,
-        dropout: float = 0.5,
+        drop_rate: float = 0.5,
         hidden: int = 512,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.num_features = hidden
+        self.num_features = WIDTHS[4]
+        self.head_hidden_size = hidden
+        self.feature_info = _stage_info(depths)
         self.stage1 = VggStage(in_chans, WIDTHS[0], depths[0], batch_norm=True)
         self.stage2 = VggStage(WIDTHS[0], WIDTHS[1], depths[1], batch_norm=True)
         self.stage3 = VggStage(WIDTHS[1], WIDTHS[2], depths[2], batch_norm=True)
         self.stage4 = VggStage(WIDTHS[2], WIDTHS[3], depths[3], batch_norm=True)
         # The fifth pooling is the global average pool: see the module docstring.
         self.stage5 = VggStage(WIDTHS[3], WIDTHS[4], depths[4], batch_norm=True, pool=False)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = self._make_pool(global_pool, num_classes)
         # One 512-wide hidden layer instead of two of 4096: the input is a 512-vector rather than a
         # 7x7x512 map, and the ImageNet classifier's 120M weights would be 8x the conv stack's for
         # 10 classes (slow on CPU and easy to overfit on 50k-60k small images).
         self.fc1 = nn.Linear(WIDTHS[4], hidden)
         self.act = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = classifier(hidden, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage1(x)
-        x = self.stage2(x)
-        x = self.stage3(x)
-        x = self.stage4(x)
-        return self.stage5(x)
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        x = self.global_pool(x)
         x = self.drop(self.act(self.fc1(x)))
         return x if pre_logits else self.fc2(x)
 
@@ -320,19 +336,21 @@ class AirbenchVGG(ZooModel):
 
     first_conv = "stem.conv"
     classifier_name = "fc"
+    stem_modules = ("stem",)
+    stage_modules = ("stage1", "stage2", "stage3")
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10, in_chans: int = 1,
-                 stem_kernel: int = 2) -> None:
+                 stem_kernel: int = 2, global_pool: str = "max", drop_rate: float = 0.0) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.num_features = widths[2]
         self.stem = WhitenedStem(in_chans, stem_kernel)
         stem_width = self.stem.conv.out_channels
         self.stage1 = AirbenchStage(stem_width, widths[0])
         self.stage2 = AirbenchStage(widths[0], widths[1])
         self.stage3 = AirbenchStage(widths[1], widths[2])
-        self.pool = nn.AdaptiveMaxPool2d(1)
-        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+        self.feature_info = [dict(num_chs=stem_width, reduction=1, module="stem")] + [
+            dict(num_chs=w, reduction=2 ** (i + 1), module=f"stage{i + 1}") for i, w in enumerate(widths)]
+        self._init_head(num_classes, global_pool, drop_rate, bias=False)  # airbench's classifier has no bias
         init_weights(self)
 
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -341,13 +359,9 @@ class AirbenchVGG(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        x = self.stage1(x)
-        x = self.stage2(x)
-        return self.stage3(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.pool(x), 1)
-        return x if pre_logits else self.fc(x)
+        for name in self.stage_modules:
+            x = self._run_stage(getattr(self, name), x)
+        return x
 
 
 @register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
