@@ -277,44 +277,7 @@ def optimize_for_inference(
         raise ValueError(f"unknown backends {sorted(unknown)}; choose from eager, compile, onnxruntime")
     eager = model.eval()
     x = example_input if example_input is not None else _example_input(model, None, batch=8)
-    device = x.device
-
-    folded = copy.deepcopy(model).eval()
-    fold_batchnorm(folded, tuple(x.shape[1:]))
-    folded = folded.to(memory_format=torch.channels_last)
-
-    def folded_call(t: torch.Tensor) -> torch.Tensor:
-        return folded(t.contiguous(memory_format=torch.channels_last))
-
-    candidates: dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {}
-    if "eager" in backends:
-        candidates["eager"] = (folded, folded_call)
-    if "compile" in backends:
-        compiled = torch.compile(folded)
-        candidates["compile"] = (compiled, lambda t: compiled(t.contiguous(memory_format=torch.channels_last)))
-    if "onnxruntime" in backends and device.type == "cpu":
-        try:
-            ort_mod = OnnxRuntimeModule(_onnx_bytes(folded, x.contiguous(), DEFAULT_OPSET, dynamic_batch=True),
-                                        threads=torch.get_num_threads())
-            candidates["onnxruntime"] = (ort_mod, ort_mod)
-        except Exception as exc:  # an operator the exporter or runtime lacks: keep the others
-            warnings.warn(f"optimize_for_inference: ONNX Runtime not used ({type(exc).__name__}: {exc})", stacklevel=2)
-
-    for name, (_, call) in list(candidates.items()):
-        try:
-            with cuda_tf32(False):
-                check = check_against(eager, call, x, atol)
-        except Exception as exc:
-            warnings.warn(f"optimize_for_inference: {name} failed ({type(exc).__name__}: {exc})", stacklevel=2)
-            del candidates[name]
-            continue
-        if not check["ok"]:
-            warnings.warn(f"optimize_for_inference: {name} differs from the eager model by "
-                          f"{check['max_abs_diff']:.2e} (> {check['limit']:.2e}) or in top-1; not used", stacklevel=2)
-            del candidates[name]
-            continue
-    if not candidates:
-        raise ValueError("optimize_for_inference: no backend reproduced the eager model's outputs")
+    candidates = _checked(_candidates(model, x, backends), eager, x, atol)
     timings: dict[str, float] = {}
     if len(candidates) > 1:  # one candidate: nothing to choose, no time spent measuring
         timings = {name: _time_call(call, x, reps) for name, (_, call) in candidates.items()}
@@ -326,6 +289,54 @@ def optimize_for_inference(
     result.inference_backend = best
     result.inference_timings = timings
     return result
+
+
+Candidates = dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]
+
+
+def _candidates(model: nn.Module, x: torch.Tensor, backends: Sequence[str]) -> Candidates:
+    """{backend: (module, call)} for the batch-norm-folded, channels-last copy of ``model``."""
+    folded = copy.deepcopy(model).eval()
+    fold_batchnorm(folded, tuple(x.shape[1:]))
+    folded = folded.to(memory_format=torch.channels_last)
+
+    def folded_call(t: torch.Tensor) -> torch.Tensor:
+        return folded(t.contiguous(memory_format=torch.channels_last))
+
+    candidates: Candidates = {}
+    if "eager" in backends:
+        candidates["eager"] = (folded, folded_call)
+    if "compile" in backends:
+        compiled = torch.compile(folded)
+        candidates["compile"] = (compiled, lambda t: compiled(t.contiguous(memory_format=torch.channels_last)))
+    if "onnxruntime" in backends and x.device.type == "cpu":
+        try:
+            ort_mod = OnnxRuntimeModule(_onnx_bytes(folded, x.contiguous(), DEFAULT_OPSET, dynamic_batch=True),
+                                        threads=torch.get_num_threads())
+            candidates["onnxruntime"] = (ort_mod, ort_mod)
+        except Exception as exc:  # an operator the exporter or runtime lacks: keep the others
+            warnings.warn(f"optimize_for_inference: ONNX Runtime not used ({type(exc).__name__}: {exc})", stacklevel=3)
+    return candidates
+
+
+def _checked(candidates: Candidates, eager: nn.Module, x: torch.Tensor, atol: float) -> Candidates:
+    """The candidates whose outputs match the eager model's (on CUDA in full fp32, not TF32)."""
+    kept: Candidates = {}
+    for name, (module, call) in candidates.items():
+        try:
+            with cuda_tf32(False):
+                check = check_against(eager, call, x, atol)
+        except Exception as exc:
+            warnings.warn(f"optimize_for_inference: {name} failed ({type(exc).__name__}: {exc})", stacklevel=3)
+            continue
+        if check["ok"]:
+            kept[name] = (module, call)
+        else:
+            warnings.warn(f"optimize_for_inference: {name} differs from the eager model by "
+                          f"{check['max_abs_diff']:.2e} (> {check['limit']:.2e}) or in top-1; not used", stacklevel=3)
+    if not kept:
+        raise ValueError("optimize_for_inference: no backend reproduced the eager model's outputs")
+    return kept
 
 
 class _InferenceWrapper(nn.Module):

@@ -343,12 +343,7 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
     also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry.
     ``model_kwargs`` go to each model that takes them."""
-    if epochs is not None and budget_minutes is not None:
-        raise ValueError("give --epochs or --budget-minutes, not both")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {epochs}")
-    if budget_minutes is not None and budget_minutes <= 0:
-        raise ValueError(f"--budget-minutes must be > 0, got {budget_minutes}")
+    _check_length(epochs, budget_minutes)
     names = resolve_models(models)
     per_model = model_kwargs_for(names, model_kwargs or {})
     out = Path(out)
@@ -366,42 +361,67 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
         settings=dict(dataset=dataset, data_dir=data_dir, budget_minutes=budget_minutes,
                       epochs=epochs if epochs is not None or budget_minutes is not None else first.epochs,
                       train_subset=train_subset, seed=seed, device=device, amp=first.amp, threads=threads, models=names,
-                      recipe_name=recipe,
-                      recipe={k: getattr(first, k) for k in ("opt", "lr", "momentum", "weight_decay", "sched",
-                                                              "warmup_epochs", "batch_size", "label_smoothing",
-                                                              "crop_padding", "flip", "tta_flip")}),
+                      recipe_name=recipe, recipe={k: getattr(first, k) for k in RECIPE_COLUMNS}),
         entries=[], pending=list(names))
-
-    cache: dict[Any, tuple[ImageDataset, int]] = {}
-
-    def data(model: str) -> tuple[ImageDataset, int]:
-        """The training set and the test set's size, loaded (once per size) only if a budget
-        needs measuring; at the size the trainer loads them (digits as stored, else the model's)."""
-        size = None if dataset in ("fashion-mnist", "mnist") else get_model_cfg(model)["input_size"]
-        if size not in cache:
-            common = dict(data_dir=data_dir, input_size=size, seed=seed)
-            train_ds = load_dataset(dataset, "train", **common)
-            cache[size] = (train_ds, len(load_dataset(dataset, "test", classes=train_ds.classes, **common)))
-        return cache[size]
-
+    data = _BudgetData(dataset, data_dir, seed)
     for cfg in configs:
         plan = None
         if budget_minutes is not None:
             cfg, plan = _plan_entry(cfg, budget_minutes, data, progress)
-        if progress:
-            print(f"== {cfg.model}: {cfg.epochs} epoch(s)"
-                  f"{f' on {cfg.train_subset} training images' if cfg.train_subset else ''} -> {cfg.out}", flush=True)
-        summary, done = run_entry(cfg, progress=progress)
-        entry = leaderboard_entry(summary, cfg, plan)
-        entry["status"] = done
-        board["entries"].append(entry)
-        board["entries"].sort(key=lambda e: -e["test_top1"])
-        board["pending"].remove(cfg.model)
-        write_json(out / "leaderboard.json", board)
-        write_text(out / "leaderboard.md", format_leaderboard(board))
-        if progress:
-            print(f"{cfg.model}: test top-1 {summary['test_top1']:.4f} ({done})", flush=True)
+        _run_entry_into(board, cfg, plan, out, progress)
     del board["pending"]
+    _write_board(board, out)
+    return board
+
+
+# The settings of a recipe that the leaderboard records beside its entries.
+RECIPE_COLUMNS = ("opt", "lr", "momentum", "weight_decay", "sched", "warmup_epochs", "batch_size", "label_smoothing",
+                  "crop_padding", "flip", "tta_flip")
+
+
+def _check_length(epochs: int | None, budget_minutes: float | None) -> None:
+    if epochs is not None and budget_minutes is not None:
+        raise ValueError("give --epochs or --budget-minutes, not both")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    if budget_minutes is not None and budget_minutes <= 0:
+        raise ValueError(f"--budget-minutes must be > 0, got {budget_minutes}")
+
+
+class _BudgetData:
+    """``(model) -> (training set, test set's size)``, loaded (once per size) only if a budget needs
+    measuring; at the size the trainer loads them (digits as stored, else the model's)."""
+
+    def __init__(self, dataset: str, data_dir: str | None, seed: int) -> None:
+        self.dataset, self.data_dir, self.seed = dataset, data_dir, seed
+        self.cache: dict[Any, tuple[ImageDataset, int]] = {}
+
+    def __call__(self, model: str) -> tuple[ImageDataset, int]:
+        size = None if self.dataset in ("fashion-mnist", "mnist") else get_model_cfg(model)["input_size"]
+        if size not in self.cache:
+            common = dict(data_dir=self.data_dir, input_size=size, seed=self.seed)
+            train_ds = load_dataset(self.dataset, "train", **common)
+            self.cache[size] = (train_ds, len(load_dataset(self.dataset, "test", classes=train_ds.classes, **common)))
+        return self.cache[size]
+
+
+def _run_entry_into(board: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any] | None, out: Path,
+                    progress: bool) -> None:
+    """Train one entry, add it to the board and write the board."""
+    if progress:
+        print(f"== {cfg.model}: {cfg.epochs} epoch(s)"
+              f"{f' on {cfg.train_subset} training images' if cfg.train_subset else ''} -> {cfg.out}", flush=True)
+    summary, done = run_entry(cfg, progress=progress)
+    entry = leaderboard_entry(summary, cfg, plan)
+    entry["status"] = done
+    board["entries"].append(entry)
+    board["entries"].sort(key=lambda e: -e["test_top1"])
+    board["pending"].remove(cfg.model)
+    _write_board(board, out)
+    if progress:
+        print(f"{cfg.model}: test top-1 {summary['test_top1']:.4f} ({done})", flush=True)
+
+
+def _write_board(board: dict[str, Any], out: Path) -> None:
     write_json(out / "leaderboard.json", board)
     write_text(out / "leaderboard.md", format_leaderboard(board))
-    return board

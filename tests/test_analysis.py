@@ -382,3 +382,17 @@ def test_factorize_outputs(tmp_path):
             factorize(bad, 8)
     with pytest.raises(ValueError):
         factorize(7, 8, size=5)
+
+
+def test_summary_marks_the_feature_stages():
+    model = cnnzoo.create_model("resnet20").eval()
+    result = summary(model, depth=1)
+    marked = {r.name: r.feature for r in result.layers if r.feature is not None}
+    assert marked == {info["module"]: i for i, info in enumerate(model.feature_info)}
+    stages = model.forward_intermediates(torch.randn(1, 3, 32, 32), intermediates_only=True)
+    for r in result.layers:
+        if r.feature is not None:  # the row's output is the map forward_intermediates returns
+            assert tuple(stages[r.feature].shape[1:]) == r.output_shape
+    table = format_summary(result).splitlines()
+    assert table[1].split()[-1] == "Feature"
+    assert summary_to_json(result)["layers"][-1]["feature_index"] is None

@@ -47,6 +47,7 @@ class LayerInfo:
     rf: tuple[Number, Number] | None = None
     jump: tuple[Number, Number] | None = None
     repeated: bool = False
+    feature: int | None = None  # its index in the model's feature_info (out_indices, forward_intermediates)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
     tr = trace(model, input_size)
+    features = {info["module"]: i for i, info in enumerate(getattr(model, "feature_info", None) or [])}
     rows = []
     for c in tr.calls:
         if depth is not None and c.depth > depth:
@@ -116,6 +118,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
                 rf=c.field.rf if c.field else None,
                 jump=c.field.jump if c.field else None,
                 repeated=c.repeated,
+                feature=features.get(c.name),
                 **_geometry(c.module),
             )
         )
@@ -154,6 +157,7 @@ def summary_to_json(result: ModelSummary) -> dict[str, Any]:
                     kernel=r.kernel, stride=r.stride, padding=r.padding, dilation=r.dilation, groups=r.groups,
                     ceil_mode=r.ceil_mode,
                     params=r.params, macs=r.macs, receptive_field=r.rf, jump=r.jump, repeated=r.repeated,
+                    feature_index=r.feature,
                 )
             )
         )
@@ -176,7 +180,8 @@ def summary_to_json(result: ModelSummary) -> dict[str, Any]:
 
 def format_summary(result: ModelSummary) -> str:
     """An aligned text table of a summary, then the totals."""
-    header = ["Layer", "Type", "Kernel", "Stride", "Pad", "Groups", "Output", "Params", "MACs", "RF", "Jump"]
+    header = ["Layer", "Type", "Kernel", "Stride", "Pad", "Groups", "Output", "Params", "MACs", "RF", "Jump",
+              "Feature"]
     rows = []
     for r in result.layers:
         kernel = fmt_pair(r.kernel)
@@ -195,11 +200,12 @@ def format_summary(result: ModelSummary) -> str:
                 human(r.macs) if r.macs else "0",
                 fmt_pair(r.rf) if r.rf else "-",
                 fmt_pair(r.jump) if r.jump else "-",
+                "" if r.feature is None else str(r.feature),
             ]
         )
     depth = "all levels" if result.depth is None else f"depth {result.depth}"
     lines = [f"{result.model}: input {fmt_shape(result.input_size)} (one image), {depth}"]
-    lines += table(header, rows, right={3, 4, 5, 7, 8, 9, 10})
+    lines += table(header, rows, right={3, 4, 5, 7, 8, 9, 10, 11})
     lines += [
         f"Total params:         {result.total_params:,}",
         f"Trainable params:     {result.trainable_params:,}",
@@ -210,6 +216,7 @@ def format_summary(result: ModelSummary) -> str:
         f"Output:               {fmt_shape(result.output_shape)}",
         "RF: receptive field (input pixels one output position sees); Jump: input pixels between "
         "neighbouring output positions (product of the strides); after a global pooling or a "
-        "flatten, the field of the whole map.",
+        "flatten, the field of the whole map. Feature: the stage's index in feature_info, as "
+        "create_model(..., features_only=True, out_indices=...) and forward_intermediates count them.",
     ]
     return "\n".join(lines)

@@ -261,17 +261,7 @@ def encode_file(meta: dict[str, Any], dense: dict[str, torch.Tensor], dense_enco
 def decode_file(data: bytes, source: str = "<bytes>", check_crc: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata, {state-dict name: tensor}) of a .cnnz file's bytes. ``check_crc=False`` exists
     for tests that reach the parser's own checks behind the checksums."""
-    if len(data) < 4 + 4 + 4 + 4 + 4:
-        raise ValueError(f"{source}: not a .cnnz file (only {len(data)} bytes)")
-    if data[:4] != MAGIC:
-        raise ValueError(f"{source}: not a .cnnz file (magic bytes {data[:4]!r}, expected {MAGIC!r})")
-    version, flags = struct.unpack("<HH", data[4:8])
-    if version != VERSION:
-        raise ValueError(f"{source}: .cnnz format version {version}; this cnnzoo reads version {VERSION}")
-    if check_crc:
-        (stored,) = struct.unpack("<I", data[-4:])
-        if zlib.crc32(data[:-4]) != stored:
-            raise ValueError(f"{source}: file CRC32 mismatch (truncated or corrupted file)")
+    _check_header(data, source, check_crc)
     r = _Reader(data[:-4], source)
     r.take(8, "header")
     (meta_len,) = r.unpack("<I", "metadata length")
@@ -294,38 +284,56 @@ def decode_file(data: bytes, source: str = "<bytes>", check_crc: bool = True) ->
         (crc,) = r.unpack("<I", f"record {i} CRC")
         if check_crc and zlib.crc32(payload) != crc:
             raise ValueError(f"{source}: record {i}: CRC32 mismatch")
-        rr = _Reader(payload, f"{source}: record {i}")
-        (name_len,) = rr.unpack("<B", "name length")
-        try:
-            name = rr.take(name_len, "name").decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{source}: record {i}: name is not UTF-8") from None
-        rr.where = f"{source}: tensor {name!r}"
-        if name in tensors:
-            raise ValueError(f"{rr.where}: appears twice")
-        encoding, ndim = rr.unpack("<BB", "encoding")
-        if encoding not in ENCODING_NAMES:
-            raise ValueError(f"{rr.where}: unknown encoding {encoding}")
-        if ndim > MAX_NDIM:
-            raise ValueError(f"{rr.where}: {ndim} dimensions exceed {MAX_NDIM}")
-        shape = rr.unpack(f"<{ndim}I", "shape")
-        numel = 1
-        for s in shape:
-            numel *= s
-        total += numel
-        if numel > MAX_ELEMENTS or total > MAX_ELEMENTS:
-            raise ValueError(f"{rr.where}: shape {list(shape)} takes the file over the cap of {MAX_ELEMENTS} elements")
-        if encoding == ENC_SPARSE:
-            t = decode_sparse(rr, shape, numel)
-        else:
-            np_dtype, _ = _DENSE_DTYPES[encoding]
-            raw = rr.take(numel * np_dtype.itemsize, "dense values")
-            arr = np.frombuffer(raw, dtype=np_dtype)
-            t = torch.from_numpy(arr.astype(np.float32 if encoding != ENC_INT64 else np.int64)).view(shape)
-        rr.done()
+        name, t = _decode_record(_Reader(payload, f"{source}: record {i}"), source, tensors, total)
+        total += t.numel()
         tensors[name] = t
     r.done()
     return meta, tensors
+
+
+def _check_header(data: bytes, source: str, check_crc: bool) -> None:
+    if len(data) < 4 + 4 + 4 + 4 + 4:
+        raise ValueError(f"{source}: not a .cnnz file (only {len(data)} bytes)")
+    if data[:4] != MAGIC:
+        raise ValueError(f"{source}: not a .cnnz file (magic bytes {data[:4]!r}, expected {MAGIC!r})")
+    version, flags = struct.unpack("<HH", data[4:8])
+    if version != VERSION:
+        raise ValueError(f"{source}: .cnnz format version {version}; this cnnzoo reads version {VERSION}")
+    if check_crc:
+        (stored,) = struct.unpack("<I", data[-4:])
+        if zlib.crc32(data[:-4]) != stored:
+            raise ValueError(f"{source}: file CRC32 mismatch (truncated or corrupted file)")
+
+
+def _decode_record(rr: "_Reader", source: str, seen: dict[str, torch.Tensor], total: int) -> tuple[str, torch.Tensor]:
+    """(name, tensor) of one record; ``total`` elements were decoded before it (the file's cap)."""
+    (name_len,) = rr.unpack("<B", "name length")
+    try:
+        name = rr.take(name_len, "name").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{rr.where}: name is not UTF-8") from None
+    rr.where = f"{source}: tensor {name!r}"
+    if name in seen:
+        raise ValueError(f"{rr.where}: appears twice")
+    encoding, ndim = rr.unpack("<BB", "encoding")
+    if encoding not in ENCODING_NAMES:
+        raise ValueError(f"{rr.where}: unknown encoding {encoding}")
+    if ndim > MAX_NDIM:
+        raise ValueError(f"{rr.where}: {ndim} dimensions exceed {MAX_NDIM}")
+    shape = rr.unpack(f"<{ndim}I", "shape")
+    numel = 1
+    for s in shape:
+        numel *= s
+    if numel > MAX_ELEMENTS or total + numel > MAX_ELEMENTS:
+        raise ValueError(f"{rr.where}: shape {list(shape)} takes the file over the cap of {MAX_ELEMENTS} elements")
+    if encoding == ENC_SPARSE:
+        t = decode_sparse(rr, shape, numel)
+    else:
+        np_dtype, _ = _DENSE_DTYPES[encoding]
+        arr = np.frombuffer(rr.take(numel * np_dtype.itemsize, "dense values"), dtype=np_dtype)
+        t = torch.from_numpy(arr.astype(np.float32 if encoding != ENC_INT64 else np.int64)).view(shape)
+    rr.done()
+    return name, t
 
 
 def write_cnnz(path: str | Path, blob: bytes) -> None:
