@@ -16,11 +16,10 @@ room for steps; one epoch of linear warm-up, the project's default, so that the 
 does not meet a freshly initialised 56-layer plain net at step one (He et al. warm up their
 110-layer net the same way). Batch 32 at learning rate 0.05 instead of their 128 at 0.1: a CPU
 budget buys a few thousand steps at most, and at 128 images per step a deep net has not got going
-(a pilot on 3,000 images x 10 epochs: at batch 128 resnet56 ended above resnet20 in training error,
-at batch 32 below it, 13.6% vs 15.0%). The test error is measured on a seeded 2,000-image subset
-of the test split after every epoch (``test_subset``), which keeps evaluation to a small share of
-the run. The training error is the one the
-trainer measures during each epoch, in training mode on augmented batches, as in He et al.'s curves.
+in that many. The test error is measured on a seeded 2,000-image subset of the test split after
+every epoch (``test_subset``), which keeps evaluation to a small share of the run. The training
+error is the one the trainer measures during each epoch, in training mode on augmented batches, as
+in He et al.'s curves.
 """
 from __future__ import annotations
 

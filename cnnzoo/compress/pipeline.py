@@ -57,7 +57,7 @@ class CompressConfig:
     dataset: str | None = None          # default: the dataset the run was trained on
     data_dir: str | None = None
     train_subset: int | None = None     # retrain on a seeded random subset of this many images
-    model_kwargs: dict[str, Any] | None = None  # constructor arguments on top of the checkpoint's (e.g. dropout)
+    model_kwargs: dict[str, Any] | None = None  # constructor arguments on top of the checkpoint's (e.g. drop_rate)
     threads: int | None = None          # torch's CPU threads; None: torch's default
     # pruning, then retraining with the pruned weights held at zero
     prune_quality: float | None = None  # prune |w| < quality x std(w) in every layer (the paper's rule)
