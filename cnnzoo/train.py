@@ -38,70 +38,10 @@ from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.registry import create_model, get_model_cfg
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A TrainConfig field with its help text (the `cnnzoo train` flag's), units included."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    # what to train on
-    model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
-    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic")
-    data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
-    input_size: tuple[int, int, int] | None = _opt(
-        None, "training input (C, H, W) in pixels; None: the dataset's, fitted to the model")
-    train_subset: int | None = _opt(None, "train on a seeded random subset of this many images; None: the whole split")
-    test_subset: int | None = _opt(None, "evaluate on a seeded subset of this many images after each epoch; "
-                                         "None: the whole test split")
-    synthetic_classes: int = _opt(10, "number of classes of --dataset synthetic")
-    skip_bad_images: bool = _opt(False, "imagefolder: skip undecodable files (reported) instead of failing")
-    # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
-    epochs: int = _opt(12, "passes over the training set (epochs)")
-    batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
-    lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
-    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov)")
-    momentum: float = _opt(0.9, "SGD momentum (sgd only)")
-    weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
-                                     "not on biases or norm layers")
-    sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
-                                "step (x0.1 at half and three quarters of training) | none")
-    warmup_epochs: float = _opt(1.0, "linear learning-rate warm-up from 0 (epochs, may be fractional)")
-    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing (fraction of the target spread over all classes)")
-    # augmentation, on whole uint8 batches
-    crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
-    flip: bool = _opt(False, "random horizontal flips")
-    tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
-    # bookkeeping
-    eval_batch_size: int = _opt(1024, "images per evaluation batch")
-    seed: int = _opt(0, "seed of weights, data order, subsets and augmentation")
-    threads: int | None = _opt(None, "torch intra-op CPU threads; None: all cores")
-    device: str = _opt("cpu", "cpu | cuda | cuda:N")
-    amp: bool = _opt(False, "bfloat16 autocast for forward and loss (no loss scaling needed)")
-    channels_last: bool = _opt(True, "NHWC memory format (LeNet-5 trains 1.15-1.25x faster on CPU)")
-    # reliability and scale
-    checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only")
-    deterministic: bool = _opt(False, "bit-reproducible: deterministic kernels, thread count fixed in config.json")
-    sync_bn: bool = _opt(False, "multi-process CUDA runs: batch-norm statistics over all ranks")
-    out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>")
-    model_kwargs: dict[str, Any] = field(default_factory=dict,
-                                         metadata={"help": "extra keyword arguments of the model's constructor"})
-    recipe: str | None = _opt(None, "the RECIPES entry these settings started from (a record; see --recipe)")
-
-    @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """The settings of ``RECIPES[name]``, with ``overrides`` on top."""
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-        return cls(**{**RECIPES[name], **overrides, "recipe": name})
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        if cfg.input_size is not None:
-            cfg.input_size = tuple(cfg.input_size)
-        return cfg
+def _opt(default: Any, help: str, **flag: Any) -> Any:
+    """A TrainConfig field with its help text (the `cnnzoo train` flag's), units included, and
+    any other ``add_argument`` setting of its flag (metavar, choices)."""
+    return field(default=default, metadata={"help": help, **flag})
 
 
 # Named sets of settings (``cnnzoo train --recipe NAME``); flags given with it still win.
@@ -117,6 +57,73 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # >= 94% in 15 minutes: the same recipe on the network of twice the width (4x the MACs), longer.
 RECIPES["fast-long"] = dict(RECIPES["fast"], model="vgg_airbench_wide", epochs=13)
+
+# What build_optimizer and build_scheduler know.
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "step", "none")
+
+
+@dataclass
+class TrainConfig:
+    # what to train on
+    model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
+    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic")
+    data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
+    input_size: tuple[int, int, int] | None = _opt(
+        None, "training input (C, H, W) in pixels; None: the dataset's, fitted to the model", metavar=("C", "H", "W"))
+    train_subset: int | None = _opt(None, "train on a seeded random subset of this many images; None: the whole split")
+    test_subset: int | None = _opt(None, "evaluate on a seeded subset of this many images after each epoch; "
+                                         "None: the whole test split")
+    synthetic_classes: int = _opt(10, "number of classes of --dataset synthetic")
+    skip_bad_images: bool = _opt(False, "imagefolder: skip undecodable files (reported) instead of failing")
+    # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
+    epochs: int = _opt(12, "passes over the training set (epochs)")
+    batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
+    lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
+    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov)", choices=OPTIMIZERS)
+    momentum: float = _opt(0.9, "SGD momentum (sgd only)")
+    weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
+                                     "not on biases or norm layers")
+    sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
+                                "step (x0.1 at half and three quarters of training) | none", choices=SCHEDULES)
+    warmup_epochs: float = _opt(1.0, "linear learning-rate warm-up from 0 (epochs, may be fractional)")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing (fraction of the target spread over all classes)")
+    # augmentation, on whole uint8 batches
+    crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
+    flip: bool = _opt(False, "random horizontal flips")
+    tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
+    # bookkeeping
+    eval_batch_size: int = _opt(1024, "images per evaluation batch")
+    seed: int = _opt(0, "seed of weights, data order, subsets and augmentation")
+    threads: int | None = _opt(None, "torch intra-op CPU threads; None: all cores")
+    device: str = _opt("cpu", "cpu | cuda | cuda:N")
+    amp: bool = _opt(False, "bfloat16 autocast for forward and loss (no loss scaling needed)")
+    channels_last: bool = _opt(True, "NHWC memory format (LeNet-5 trains 1.15-1.25x faster on CPU)")
+    # reliability and scale
+    checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only",
+                                 metavar="STEPS")
+    deterministic: bool = _opt(False, "bit-reproducible: deterministic kernels, thread count fixed in config.json")
+    sync_bn: bool = _opt(False, "multi-process CUDA runs: batch-norm statistics over all ranks")
+    out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>", metavar="RUN_DIR")
+    model_kwargs: dict[str, Any] = field(default_factory=dict,
+                                         metadata={"help": "extra keyword arguments of the model's constructor"})
+    recipe: str | None = _opt(None, "start from a named set of settings (train.RECIPES); other flags override it",
+                              choices=tuple(sorted(RECIPES)))
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """The settings of ``RECIPES[name]``, with ``overrides`` on top."""
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides, "recipe": name})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        if cfg.input_size is not None:
+            cfg.input_size = tuple(cfg.input_size)
+        return cfg
 
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr",
@@ -171,14 +178,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.opt == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"--opt must be sgd or adamw, got {cfg.opt!r}")
+    raise ValueError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {cfg.opt!r}")
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if cfg.sched not in ("cosine", "linear", "step", "none"):
-        raise ValueError(f"--sched must be cosine, linear, step or none, got {cfg.sched!r}")
+    if cfg.sched not in SCHEDULES:
+        raise ValueError(f"--sched must be one of {', '.join(SCHEDULES)}, got {cfg.sched!r}")
 
     def factor(step: int) -> float:
         if step < warmup:

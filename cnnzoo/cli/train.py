@@ -10,12 +10,7 @@ import typing
 from typing import Any
 
 from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs, print_json
-from cnnzoo.train import RECIPES, TrainConfig
-
-# Fallbacks for fields whose metadata does not give them ("metavar", "choices").
-_METAVARS = {"input_size": ("C", "H", "W"), "checkpoint_every": "STEPS", "out": "RUN_DIR"}
-_CHOICES = {"opt": ("sgd", "adamw"), "sched": ("cosine", "linear", "step", "none"), "recipe": tuple(sorted(RECIPES))}
-
+from cnnzoo.train import TrainConfig
 
 def _unwrap_optional(annotation: Any) -> Any:
     """``int | None`` -> ``int``."""
@@ -57,12 +52,10 @@ def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, A
         kw["type"] = origin
     else:
         raise TypeError(f"TrainConfig.{f.name}: no command-line form for the annotation {annotation!r}")
-    metavar = f.metadata.get("metavar", _METAVARS.get(f.name))
-    if metavar and "metavar" not in kw and kind is not bool:
-        kw["metavar"] = metavar
-    choices = f.metadata.get("choices", _CHOICES.get(f.name))
-    if choices:
-        kw["choices"] = choices
+    if "metavar" in f.metadata and "metavar" not in kw:
+        kw["metavar"] = f.metadata["metavar"]
+    if "choices" in f.metadata:
+        kw["choices"] = f.metadata["choices"]
     return "--" + f.name.replace("_", "-"), kw
 
 
