@@ -8,18 +8,13 @@ import pytest
 import torch
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.cli import build_parser
+from cnnzoo.cli import main
 from cnnzoo.bench import (_percentile, benchmark, build_reference, compare_ops, matmul_peak,
                           op_trace, paired_ratio, paired_ratio_ci, resolve_device)
 from cnnzoo.registry import get_model_cfg, list_models
 from cnnzoo.registry import create_model
 
 FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
-
-
-def run_cli(*argv: str) -> int:
-    args = build_parser().parse_args(list(argv))
-    return args.func(args)
 
 
 def test_percentile():
@@ -177,8 +172,8 @@ def test_bench_onnx_file(tmp_path):
 
 
 def test_cli_table_and_json(capsys):
-    assert run_cli("bench", "lenet5", "--batch-size", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
-                   "--mode", "train", "--json", "--no-progress") == 0
+    assert main(["bench", "lenet5", "--batch-size", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
+                 "--mode", "train", "--json", "--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     report = json.loads(out[-1])
     assert report["results"][0]["model"] == "lenet5" and report["results"][0]["mode"] == "train"

@@ -12,6 +12,7 @@ import torch
 from cnnzoo import compare as cmp
 from cnnzoo.analysis import count_macs
 from cnnzoo.cli import build_parser
+from cnnzoo.cli.common import run_command
 from cnnzoo.registry import create_model
 
 # LeNet-5 at 1x32x32, from its layer sizes: C1 6x28x28x(5x5x1) + C3 16x10x10x(5x5x6) + C5 120x400
@@ -147,7 +148,7 @@ def test_charts(folders, tmp_path):
 
 def test_cli_json(folders, tmp_path, capsys):
     args = build_parser().parse_args(["compare", str(folders["run_b"]), "--html", str(tmp_path / "c.html"), "--json"])
-    assert args.func(args) == 0
+    assert run_command(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["panel", "model", "dataset"]
     assert any(line.startswith("ours") and "lenet_300_100" in line and "85.12" in line for line in lines)

@@ -16,6 +16,7 @@ from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_w
                                      finetune, load_compressed, load_compressed_checkpoint, teacher_logits)
 from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
 from cnnzoo.cli import build_parser
+from cnnzoo.cli.common import run_command
 from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
 from cnnzoo.data import Normalize, synthetic_dataset
 from cnnzoo.registry import create_model
@@ -389,7 +390,7 @@ def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
     args = build_parser().parse_args(["compress", "--checkpoint", str(tiny_run), "--out", str(out), "--sparsity",
                               "c5=0.9,f6=0.9,conv=0.5", "--bits", "conv=4,fc=3", "--prune-iters", "2",
                               "--prune-epochs", "0.25", "--final-epochs", "0.25", "--quant-epochs", "0.25", "--train-subset", "512", "--json"])
-    assert args.func(args) == 0
+    assert run_command(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     t = report["totals"]
     assert t["file_bytes"] == out.stat().st_size and report["roundtrip_exact"]

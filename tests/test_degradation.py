@@ -4,6 +4,7 @@ import json
 import pytest
 
 from cnnzoo.cli import build_parser
+from cnnzoo.cli.common import run_command
 from cnnzoo.degradation import (degradation_findings, degradation_models, plot_degradation,
                                 read_curves, run_degradation)
 from cnnzoo.train import METRIC_COLUMNS
@@ -26,7 +27,7 @@ def test_degradation_trains_both_nets_plots_and_resumes(fmnist_small, tmp_path, 
     argv = ["degradation", "--depths", "20", "--epochs", "2", "--subset", "200", "--data-dir", str(fmnist_small),
             "--threads", "1", "--out", str(out), "--plot", str(png), "--no-progress", "--json"]
     args = build_parser().parse_args(argv)
-    assert args.func(args) == 0
+    assert run_command(args) == 0
     text = capsys.readouterr().out
     result = json.loads(text.strip().splitlines()[-1])
     assert list(result["models"]) == ["plain20", "resnet20"]

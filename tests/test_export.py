@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.cli import build_parser
+from cnnzoo.cli import build_parser, main
 from cnnzoo.export import (
     export_onnx,
     find_conv_bn_pairs,
@@ -29,7 +29,8 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def run_cli(*argv: str) -> int:
+def run_cli(*argv: str):
+    """The command's result; unlike ``main``, errors propagate as exceptions."""
     args = build_parser().parse_args(list(argv))
     return args.func(args)
 
@@ -121,14 +122,14 @@ def test_export_cli_from_checkpoint_and_model(tmp_path):
     model = cnnzoo.create_model("lenet5").eval()
     classes = [f"item{i}" for i in range(10)]
     save_weights(model, tmp_path / "w.safetensors", model_meta(model, classes=classes, data_size=[1, 28, 28]))
-    assert run_cli("export", "--checkpoint", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "a.onnx")) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "a.onnx")]) == 0
     meta = read_onnx_meta(tmp_path / "a.onnx")
     assert meta["model"] == "lenet5" and meta["classes"] == classes and meta["data_size"] == [1, 28, 28]
     predictor, _ = load_onnx_checkpoint(tmp_path / "a.onnx")
     x = torch.randn(1, 1, 32, 32)
     torch.testing.assert_close(predictor(x), model(x).detach(), atol=1e-4, rtol=1e-4)
 
-    assert run_cli("export", "--model", "resnet20", "--out", str(tmp_path / "b.onnx"), "--opset", "13", "--json") == 0
+    assert main(["export", "--model", "resnet20", "--out", str(tmp_path / "b.onnx"), "--opset", "13", "--json"]) == 0
     meta = read_onnx_meta(tmp_path / "b.onnx")
     assert meta["model"] == "resnet20" and meta["opset"] == 13 and meta["weights"] == "random"
 

@@ -7,6 +7,7 @@ import cnnzoo.league as league
 import cnnzoo.train as train_mod
 from cnnzoo.analysis import count_macs
 from cnnzoo.cli import build_parser
+from cnnzoo.cli.common import run_command
 from cnnzoo.league import plan_budget, published_figure, resolve_models, run_league
 
 
@@ -56,7 +57,7 @@ def test_league_writes_leaderboard_skips_finished_and_refuses_changed_settings(f
     args = _parser().parse_args(["league", "--models", "lenet?", "resnet20", "--epochs", "1", "--train-subset", "256",
                                  "--data-dir", str(fmnist_small), "--threads", "1", "--out", str(out),
                                  "--no-progress", "--json"])
-    assert args.func(args) == 0
+    assert run_command(args) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert calls == [] and {e["status"] for e in last["entries"]} == {"skipped"}
     assert (out / "resnet20" / "summary.json").stat().st_mtime_ns == mtime

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> Any:
     from cnnzoo.registry import model_table
 
     rows = model_table(args.pattern, macs=not args.no_macs)
     if not rows:
-        print(f"no model matches {args.pattern!r}", file=sys.stderr)
-        return 2
+        raise ValueError(f"no model matches {args.pattern!r}")
     cols = ["name", "family", "year", "params", "gmacs", "input_size", "verified_against"]
     text = [[str(r["name"]), r["family"], str(r["year"]), f"{r['params']:,}",
              "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", "x".join(map(str, r["input_size"])),
@@ -22,12 +21,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for t in text:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
-    if args.json:
-        print_json(rows)
-    return 0
+    return rows
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def cmd_summary(args: argparse.Namespace) -> Any:
     from cnnzoo import analysis
     from cnnzoo.registry import create_model, get_model_cfg
 
@@ -35,12 +32,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0], **model_kwargs(args))
     result = analysis.summary(model, size, depth=args.depth)
     print(analysis.format_summary(result))
-    if args.json:
-        print_json(analysis.summary_to_json(result))
-    return 0
+    return analysis.summary_to_json(result)
 
 
-def cmd_factorize(args: argparse.Namespace) -> int:
+def cmd_factorize(args: argparse.Namespace) -> Any:
     from cnnzoo import analysis
 
     result = analysis.factorize(args.kernel, args.channels, args.channels, args.size)
@@ -48,9 +43,7 @@ def cmd_factorize(args: argparse.Namespace) -> int:
     if args.plot:
         analysis.plot_factorize(result, args.plot)
         print(f"chart written to {args.plot}")
-    if args.json:
-        print_json(analysis.factorize_to_json(result))
-    return 0
+    return analysis.factorize_to_json(result)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

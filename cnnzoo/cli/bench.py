@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 import sys
 
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> Any:
     from cnnzoo.bench import benchmark, format_table, optimize_backends_for
 
     report = benchmark(args.models, mode=args.mode, batch_size=args.batch_size, input_size=input_size(args),
@@ -17,9 +18,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        iters=args.iters, progress=not args.no_progress and sys.stderr.isatty() or args.progress,
                        model_kwargs=model_kwargs(args))
     print(format_table(report))
-    if args.json:
-        print_json(report)
-    return 0
+    return report
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -71,17 +71,18 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="last line of the output: the result as one JSON object")
 
 
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, default=str))
-
-
 def run_command(args: argparse.Namespace) -> int:
-    """``args.func(args)``, with the errors a user can fix reported in one line (exit status 2)."""
+    """``args.func(args)``, which prints its human-readable result and returns its JSON-able one:
+    with ``--json`` that is the last line of the output. The errors a user can fix are reported in
+    one line (exit status 2)."""
     try:
-        return args.func(args)
+        result = args.func(args)
     except USER_ERRORS as exc:
         print(f"cnnzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
         return 130
+    if getattr(args, "json", False) and result is not None:
+        print(json.dumps(result, default=str))
+    return 0

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs, print_json
+from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
 from cnnzoo.compress.quantize import INITS
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
+def cmd_compress(args: argparse.Namespace) -> Any:
     from cnnzoo.compress.pipeline import compress, report_markdown
 
     report = compress(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
@@ -23,9 +24,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(report_markdown(report))
     out = Path(args.out)
     print(f"wrote {out} and {out.with_suffix('.report.json')}, {out.with_suffix('.report.md')}")
-    if args.json:
-        print_json(report)
-    return 0
+    return report
 
 
 def _add_schedule_args(s: argparse.ArgumentParser) -> None:

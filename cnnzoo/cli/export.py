@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs, print_json
+from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
 from cnnzoo.export import DEFAULT_OPSET
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> Any:
     from cnnzoo.export import export_model
 
     report = export_model(args.out, checkpoint=args.checkpoint, model=args.model, model_kwargs=model_kwargs(args),
@@ -16,9 +17,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
           f"{', dynamic batch' if report['dynamic_batch'] else ''}); ONNX Runtime check: top-1 identical, "
           f"max |difference| {report['max_abs_diff']:.2e} <= {report['limit']:.2e}")
-    if args.json:
-        print_json(report)
-    return 0
+    return report
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs, print_json
+from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
 from cnnzoo.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS, DEFAULT_SUBSET
 from cnnzoo.league import DEFAULT_MODELS
 from cnnzoo.train import RECIPES, TrainConfig
 
 
-def cmd_league(args: argparse.Namespace) -> int:
+def cmd_league(args: argparse.Namespace) -> Any:
     from cnnzoo.league import format_leaderboard, run_league
 
     board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
@@ -19,12 +20,10 @@ def cmd_league(args: argparse.Namespace) -> int:
                        model_kwargs=model_kwargs(args), progress=not args.no_progress)
     print(format_leaderboard(board), end="")
     print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'} and leaderboard.json")
-    if args.json:
-        print_json(board)
-    return 0
+    return board
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> Any:
     from cnnzoo.compare import compare, format_points
 
     result = compare(args.sources, out_png=args.out, out_html=args.html)
@@ -33,21 +32,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"wrote {kind.upper()}: {path}")
     if not result["paths"]:
         print("no chart written: add --out chart.png and/or --html chart.html")
-    if args.json:
-        print_json(result)
-    return 0
+    return result
 
 
-def cmd_degradation(args: argparse.Namespace) -> int:
+def cmd_degradation(args: argparse.Namespace) -> Any:
     from cnnzoo.degradation import format_degradation, run_degradation
 
     result = run_degradation(args.depths, epochs=args.epochs, subset=args.subset or None, dataset=args.dataset,
                              data_dir=args.data_dir, threads=args.threads, seed=args.seed, out=args.out,
                              plot=args.plot, device=args.device, progress=not args.no_progress)
     print(format_degradation(result))
-    if args.json:
-        print_json(result)
-    return 0
+    return result
 
 
 def add_league_parser(sub: argparse._SubParsersAction) -> None:

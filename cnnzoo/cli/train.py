@@ -9,7 +9,7 @@ import types
 import typing
 from typing import Any
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs, print_json
+from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs
 from cnnzoo.train import TrainConfig
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -83,7 +83,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig(**given)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> Any:
     from cnnzoo.train import resume_training, train
 
     start = time.perf_counter()
@@ -93,28 +93,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = train(train_config(args), progress=not args.no_progress)
     summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
-        return 0
+        return None
     print(f"{summary['model']} on {summary['dataset']}: test top-1 {summary['test_top1']:.4f} "
           f"top-5 {summary['test_top5']:.4f} | train time {summary['train_seconds']:.1f} s, wall time "
           f"{summary['wall_seconds']:.1f} s | run {summary['run_dir']}")
-    if args.json:
-        print_json(summary)
-    return 0
+    return summary
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
                               model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip)
     print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
           f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
-    if args.json:
-        print_json(res)
-    return 0
+    return res
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import predict_files
 
     results = predict_files(args.checkpoint, args.images, topk=args.topk, model_name=args.model,
@@ -123,9 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(r["image"])
         for p in r["top"]:
             print(f"  {p['prob']:.4f}  {p['class']}")
-    if args.json:
-        print_json(results)
-    return 0
+    return results
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
