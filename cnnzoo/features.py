@@ -96,6 +96,11 @@ class FeatureExtractor(nn.Module):
         if hasattr(model, "pretrained_cfg"):
             self.pretrained_cfg = model.pretrained_cfg
 
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """The model's configuration under timm's older name, as on every zoo model."""
+        return self.pretrained_cfg
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
 

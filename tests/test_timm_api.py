@@ -283,6 +283,14 @@ def test_feature_values_match_the_full_model(name):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_features_only_carries_the_configuration():
+    # timm's generic tests size their inputs from model.default_cfg, on full and features_only models
+    extractor = meta_model("resnet50.tv2_in1k", features_only=True)
+    cfg = extractor.pretrained_cfg
+    assert extractor.default_cfg is cfg is extractor.model.pretrained_cfg
+    assert (cfg["architecture"], cfg["tag"], cfg["crop_pct"]) == ("resnet50", "tv2_in1k", 0.965)
+
+
 def test_features_only_arguments():
     with pytest.raises(ValueError, match="features_only=True"):
         cnnzoo.create_model("resnet20", out_indices=[1])
