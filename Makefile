@@ -7,12 +7,12 @@ STAMP    := $(VENV)/.cnnzoo-installed
 FMNIST   ?= /usr/share/datasets/fashion-mnist
 DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data browser clean
 
 demo: setup data
 	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest tests
 
 setup: $(STAMP)
@@ -33,6 +33,17 @@ data:
 	  echo "Fashion-MNIST is missing from $(FMNIST). Install it with:"; \
 	  echo "    sudo apt-get install -y dataset-fashion-mnist"; \
 	  echo "or pass the four IDX files with --data-dir DIR."; exit 1; \
+	fi
+
+# The explorer's tests drive Debian's Chromium headless through chromedriver (no browser download).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Chromium and chromedriver (Debian packages chromium, chromium-driver)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "The browser tests need Chromium; install it with: sudo apt-get install -y chromium chromium-driver"; \
+	  echo "(without it they are skipped)"; \
 	fi
 
 clean:
