@@ -30,6 +30,25 @@ def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None,
     return load_checkpoint(checkpoint, model_name, model_kwargs)
 
 
+def load_model(checkpoint: str | Path | None = None, model_name: str | None = None, *,
+               pretrained: bool | str | Path | None = None,
+               model_kwargs: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, metadata) from a checkpoint (``load_any_checkpoint``), or built from a
+    registered name with ``create_model(model_name, pretrained=...)``. The metadata's ``classes``
+    are the weights' class names (``pretrained_cfg["label_names"]``) where known, else indices."""
+    if checkpoint is not None:
+        return load_any_checkpoint(checkpoint, model_name, model_kwargs)
+    if model_name is None:
+        raise ValueError("say which network: --checkpoint RUN_DIR|FILE, or --model NAME [--pretrained]")
+    from cnnzoo.checkpoint import model_meta
+    from cnnzoo.registry import create_model
+
+    model = create_model(model_name, pretrained=pretrained, **(model_kwargs or {})).eval()
+    cfg = model.pretrained_cfg
+    classes = list(cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])])
+    return model, model_meta(model, classes=classes)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, data_dir: str | None = None,
                         model_name: str | None = None, model_kwargs: dict[str, Any] | None = None,
                         batch_size: int = 512, tta_flip: bool = False) -> dict[str, Any]:

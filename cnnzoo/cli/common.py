@@ -59,6 +59,33 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return merge_kwargs(args.model_kwargs)
 
 
+def add_model_source(p: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
+    """Where a command's network comes from: one of our runs or weight files (``--checkpoint``), or a
+    registered name (``--model``) with published weights (``--pretrained``, ``--weights TAG|FILE``).
+    ``--pretrained`` is a flag, not an optional value, so that a following image path stays positional."""
+    if checkpoint:
+        p.add_argument("--checkpoint", metavar="RUN_DIR|FILE",
+                       help="a cnnzoo run folder or weights file (.safetensors, .onnx, .cnnz)")
+    p.add_argument("--model", help="registered model name (with --checkpoint: for weight files without "
+                                   "cnnzoo metadata)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model: the model's default published weights (`cnnzoo weights` lists them)")
+    p.add_argument("--weights", metavar="TAG|FILE",
+                   help="with --model: published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
+                        "cnnzoo weights file; implies --pretrained")
+
+
+def pretrained_arg(args: argparse.Namespace) -> bool | str | None:
+    """What ``create_model(pretrained=...)`` gets from ``--pretrained`` / ``--weights``."""
+    weights = getattr(args, "weights", None)
+    if weights is not None or getattr(args, "pretrained", False):
+        if getattr(args, "checkpoint", None):
+            raise ValueError("--pretrained / --weights choose weights for --model; --checkpoint brings its own")
+        if not args.model:
+            raise ValueError("--pretrained / --weights need --model NAME")
+    return weights or (True if getattr(args, "pretrained", False) else None)
+
+
 def add_input_size(p: argparse.ArgumentParser, help: str = "default: the model's") -> None:
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help=help)
 
