@@ -146,9 +146,9 @@ def _checkpoint(app: FastAPI, cid: str | None) -> list[Checkpoint]:
 
 
 def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    def page(request: Request, template: str, **context: Any) -> HTMLResponse:
         ckpts = [c.describe() for c in app.state.checkpoints.values()]
-        return templates.TemplateResponse(request, name, dict(checkpoints=ckpts, **context))
+        return templates.TemplateResponse(request, template, dict(checkpoints=ckpts, **context))
 
     @app.get("/", response_class=HTMLResponse)
     async def zoo_page(request: Request) -> HTMLResponse:

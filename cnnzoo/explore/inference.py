@@ -1,16 +1,16 @@
 """The checkpoints the explorer serves, and what it does with an uploaded image.
 
 A checkpoint is known to clients by a short id (its run folder's or file's name), never by its
-path: nothing a client sends is turned into a file name. Each checkpoint has a lock, because
-Grad-CAM hooks its model while it runs; calls come from a thread pool, off the event loop.
+path: nothing a client sends is turned into a file name. Calls come from a thread pool, off the
+event loop; each holds its model's lock (``interpret.model_lock``), because Grad-CAM hooks the
+model while it runs and a concurrent forward pass would fire those hooks.
 """
 from __future__ import annotations
 
 import base64
 import io
-import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class Checkpoint:
     source: str
     model: torch.nn.Module
     meta: dict[str, Any]
-    lock: threading.Lock = field(default_factory=threading.Lock)
     _samples: Any = None
 
     @property
@@ -133,13 +132,13 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
     """Top-k of one uint8 (C, H, W) image and, as PNG data URLs, the maps asked for: Grad-CAM and
     occlusion over the image (for the top class), the most active channels of ``layer``."""
     from cnnzoo.data import Normalize
+    from cnnzoo.interpret import get_layer, model_lock
 
     model, cfg = ckpt.model, ckpt.model.pretrained_cfg
-    if layer is not None and layer not in dict(model.named_modules()):
-        raise ImageRejected(f"checkpoint {ckpt.id!r} ({ckpt.architecture}) has no layer {layer!r}; "
-                            f"try one of {', '.join(feature_layers(model))}", 422)
+    if layer is not None:
+        get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
     x = Normalize(cfg["mean"], cfg["std"])(image.unsqueeze(0))
-    with ckpt.lock:
+    with model_lock(model):
         with torch.inference_mode():
             probs = model(x).softmax(dim=1)[0]
         top = probs.topk(min(topk, cfg["num_classes"]))
@@ -149,20 +148,22 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
             top=[{"class": classes[i], "class_index": i, "prob": round(p, 6)}
                  for p, i in zip(top.values.tolist(), top.indices.tolist())])
         target = int(top.indices[0])
-        out["images"] = _maps(model, x, image, target, cam=cam, occlusion=occlusion, features=features, layer=layer)
+        out["images"] = _maps(ckpt, x, image, target, cam=cam, occlusion=occlusion, features=features, layer=layer)
     return out
 
 
-def _maps(model: torch.nn.Module, x: torch.Tensor, image: torch.Tensor, target: int, *, cam: bool,
+def _maps(ckpt: Checkpoint, x: torch.Tensor, image: torch.Tensor, target: int, *, cam: bool,
           occlusion: bool, features: bool, layer: str | None) -> dict[str, str]:
     from cnnzoo import interpret, visualize
 
-    images = {"input": png_data_url(visualize.overlay(image, None))}
+    model = ckpt.model
+    images = {"input": png_data_url(visualize.image(image))}
     if cam:
         heat, _ = interpret.grad_cam(model, x, target=target)
         images["cam"] = png_data_url(visualize.overlay(image, heat))
     if occlusion:
-        heat, _ = interpret.occlusion(model, x, target=target)
+        baseline = interpret.default_baseline(ckpt.meta.get("dataset"))
+        heat, _ = interpret.occlusion(model, x, target=target, baseline=baseline)
         images["occlusion"] = png_data_url(visualize.overlay(image, heat))
     if features:
         maps, _ = interpret.feature_maps(model, x, layer=layer)
@@ -173,6 +174,5 @@ def _maps(model: torch.nn.Module, x: torch.Tensor, image: torch.Tensor, target: 
 def first_layer_filters_png(ckpt: Checkpoint) -> bytes:
     from cnnzoo import interpret, visualize
 
-    with ckpt.lock:
-        weights = interpret.first_layer_filters(ckpt.model)
+    weights = interpret.first_layer_filters(ckpt.model)
     return visualize.to_png_bytes(visualize.filter_grid(weights))
