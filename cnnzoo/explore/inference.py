@@ -162,8 +162,11 @@ def _maps(ckpt: Checkpoint, x: torch.Tensor, image: torch.Tensor, target: int, *
         heat, _ = interpret.grad_cam(model, x, target=target)
         images["cam"] = png_data_url(visualize.overlay(image, heat))
     if occlusion:
+        # Non-overlapping squares an eighth of the side: 64 forward passes, an answer in a second
+        # or two rather than the ~700 of half-overlapping 3-pixel squares on a 28-pixel image.
+        window = max(2, min(x.shape[-2:]) // 8)
         baseline = interpret.default_baseline(ckpt.meta.get("dataset"))
-        heat, _ = interpret.occlusion(model, x, target=target, baseline=baseline)
+        heat, _ = interpret.occlusion(model, x, target=target, window=window, stride=window, baseline=baseline)
         images["occlusion"] = png_data_url(visualize.overlay(image, heat))
     if features:
         maps, _ = interpret.feature_maps(model, x, layer=layer)
