@@ -274,3 +274,30 @@ def test_cli_and_app_arguments(tmp_path):
         res = post_image(c, png_bytes())
         assert res.status_code == 404 and "--checkpoint" in res.json()["error"]
         assert "No checkpoint loaded" in c.get("/try").text
+
+
+def test_cnnzoo_explore_serves(runs):
+    """The command itself: uvicorn on the loopback address, the checkpoint loaded, stopped cleanly."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port free a moment ago; the server takes it right away
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnzoo", "explore", "--checkpoint", str(runs["run"]),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                res = httpx.get(f"http://127.0.0.1:{port}/api/checkpoints", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "cnnzoo explore did not start"
+                time.sleep(0.3)
+        assert [c["id"] for c in res.json()] == ["r18"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
