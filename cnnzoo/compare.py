@@ -417,12 +417,12 @@ def plotly_figure(ours: Sequence[ChartPoint], published: Sequence[ChartPoint]) -
             hovertext=[_tip(p) for p in points], hoverinfo="text",
             marker=dict(size=[p.params for p in points], sizemode="area", sizemin=3, color=colour, opacity=0.45,
                         sizeref=biggest / _MARKER_MAX_PX ** 2, line=dict(color=colour, width=1))), row=1, col=col)
-        fig.update_xaxes(type="log", title_text="GMACs per image (log scale)", row=1, col=col)
+        fig.update_xaxes(type="log", tickformat="~g", title_text="GMACs per image (log scale)", row=1, col=col)
         fig.update_yaxes(title_text="top-1 accuracy (%)", row=1, col=col)
         if points:
             fig.add_annotation(text=f"bubble area: parameters (largest {_fmt_params(biggest)})", showarrow=False,
                                xref="x domain", yref="y domain", x=0.02, y=0.98, font=dict(size=10), row=1, col=col)
-    fig.update_layout(template="plotly_white", showlegend=False, height=520, margin=dict(t=60, l=60, r=20, b=50),
+    fig.update_layout(template="plotly_white", showlegend=False, height=540, margin=dict(t=90, l=60, r=20, b=50),
                       title=dict(text="Top-1 accuracy against operations per image (Canziani et al. 2016, Fig. 2)",
                                  font=dict(size=15)))
     return fig

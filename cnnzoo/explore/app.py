@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import threading
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -176,16 +177,12 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
                         headers={"Cache-Control": "public, max-age=86400"})
 
 
-_PLOTLY: list[bytes] = []
-
-
+@lru_cache(maxsize=1)
 def _plotly_js() -> bytes:
     """Plotly's own bundle, from its Python package: the charts work offline."""
-    if not _PLOTLY:
-        from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs
 
-        _PLOTLY.append(get_plotlyjs().encode("utf-8"))
-    return _PLOTLY[0]
+    return get_plotlyjs().encode("utf-8")
 
 
 def _add_api(app: FastAPI) -> None:

@@ -68,7 +68,7 @@ def degradation_chart(roots: Sequence[str | Path]) -> dict[str, Any]:
                     name=f"{name} {kind.replace('_', ' ')}", line=dict(color=colour, dash=dash, width=width),
                     hovertemplate=f"{name}<br>epoch %{{x}}<br>{kind.replace('_', ' ')} %{{y:.2f}}%<extra></extra>"))
     fig.update_layout(title="Plain vs residual nets: training (dashed) and test (solid) error",
-                      xaxis_title="epoch", yaxis_title="error (%)", template="plotly_white", height=460)
+                      xaxis=dict(title="epoch", dtick=1), yaxis_title="error (%)", template="plotly_white", height=460)
     return dict(figure=json.loads(fig.to_json()), findings=findings, skipped=skipped)
 
 

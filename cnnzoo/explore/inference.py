@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class Checkpoint:
     source: str
     model: torch.nn.Module
     meta: dict[str, Any]
-    _samples: Any = None
+    _samples: Any = field(default=None, repr=False)  # the test images, loaded on first use
 
     @property
     def architecture(self) -> str:

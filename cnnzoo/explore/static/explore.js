@@ -138,13 +138,15 @@ var cnnzoo = (function () {
   }
 
   function chart(url, id) {
+    var notes = document.getElementById(id + '-notes');
+    function note(text, cls) { notes.appendChild(el('li', {'class': cls || ''}, text)); }
     fetch(url).then(function (resp) { return resp.json(); }).then(function (data) {
-      var notes = document.getElementById(id + '-notes');
-      if (data.error) { notes.appendChild(el('li', {'class': 'error'}, data.error)); return; }
-      Plotly.newPlot(id, data.figure.data, data.figure.layout, {displaylogo: false, responsive: true});
-      (data.findings || []).forEach(function (t) { notes.appendChild(el('li', {}, t)); });
-      (data.skipped || []).forEach(function (t) { notes.appendChild(el('li', {'class': 'skipped'}, 'skipped: ' + t)); });
-    });
+      document.getElementById(id).textContent = '';  // the "computing" note
+      if (data.error) { note(data.error, 'error'); return; }
+      (data.findings || []).forEach(function (t) { note(t); });
+      (data.skipped || []).forEach(function (t) { note('skipped: ' + t, 'skipped'); });
+      return Plotly.newPlot(id, data.figure.data, data.figure.layout, {displaylogo: false, responsive: true});
+    }).catch(function (err) { note(id + ' chart: ' + err, 'error'); });
   }
 
   function chartsPage() {
