@@ -69,7 +69,7 @@ def main() -> None:
         sample = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "img.sample:nth-of-type(2)")))
         sample.click()
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img.map.features")))
-        save(driver, out / "explore_predict.png", 760)
+        save(driver, out / "explore_predict.png", 900)
 
 
 if __name__ == "__main__":

@@ -269,6 +269,8 @@ def test_cli_and_app_arguments(tmp_path):
         create_app([], [tmp_path / "missing"], warm=False)
     with pytest.raises(FileNotFoundError):
         create_app([tmp_path / "missing-run"], [], warm=False)
+    with pytest.raises(ValueError, match="needs the PyTorch network"):
+        create_app([tmp_path / "model.onnx"], [], warm=False)
     # Without checkpoints the zoo still works; prediction says what to pass.
     with TestClient(create_app([], [], warm=False)) as c:
         res = post_image(c, png_bytes())

@@ -83,7 +83,7 @@ def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path
                warm: bool = True) -> FastAPI:
     """The explorer for ``checkpoints`` (run folders or weights files, loaded now) and the runs
     under ``runs`` (read when a chart is asked for, so new runs show up on reload). With ``warm``
-    the zoo table and resnet50's summary are computed in the background at start-up."""
+    the zoo table, resnet50's summary and Captum's import are done in the background at start-up."""
     loaded = inference.load_checkpoints(list(checkpoints))
     run_roots = [Path(r) for r in runs]
     for root in run_roots:
@@ -93,7 +93,7 @@ def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if warm:
-            threading.Thread(target=zoo.warm, name="cnnzoo-explore-warm", daemon=True).start()
+            threading.Thread(target=_warm_up, name="cnnzoo-explore-warm", daemon=True).start()
         yield
 
     app = FastAPI(title="cnnzoo explore", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -106,6 +106,12 @@ def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path
     _add_pages(app, templates)
     _add_api(app)
     return app
+
+
+def _warm_up() -> None:
+    import cnnzoo.interpret  # noqa: F401  (Captum's import: seconds, better spent before the first upload)
+
+    zoo.warm()
 
 
 def _add_error_handlers(app: FastAPI) -> None:

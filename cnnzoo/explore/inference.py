@@ -60,6 +60,9 @@ def load_checkpoints(sources: list[str | Path]) -> dict[str, Checkpoint]:
 
     out: dict[str, Checkpoint] = {}
     for src in sources:
+        if Path(src).suffix == ".onnx":
+            raise ValueError(f"--checkpoint {src}: the explorer needs the PyTorch network (Grad-CAM takes "
+                             f"gradients); pass the run folder or its .safetensors weights")
         model, meta = load_model(src)
         base = Path(src).name or "checkpoint"
         cid, n = base, 1
@@ -131,14 +134,14 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
             features: bool = False, layer: str | None = None) -> dict[str, Any]:
     """Top-k of one uint8 (C, H, W) image and, as PNG data URLs, the maps asked for: Grad-CAM and
     occlusion over the image (for the top class), the most active channels of ``layer``."""
+    from cnnzoo import interpret
     from cnnzoo.data import Normalize
-    from cnnzoo.interpret import get_layer, model_lock
 
     model, cfg = ckpt.model, ckpt.model.pretrained_cfg
     if layer is not None:
-        get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
+        interpret.get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
     x = Normalize(cfg["mean"], cfg["std"])(image.unsqueeze(0))
-    with model_lock(model):
+    with interpret.model_lock(model):
         with torch.inference_mode():
             probs = model(x).softmax(dim=1)[0]
         top = probs.topk(min(topk, cfg["num_classes"]))
@@ -148,6 +151,8 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
             top=[{"class": classes[i], "class_index": i, "prob": round(p, 6)}
                  for p, i in zip(top.values.tolist(), top.indices.tolist())])
         target = int(top.indices[0])
+        if features:
+            out["layer"] = layer or interpret.default_layer(model)
         out["images"] = _maps(ckpt, x, image, target, cam=cam, occlusion=occlusion, features=features, layer=layer)
     return out
 

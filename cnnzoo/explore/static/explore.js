@@ -71,8 +71,10 @@ var cnnzoo = (function () {
         if (!r.images[kind]) { return; }
         var fig = el('figure', {});
         fig.appendChild(el('img', {'class': 'map ' + kind, src: r.images[kind], alt: kind}));
-        fig.appendChild(el('figcaption', {}, kind === 'cam' ? 'Grad-CAM (' + r.top[0]['class'] + ')' :
-                                              kind === 'occlusion' ? 'occlusion (' + r.top[0]['class'] + ')' : kind));
+        var captions = {input: 'input, as the model sees it', cam: 'Grad-CAM (' + r.top[0]['class'] + ')',
+                        occlusion: 'occlusion (' + r.top[0]['class'] + ')',
+                        features: (r.layer || 'features') + ': most active channels'};
+        fig.appendChild(el('figcaption', {}, captions[kind]));
         maps.appendChild(fig);
       });
       card.appendChild(maps);
