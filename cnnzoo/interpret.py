@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import threading
 import warnings
 import weakref
@@ -256,14 +257,10 @@ class GuidedBackprop(_ClampLikeRule, _CaptumGuidedBackprop):
     """Captum's guided backpropagation (Springenberg et al. 2015), with clamp-like activations."""
 
 
-class _Stop(Exception):
-    pass
-
-
 class LayerUnits(nn.Module):
-    """``model`` cut at ``layer``: returns that layer's output flattened to (N, C*h*w), so that a
-    unit (channel, row, column) is the target ``(channel * h + row) * w + column``. The forward
-    pass stops there: later layers neither run nor overwrite the output."""
+    """``model`` read at ``layer``: returns that layer's output flattened to (N, C*h*w), so that a
+    unit (channel, row, column) is the target ``(channel * h + row) * w + column``. A module called
+    more than once (ResNet's shared ReLU) is read at its last call, as Captum's layer methods do."""
 
     def __init__(self, model: nn.Module, layer: str) -> None:
         super().__init__()
@@ -272,21 +269,37 @@ class LayerUnits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seen: list[torch.Tensor] = []
-
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            seen.append(output)
-            raise _Stop
-
-        handle = get_layer(self.model, self.layer).register_forward_hook(hook)
+        handle = get_layer(self.model, self.layer).register_forward_hook(lambda m, args, out: seen.append(out))
         try:
             self.model(x)
-        except _Stop:
-            pass
         finally:
             handle.remove()
         if not seen:
             raise ValueError(f"{_arch(self.model)}: layer {self.layer!r} did not run in the forward pass")
-        return seen[0].flatten(1)
+        return seen[-1].flatten(1)
+
+
+def unit_field(model: nn.Module, layer: str, position: tuple[int, int],
+               input_size: Sequence[int] | None = None) -> tuple[int, int, int, int]:
+    """The input pixels that the activation at ``position`` (row, column) of ``layer`` sees, as
+    (top, left, bottom, right) with bottom and right exclusive, from ``cnnzoo.analysis``'s
+    receptive-field trace (the field of ``cnnzoo summary``). Not clipped: padding lies outside."""
+    from cnnzoo.analysis import receptive_field
+
+    get_layer(model, layer)
+    with model_lock(model):
+        # The last call, as LayerUnits reads it.
+        field = next((f for f in reversed(receptive_field(model, input_size, leaves_only=False)) if f.name == layer),
+                     None)
+    if field is None:
+        raise ValueError(f"{_arch(model)}: layer {layer!r} has no receptive field (it does not run on the image)")
+    box = []
+    for axis in range(2):
+        centre = field.start[axis] + position[axis] * field.jump[axis]
+        half = (field.rf[axis] - 1) / 2
+        box.append((math.floor(centre - half), math.ceil(centre + half) + 1))
+    (top, bottom), (left, right) = box
+    return top, left, bottom, right
 
 
 def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
@@ -296,7 +309,8 @@ def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
     zero, and the signal goes back through the max-pooling switches and rectifications to pixels.
     Returns ``deconv`` and ``guided`` (guided backpropagation of the same activation), each
     (C, H, W) at the input's resolution, and ``layer``, ``channel``, ``position`` (row, column in
-    the layer's map) and ``activation`` (its value)."""
+    the layer's map), ``activation`` (its value) and ``field``: the input pixels it sees
+    (``unit_field``), outside which both projections are zero."""
     _check_input(x)
     layer = layer or default_layer(model)
     with _inspecting(model):
@@ -311,10 +325,12 @@ def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
         probe = LayerUnits(model, layer)
         projection = Deconvolution(probe).attribute(x.detach().clone(), target=index)
         guided = GuidedBackprop(probe).attribute(x.detach().clone(), target=index)
+        field = unit_field(model, layer, (row, col), x.shape[1:])
     return dict(deconv=projection[0].detach(), guided=guided[0].detach(), layer=layer, channel=channel,
-                position=(row, col), activation=float(act[channel, row, col]))
+                position=(row, col), activation=float(act[channel, row, col]),
+                field=field)
 
 
 __all__ = ["DARK_BACKGROUND_DATASETS", "Deconvolution", "GuidedBackprop", "LayerUnits", "baseline_values",
            "deconv", "default_baseline", "default_layer", "feature_maps", "first_layer_filters", "get_layer",
-           "grad_cam", "layer_names", "model_lock", "occlusion"]
+           "grad_cam", "layer_names", "model_lock", "occlusion", "unit_field"]

@@ -68,6 +68,14 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
     return dict(model=cfg["architecture"], checkpoint=str(checkpoint), dataset=dataset, images=len(ds), **res)
 
 
+def prepare_image(path: str | Path, cfg: dict[str, Any], meta: dict[str, Any]) -> torch.Tensor:
+    """An image file as the model was trained on it, uint8 (C, H, W): converted to its channels,
+    fitted to the training images' size (``meta["data_size"]``), then to the model's input."""
+    c, h, w = cfg["input_size"]
+    data_hw = tuple(meta.get("data_size", (c, h, w))[1:])
+    return resize_to(resize_to(decode_image(path, c, fit_within=(h, w)), data_hw), (h, w))
+
+
 @torch.inference_mode()
 def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int = 5,
                   model_name: str | None = None, model_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -75,13 +83,11 @@ def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int
     converted to its channels, fitted to the training images' size, then to the model's input."""
     model, meta = load_any_checkpoint(checkpoint, model_name, model_kwargs)
     cfg = model.pretrained_cfg
-    c, h, w = cfg["input_size"]
-    data_hw = tuple(meta.get("data_size", (c, h, w))[1:])
     normalize = Normalize(cfg["mean"], cfg["std"])
     k = min(topk, cfg["num_classes"])
     results = []
     for path in images:
-        x = resize_to(resize_to(decode_image(path, c, fit_within=(h, w)), data_hw), (h, w))
+        x = prepare_image(path, cfg, meta)
         probs = model(normalize(x.unsqueeze(0))).softmax(dim=1)[0]
         top = probs.topk(k)
         results.append(dict(image=str(path), top=[dict(class_index=i, **{"class": meta["classes"][i]}, prob=round(p, 6))
