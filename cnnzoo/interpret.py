@@ -110,14 +110,21 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def _resolve_target(model: nn.Module, x: torch.Tensor, target: int | None) -> int:
-    with torch.no_grad():
-        logits = model(x)
-    n = logits.shape[1]
     if target is None:
-        return int(logits[0].argmax())
+        with torch.no_grad():
+            return int(model(x)[0].argmax())
+    n = (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+    if n is None:
+        with torch.no_grad():
+            n = model(x).shape[1]
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < n:
         raise ValueError(f"target class {target!r} is out of range: {_arch(model)} has {n} classes (0..{n - 1})")
     return target
+
+
+def _not_a_map(model: nn.Module, name: str, shape: Any) -> ValueError:
+    return ValueError(f"{_arch(model)}: layer {name!r} outputs {shape}, not a feature map (N, C, H, W); "
+                      f"choose a convolutional layer, e.g. {default_layer(model)!r}")
 
 
 def _feature_map(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -125,9 +132,7 @@ def _feature_map(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     with torch.no_grad():
         act = LayerActivation(model, get_layer(model, name)).attribute(x)
     if not isinstance(act, torch.Tensor) or act.dim() != 4:
-        shape = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
-        raise ValueError(f"{_arch(model)}: layer {name!r} outputs {shape}, not a feature map (N, C, H, W); "
-                         f"choose a convolutional layer, e.g. {default_layer(model)!r}")
+        raise _not_a_map(model, name, tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__)
     return act
 
 
@@ -141,10 +146,12 @@ def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None,
     ``layer``: (H, W) at the input's resolution, scaled to [0, 1], and the target used."""
     _check_input(x)
     layer = layer or default_layer(model)
+    module = get_layer(model, layer)
     with _inspecting(model):
         target = _resolve_target(model, x, target)
-        _feature_map(model, x, layer)  # a clear error for a layer without a feature map
-        cam = LayerGradCam(model, get_layer(model, layer)).attribute(x, target=target, relu_attributions=True)
+        cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+    if cam.dim() != 4:  # Captum averages the gradient over whatever follows the channels
+        raise _not_a_map(model, layer, "no spatial dimensions")
     cam = F.interpolate(cam.detach(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()
     return (cam / top if top > 0 else torch.zeros_like(cam)), target
