@@ -9,7 +9,8 @@ lock (``model_lock``) meanwhile, so threads that share a model do not see each o
 
 Captum's deconvnet and guided-backpropagation rules replace the gradient of ``nn.ReLU`` modules
 only; ``Deconvolution`` and ``GuidedBackprop`` here apply the same rule to clamp-like activations
-(ReLU6, and any ``Hardtanh`` with a lower bound of 0), which MobileNet uses.
+(ReLU6, and any ``Hardtanh`` with a lower bound of 0), which MobileNet uses. Other activations
+(LeNet-5's tanh option, airbench's GELU) pass the plain gradient.
 """
 from __future__ import annotations
 

@@ -242,7 +242,7 @@ def run_cli(capsys, *argv):
 
 
 FAMILIES = ["lenet5", "alexnet_cifar", "vgg11_cifar", "googlenet_cifar", "inception_v3_cifar", "resnet20",
-            "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
+            "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar", "vgg_airbench"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -294,3 +294,18 @@ def test_command_errors_are_one_line(tmp_path, capsys):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli(capsys, "visualize", "cam", "--model", "resnet20", "--out", tmp_path / "o")
     assert code == 2 and "needs IMAGE files" in err
+
+
+def test_an_onnx_export_is_refused_with_a_reason(tmp_path, capsys):
+    from cnnzoo.checkpoint import model_meta, save_weights
+
+    model = create_model("lenet5")
+    save_weights(model, tmp_path / "w.safetensors", model_meta(model, classes=[str(i) for i in range(10)]))
+    code, _, err = run_cli(capsys, "export", "--checkpoint", tmp_path / "w.safetensors", "--format", "onnx",
+                           "--out", tmp_path / "w.onnx")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "visualize", "filters", "--checkpoint", tmp_path / "w.onnx", "--out", tmp_path / "o")
+    assert code == 2 and "visualize needs the PyTorch network" in err
+    code, _, err = run_cli(capsys, "visualize", "filters", "--checkpoint", tmp_path / "w.safetensors",
+                           "--out", tmp_path / "o")
+    assert code == 0 and (tmp_path / "o" / "filters.png").exists()

@@ -174,9 +174,10 @@ def load_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
     model, meta = load_model(args.checkpoint, args.model, pretrained=pretrained_arg(args),
                              model_kwargs=model_kwargs(args))
-    if not isinstance(model, nn.Module) or not hasattr(model, "pretrained_cfg"):
-        raise ValueError(f"{args.checkpoint}: visualize needs the PyTorch network (a run folder or .safetensors "
-                         f"file), not an exported {Path(str(args.checkpoint)).suffix} file")
+    # An ONNX Runtime session has no layers or gradients to look into.
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise ValueError(f"{args.checkpoint}: visualize needs the PyTorch network (a run folder, .safetensors or "
+                         f".cnnz file), not an exported {Path(str(args.checkpoint)).suffix} file")
     return model, meta
 
 
