@@ -9,12 +9,14 @@ lock (``model_lock``) meanwhile, so threads that share a model do not see each o
 
 Captum's deconvnet and guided-backpropagation rules replace the gradient of ``nn.ReLU`` modules
 only; ``Deconvolution`` and ``GuidedBackprop`` here apply the same rule to clamp-like activations
-(ReLU6, and any ``Hardtanh`` with a lower bound of 0), which MobileNet uses.
+(ReLU6, and any ``Hardtanh`` with a lower bound of 0), which MobileNet uses. Other activations
+(LeNet-5's tanh option, airbench's GELU) pass the plain gradient.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import threading
 import warnings
 import weakref
@@ -109,14 +111,21 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def _resolve_target(model: nn.Module, x: torch.Tensor, target: int | None) -> int:
-    with torch.no_grad():
-        logits = model(x)
-    n = logits.shape[1]
     if target is None:
-        return int(logits[0].argmax())
+        with torch.no_grad():
+            return int(model(x)[0].argmax())
+    n = (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+    if n is None:
+        with torch.no_grad():
+            n = model(x).shape[1]
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < n:
         raise ValueError(f"target class {target!r} is out of range: {_arch(model)} has {n} classes (0..{n - 1})")
     return target
+
+
+def _not_a_map(model: nn.Module, name: str, shape: Any) -> ValueError:
+    return ValueError(f"{_arch(model)}: layer {name!r} outputs {shape}, not a feature map (N, C, H, W); "
+                      f"choose a convolutional layer, e.g. {default_layer(model)!r}")
 
 
 def _feature_map(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -124,9 +133,7 @@ def _feature_map(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     with torch.no_grad():
         act = LayerActivation(model, get_layer(model, name)).attribute(x)
     if not isinstance(act, torch.Tensor) or act.dim() != 4:
-        shape = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
-        raise ValueError(f"{_arch(model)}: layer {name!r} outputs {shape}, not a feature map (N, C, H, W); "
-                         f"choose a convolutional layer, e.g. {default_layer(model)!r}")
+        raise _not_a_map(model, name, tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__)
     return act
 
 
@@ -140,10 +147,12 @@ def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None,
     ``layer``: (H, W) at the input's resolution, scaled to [0, 1], and the target used."""
     _check_input(x)
     layer = layer or default_layer(model)
+    module = get_layer(model, layer)
     with _inspecting(model):
         target = _resolve_target(model, x, target)
-        _feature_map(model, x, layer)  # a clear error for a layer without a feature map
-        cam = LayerGradCam(model, get_layer(model, layer)).attribute(x, target=target, relu_attributions=True)
+        cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+    if cam.dim() != 4:  # Captum averages the gradient over whatever follows the channels
+        raise _not_a_map(model, layer, "no spatial dimensions")
     cam = F.interpolate(cam.detach(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()
     return (cam / top if top > 0 else torch.zeros_like(cam)), target
@@ -256,14 +265,10 @@ class GuidedBackprop(_ClampLikeRule, _CaptumGuidedBackprop):
     """Captum's guided backpropagation (Springenberg et al. 2015), with clamp-like activations."""
 
 
-class _Stop(Exception):
-    pass
-
-
 class LayerUnits(nn.Module):
-    """``model`` cut at ``layer``: returns that layer's output flattened to (N, C*h*w), so that a
-    unit (channel, row, column) is the target ``(channel * h + row) * w + column``. The forward
-    pass stops there: later layers neither run nor overwrite the output."""
+    """``model`` read at ``layer``: returns that layer's output flattened to (N, C*h*w), so that a
+    unit (channel, row, column) is the target ``(channel * h + row) * w + column``. A module called
+    more than once (ResNet's shared ReLU) is read at its last call, as Captum's layer methods do."""
 
     def __init__(self, model: nn.Module, layer: str) -> None:
         super().__init__()
@@ -272,21 +277,37 @@ class LayerUnits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seen: list[torch.Tensor] = []
-
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            seen.append(output)
-            raise _Stop
-
-        handle = get_layer(self.model, self.layer).register_forward_hook(hook)
+        handle = get_layer(self.model, self.layer).register_forward_hook(lambda m, args, out: seen.append(out))
         try:
             self.model(x)
-        except _Stop:
-            pass
         finally:
             handle.remove()
         if not seen:
             raise ValueError(f"{_arch(self.model)}: layer {self.layer!r} did not run in the forward pass")
-        return seen[0].flatten(1)
+        return seen[-1].flatten(1)
+
+
+def unit_field(model: nn.Module, layer: str, position: tuple[int, int],
+               input_size: Sequence[int] | None = None) -> tuple[int, int, int, int]:
+    """The input pixels that the activation at ``position`` (row, column) of ``layer`` sees, as
+    (top, left, bottom, right) with bottom and right exclusive, from ``cnnzoo.analysis``'s
+    receptive-field trace (the field of ``cnnzoo summary``). Not clipped: padding lies outside."""
+    from cnnzoo.analysis import receptive_field
+
+    get_layer(model, layer)
+    with model_lock(model):
+        # The last call, as LayerUnits reads it.
+        field = next((f for f in reversed(receptive_field(model, input_size, leaves_only=False)) if f.name == layer),
+                     None)
+    if field is None:
+        raise ValueError(f"{_arch(model)}: layer {layer!r} has no receptive field (it does not run on the image)")
+    box = []
+    for axis in range(2):
+        centre = field.start[axis] + position[axis] * field.jump[axis]
+        half = (field.rf[axis] - 1) / 2
+        box.append((math.floor(centre - half), math.ceil(centre + half) + 1))
+    (top, bottom), (left, right) = box
+    return top, left, bottom, right
 
 
 def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
@@ -296,7 +317,8 @@ def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
     zero, and the signal goes back through the max-pooling switches and rectifications to pixels.
     Returns ``deconv`` and ``guided`` (guided backpropagation of the same activation), each
     (C, H, W) at the input's resolution, and ``layer``, ``channel``, ``position`` (row, column in
-    the layer's map) and ``activation`` (its value)."""
+    the layer's map), ``activation`` (its value) and ``field``: the input pixels it sees
+    (``unit_field``), outside which both projections are zero."""
     _check_input(x)
     layer = layer or default_layer(model)
     with _inspecting(model):
@@ -311,10 +333,12 @@ def deconv(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
         probe = LayerUnits(model, layer)
         projection = Deconvolution(probe).attribute(x.detach().clone(), target=index)
         guided = GuidedBackprop(probe).attribute(x.detach().clone(), target=index)
+        field = unit_field(model, layer, (row, col), x.shape[1:])
     return dict(deconv=projection[0].detach(), guided=guided[0].detach(), layer=layer, channel=channel,
-                position=(row, col), activation=float(act[channel, row, col]))
+                position=(row, col), activation=float(act[channel, row, col]),
+                field=field)
 
 
 __all__ = ["DARK_BACKGROUND_DATASETS", "Deconvolution", "GuidedBackprop", "LayerUnits", "baseline_values",
            "deconv", "default_baseline", "default_layer", "feature_maps", "first_layer_filters", "get_layer",
-           "grad_cam", "layer_names", "model_lock", "occlusion"]
+           "grad_cam", "layer_names", "model_lock", "occlusion", "unit_field"]

@@ -68,12 +68,13 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
     return dict(model=cfg["architecture"], checkpoint=str(checkpoint), dataset=dataset, images=len(ds), **res)
 
 
-def prepare_image(source: str | Path | BinaryIO, model: Any, meta: dict[str, Any]) -> torch.Tensor:
-    """An image file as the model was trained on it, uint8 (C, H, W): converted to its channels,
-    fitted to the training images' size, then to the model's input."""
-    c, h, w = model.pretrained_cfg["input_size"]
+def prepare_image(path: str | Path | BinaryIO, cfg: dict[str, Any], meta: dict[str, Any]) -> torch.Tensor:
+    """An image file (a path, or a binary file object such as an upload) as the model was trained on
+    it, uint8 (C, H, W): converted to its channels, fitted to the training images' size
+    (``meta["data_size"]``), then to the model's input."""
+    c, h, w = cfg["input_size"]
     data_hw = tuple(meta.get("data_size", (c, h, w))[1:])
-    return resize_to(resize_to(decode_image(source, c, fit_within=(h, w)), data_hw), (h, w))
+    return resize_to(resize_to(decode_image(path, c, fit_within=(h, w)), data_hw), (h, w))
 
 
 @torch.inference_mode()
@@ -87,7 +88,7 @@ def predict_files(checkpoint: str | Path, images: list[str | Path], *, topk: int
     k = min(topk, cfg["num_classes"])
     results = []
     for path in images:
-        x = prepare_image(path, model, meta)
+        x = prepare_image(path, cfg, meta)
         probs = model(normalize(x.unsqueeze(0))).softmax(dim=1)[0]
         top = probs.topk(k)
         results.append(dict(image=str(path), top=[dict(class_index=i, **{"class": meta["classes"][i]}, prob=round(p, 6))

@@ -131,6 +131,20 @@ def side_by_side(images: Sequence[Image.Image]) -> Image.Image:
     return canvas
 
 
+def draw_box(img: Image.Image, box: Sequence[int], color: str = "red") -> Image.Image:
+    """A copy of ``img`` with the rectangle (top, left, bottom, right), bottom and right exclusive,
+    outlined; the parts outside the image are cut off."""
+    from PIL import ImageDraw
+
+    top, left, bottom, right = box
+    out = img.convert("RGB")
+    top, left = max(top, 0), max(left, 0)
+    bottom, right = min(bottom, out.height), min(right, out.width)
+    if bottom > top and right > left:
+        ImageDraw.Draw(out).rectangle((left, top, right - 1, bottom - 1), outline=color)
+    return out
+
+
 def to_png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
@@ -150,5 +164,5 @@ def save_array(t: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["colormap", "enlarge", "feature_grid", "filter_grid", "grid", "image", "overlay", "save_array",
+__all__ = ["colormap", "draw_box", "enlarge", "feature_grid", "filter_grid", "grid", "image", "overlay", "save_array",
            "save_png", "side_by_side", "signed_image", "to_png_bytes"]

@@ -102,7 +102,7 @@ def decode_upload(ckpt: Checkpoint, data: bytes) -> torch.Tensor:
     buf = io.BytesIO(data)
     buf.name = "the uploaded image"
     try:
-        return prepare_image(buf, ckpt.model, ckpt.meta)
+        return prepare_image(buf, ckpt.model.pretrained_cfg, ckpt.meta)
     except ValueError as exc:
         raise ImageRejected(str(exc)) from exc
 
