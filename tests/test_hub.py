@@ -262,3 +262,37 @@ def test_eval_on_an_imagenet_style_folder(published, files, tmp_path, capsys):
     assert main(["eval", "--model", "mobilenet_v2", "--pretrained", "--dataset", "imagefolder",
                  "--data-dir", str(root)]) == 2
     assert "no such class" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "resnet50"], ["eval", "--model", "resnet50"], ["predict", "--model", "resnet50", "a.png"],
+    ["summary", "resnet50"], ["bench", "resnet50"], ["export", "--model", "resnet50", "--out", "m.onnx"],
+    ["compress", "--model", "resnet50", "--out", "m.cnnz"],
+])
+def test_pretrained_and_weights_flags_on_every_command_that_builds_a_model(argv):
+    from cnnzoo.cli import build_parser
+    from cnnzoo.cli.common import pretrained_arg
+    from cnnzoo.cli.train import train_config
+
+    def chosen(*flags):
+        args = build_parser().parse_args([*argv, *flags])
+        if argv[0] == "train":
+            cfg = train_config(args)
+            return cfg.weights or cfg.pretrained
+        return pretrained_arg(args)
+
+    assert chosen("--pretrained") is True and chosen("--weights", "tv2_in1k") == "tv2_in1k"
+    if argv[0] == "predict":  # a flag, not an optional value: the image stays positional
+        assert build_parser().parse_args([*argv, "--pretrained"]).images == ["a.png"]
+
+
+def test_train_from_published_weights_records_their_source(published, files, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="left freshly initialised"):
+        code = main(["train", "--model", "mobilenet_v2", "--pretrained", "--dataset", "synthetic", "--input-size",
+                     "3", "32", "32", "--epochs", "1", "--train-subset", "32", "--test-subset", "16",
+                     "--batch-size", "16", "--out", str(out), "--no-progress"])
+    assert code == 0
+    source = json.loads((out / "config.json").read_text())["pretrained_from"]
+    assert source["weights"] == "mobilenet_v2.tv_in1k" and source["sha256"] == hashlib.sha256(files["tv_bytes"]).hexdigest()
+    assert source["url"] == published["tv"].url
