@@ -78,6 +78,11 @@ def list_weights(pattern: str = "*") -> list[PublishedWeights]:
     return [w for w in _catalogue() if fnmatch.fnmatchcase(w.model, pattern) or fnmatch.fnmatchcase(w.name, pattern)]
 
 
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """``model.tag`` of every published file matching ``pattern`` (timm's ``list_pretrained``)."""
+    return sorted(w.name for w in list_weights(pattern))
+
+
 def has_weights(model: str) -> bool:
     return any(w.model == model for w in _catalogue())
 

@@ -68,7 +68,7 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
     if dataset == "imagefolder" and cfg.get("label_names") and checkpoint is None:
         if data_dir is None:
             raise ValueError("--dataset imagefolder needs --data-dir DIR (ImageNet's val folder: one folder per class)")
-        res = evaluate_imagenet_folder(model, data_dir, batch_size=min(batch_size, 64), tta_flip=tta_flip)
+        res = evaluate_imagenet_folder(model, data_dir, batch_size=batch_size, tta_flip=tta_flip)
         return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, **res)
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
                       num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cnnzoo
 from cnnzoo import hub
 from cnnzoo.cli import main
 from cnnzoo.registry import create_model
@@ -129,6 +130,7 @@ def test_catalogue_covers_every_reference_with_published_facts():
     r50 = hub.find_weights("resnet50", "IMAGENET1K_V2")
     assert (r50.file, r50.top1, r50.tag) == ("resnet50-11ad3fa6.pth", 80.858, "tv2_in1k")
     assert hub.find_weights("resnet50").tag == "tv_in1k"  # the registry's default tag
+    assert cnnzoo.list_pretrained("resnet50*") == ["resnet50.tv2_in1k", "resnet50.tv_in1k"]
     assert hub.find_weights("seresnet50", "a1_in1k").hf_hub_id == "timm/seresnet50.a1_in1k"
     assert entries["mobilenet_v1.ra4_e3600_r224_in1k"].license == "apache-2.0"
     with pytest.raises(ValueError, match="its tags: tv_in1k .*tv2_in1k"):
