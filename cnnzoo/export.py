@@ -445,8 +445,7 @@ def export_model(out: str | Path, *, checkpoint: str | Path | None = None, model
     """``export_onnx`` of a run folder or weights file (``model``: the network of weights files
     without cnnzoo metadata), or of the registered ``model`` with ``pretrained`` weights (published
     ones by tag, or a file; see ``create_model``) or else random weights (seeded)."""
-    from cnnzoo.checkpoint import load_checkpoint, model_meta
-    from cnnzoo.registry import create_model
+    from cnnzoo.checkpoint import load_checkpoint
 
     if checkpoint:
         net, meta = load_checkpoint(checkpoint, model, model_kwargs)

@@ -24,12 +24,15 @@ import textwrap
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from cnnzoo.weights import load_pretrained
+
+if TYPE_CHECKING:
+    from cnnzoo.hub import PublishedWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -341,7 +344,7 @@ def create_model(
     return model
 
 
-def _resolve_pretrained(name: str, pretrained: bool | str | Path | None) -> tuple[Any, Path | None]:
+def _resolve_pretrained(name: str, pretrained: bool | str | Path | None) -> tuple[PublishedWeights | None, Path | None]:
     """(published weights, or None; a weights file, or None) that ``pretrained`` asks for."""
     if pretrained is None or pretrained is False:
         return None, None
@@ -367,7 +370,7 @@ def _resolve_pretrained(name: str, pretrained: bool | str | Path | None) -> tupl
     return (same[0] if same else None), path
 
 
-def _load_weights(model: nn.Module, published: Any, file: Path | None) -> None:
+def _load_weights(model: nn.Module, published: PublishedWeights | None, file: Path | None) -> None:
     """Load published weights (fetched into the reference's cache) or a file; record in the
     model's configuration where they came from, and the class names when the classifier is kept."""
     from cnnzoo import hub

@@ -298,3 +298,14 @@ def test_train_from_published_weights_records_their_source(published, files, tmp
     source = json.loads((out / "config.json").read_text())["pretrained_from"]
     assert source["weights"] == "mobilenet_v2.tv_in1k" and source["sha256"] == hashlib.sha256(files["tv_bytes"]).hexdigest()
     assert source["url"] == published["tv"].url
+
+
+def test_export_carries_the_weights_classes_and_preprocessing(published, tmp_path, capsys):
+    from cnnzoo.export import load_onnx_checkpoint
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", "mobilenet_v2", "--weights", "imagenet1k_v1", "--input-size", "3", "32", "32",
+                 "--out", str(out)]) == 0
+    _, meta = load_onnx_checkpoint(out)
+    assert meta["weights"] == "mobilenet_v2.tv_in1k" and meta["classes"][281] == "tabby"
+    assert (meta["crop_pct"], meta["interpolation"]) == (0.875, "bilinear")
