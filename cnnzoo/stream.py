@@ -253,9 +253,12 @@ class StreamSource:
 
 
 def report_skipped(source: StreamSource, bad: list[str], batch_images: int) -> None:
-    """Note bad files met in a batch (stderr, and ``source.skipped``); a batch of nothing else is an error."""
-    source.skipped.extend(bad)
-    print(f"skipped {len(bad)} undecodable image(s): {', '.join(bad)}", file=sys.stderr, flush=True)
+    """Note bad files met in a batch (stderr and ``source.skipped``, once each, though every epoch
+    meets them); a batch of nothing else is an error."""
+    new = [b for b in dict.fromkeys(bad) if b not in source.skipped]
+    if new:
+        source.skipped.extend(new)
+        print(f"skipped {len(new)} undecodable image(s): {', '.join(new)}", file=sys.stderr, flush=True)
     if batch_images == 0:
         raise ValueError(f"every image of a batch is undecodable: {', '.join(bad)}")
 
