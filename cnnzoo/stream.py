@@ -60,19 +60,21 @@ def _mode(channels: int):
 
 
 def decode_bytes(data: bytes, name: str, channels: int, reduce_to: tuple[int, int] | None = None,
-                 ) -> tuple[torch.Tensor, float]:
+                 size: tuple[int, int] | None = None) -> tuple[torch.Tensor, float]:
     """Decode an encoded image into uint8 (channels, H, W); returns it and the scale it was decoded at.
 
     A JPEG whose every side is at least twice ``reduce_to`` is decoded at 1/2, 1/4 or 1/8 scale in
     the DCT domain (PIL's draft mode), which is most of what makes big photos cheap; other JPEGs,
     PNG, GIF and WebP go through torchvision.io, anything else through PIL. EXIF orientation is
-    applied. A file that cannot be decoded raises ValueError naming it.
+    applied; ``size``, the (height, width) ``image_size`` gives, saves reading the header again.
+    A file that cannot be decoded raises ValueError naming it.
     """
     try:
         if data[:3] == _JPEG_MAGIC and reduce_to is not None:
-            reduced = _draft_decode(data, channels, reduce_to)
-            if reduced is not None:
-                return reduced
+            h, w = size or image_size(data, name)
+            factor = min(h // reduce_to[0], w // reduce_to[1])
+            if factor >= 2:
+                return _draft_decode(data, channels, factor, w)
         if data[:3] == _JPEG_MAGIC or data[:4] in _TV_FORMATS:
             from torchvision.io import decode_image as tv_decode
 
@@ -85,26 +87,20 @@ def decode_bytes(data: bytes, name: str, channels: int, reduce_to: tuple[int, in
     return decode_image(io.BytesIO(data), channels, label=name), 1.0
 
 
-def _draft_decode(data: bytes, channels: int, reduce_to: tuple[int, int]) -> tuple[torch.Tensor, float] | None:
-    """PIL's DCT-domain downscaled JPEG decode, or None when the image is under twice ``reduce_to``."""
+def _draft_decode(data: bytes, channels: int, factor: int, width: int) -> tuple[torch.Tensor, float]:
+    """PIL's JPEG decode at 1/2, 1/4 or 1/8 scale (the DCT coefficients are scaled, not the pixels),
+    at least 1/``factor`` of the full size; ``width`` is the full width after EXIF rotation."""
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as img:
-        # The size after EXIF rotation is what ``reduce_to`` refers to.
-        w, h = img.size
-        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-            w, h = h, w
-        factor = min(h // reduce_to[0], w // reduce_to[1])
-        if factor < 2:
-            return None
         mode = "RGB" if channels == 3 else "L"
         draft = (img.width // factor, img.height // factor)
         img.draft(mode, draft)
         img = ImageOps.exif_transpose(img).convert(mode)
         x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, -1)
         x = x.permute(2, 0, 1)
-        scale = img.width / w
-    return (x if x.shape[0] == channels else x.expand(channels, -1, -1)).contiguous(), scale
+        scale = img.width / width
+    return (x if x.shape[0] == channels else x.expand(channels, -1, -1)), scale
 
 
 def image_size(data: bytes, name: str) -> tuple[int, int]:
@@ -127,7 +123,7 @@ def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     x = x.unsqueeze(0).contiguous(memory_format=torch.channels_last)
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0].contiguous()
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0]  # collate's stack copies
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ def train_sample(data: bytes, name: str, tf: SampleTransform, seed: int) -> torc
     h, w = image_size(data, name)
     top, left, ch, cw = random_resized_crop_box(h, w, g)
     reduce_to = (max(1, h * tf.size[0] // ch), max(1, w * tf.size[1] // cw))  # the whole image at the crop's scale
-    x, scale = decode_bytes(data, name, tf.channels, reduce_to)
+    x, scale = decode_bytes(data, name, tf.channels, reduce_to, (h, w))
     if scale != 1.0:
         top, left = int(top * scale), int(left * scale)
         ch, cw = max(1, min(round(ch * scale), x.shape[1] - top)), max(1, min(round(cw * scale), x.shape[2] - left))
@@ -197,7 +193,7 @@ def eval_sample(data: bytes, name: str, tf: SampleTransform) -> torch.Tensor:
     h, w = image_size(data, name)
     scale = short / min(h, w)
     target = (max(short, round(h * scale)), max(short, round(w * scale)))
-    x, _ = decode_bytes(data, name, tf.channels, reduce_to=target)
+    x, _ = decode_bytes(data, name, tf.channels, target, (h, w))
     x = resize_uint8(x, target)
     top, left = (target[0] - tf.size[0]) // 2, (target[1] - tf.size[1]) // 2
     if top < 0 or left < 0:
