@@ -223,16 +223,21 @@ class ShardDataset(StreamSource):
             if len(y):
                 yield x, y
 
-    def sample_images(self, n: int, seed: int) -> torch.Tensor:
-        """The first ``n`` images of the shards (in their order), at the evaluation transform."""
-        out = []
+    def sample_batches(self, n: int, seed: int) -> Iterator[torch.Tensor]:
+        """The first ``n`` images of the shards (in their order; no random access), in batches of 64."""
+        batch, left = [], n
         for sample in _samples(self.shards):
             x, _, _ = decode_sample(sample, self.transform, None)
             if x is not None:
-                out.append(x)
-            if len(out) == n:
-                break
-        return torch.stack(out)
+                batch.append(x)
+                left -= 1
+            if len(batch) == 64 or (left == 0 and batch):
+                yield torch.stack(batch)
+                batch = []
+            if left == 0:
+                return
+        if batch:
+            yield torch.stack(batch)
 
 
 def shard_datasets(pattern: str, tf: SampleTransform, workers: int) -> tuple[ShardDataset, ShardDataset]:

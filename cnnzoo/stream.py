@@ -237,14 +237,24 @@ class StreamSource:
         """This rank's share of the set, each image once over all ranks, at the evaluation transform."""
         raise NotImplementedError
 
-    def sample_images(self, n: int, seed: int) -> torch.Tensor:
-        """uint8 (n, C, H, W): a fixed sample at the evaluation transform."""
+    def sample_batches(self, n: int, seed: int) -> Iterator[torch.Tensor]:
+        """uint8 (N, C, H, W) batches of a fixed sample of ``n`` images at the evaluation transform."""
         raise NotImplementedError
 
+    def sample_images(self, n: int, seed: int) -> torch.Tensor:
+        return torch.cat(list(self.sample_batches(n, seed)))
+
     def channel_stats(self, samples: int = 512, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std in [0, 1] units over a sample of the images."""
-        x = self.sample_images(samples, seed).float().div_(255)
-        mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        """Per-channel mean and std in [0, 1] units over a sample of the images, as running sums:
+        the sample is never held in memory as floats."""
+        total = squares = count = 0
+        for x in self.sample_batches(samples, seed):
+            x = x.double().div_(255)
+            total = total + x.sum(dim=(0, 2, 3))
+            squares = squares + x.square().sum(dim=(0, 2, 3))
+            count += x.numel() // x.shape[1]
+        mean = total / count
+        std = ((squares - count * mean.square()) / max(1, count - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
         return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
@@ -295,9 +305,9 @@ class StreamDataset(Dataset, StreamSource):
             return self
         return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
 
-    def sample_images(self, n: int, seed: int) -> torch.Tensor:
+    def sample_batches(self, n: int, seed: int) -> Iterator[torch.Tensor]:
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return torch.cat([x for x, _ in self.batches(256, idx)])
+        return (x for x, _ in self.batches(64, idx))
 
     def batches(self, batch_size: int, indices: torch.Tensor | None = None,
                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
