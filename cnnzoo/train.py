@@ -36,6 +36,7 @@ from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_f
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
+from cnnzoo.hub import weights_origin
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
 
@@ -122,6 +123,10 @@ class TrainConfig:
     out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>", metavar="RUN_DIR")
     model_kwargs: dict[str, Any] = field(default_factory=dict,
                                          metadata={"help": "extra keyword arguments of the model's constructor"})
+    pretrained: bool = _opt(False, "start from the model's default published weights (`cnnzoo weights` lists them); "
+                                   "the classifier is replaced for the dataset's classes")
+    weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
+                                     "cnnzoo weights file; implies --pretrained", metavar="TAG|FILE")
     recipe: str | None = _opt(None, "start from a named set of settings (train.RECIPES); other flags override it",
                               choices=tuple(sorted(RECIPES)))
 
@@ -476,7 +481,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     elif world.is_main:
         write_json(run.out / "config.json", {**asdict(cfg), "out": str(run.out), "input_size": list(data.input_size),
                                              "mean": data.mean, "std": data.std,
-                                             "classes": data.train_ds.classes, "params": params})
+                                             "classes": data.train_ds.classes, "params": params,
+                                             "pretrained_from": meta.get("pretrained_from")})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:
         if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
@@ -567,7 +573,8 @@ def build_model(cfg: TrainConfig, data: RunData, world: World,
     """(model on ``device`` with the data's normalisation in its config, the metadata its weight
     files carry, its number of parameters)."""
     net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
-                       **cfg.model_kwargs)
+                       pretrained=cfg.weights or cfg.pretrained, **cfg.model_kwargs)
+    origin = weights_origin(net.pretrained_cfg)
     net.set_pretrained_cfg(mean=data.mean, std=data.std, input_size=data.input_size)
     if hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
         train_ds = data.train_ds
@@ -577,7 +584,7 @@ def build_model(cfg: TrainConfig, data: RunData, world: World,
             images = train_ds.images[torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]]
         net.init_from_data(data.normalize(images))
     meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                      data_size=list(data.data_size))
+                      data_size=list(data.data_size), **({"pretrained_from": origin} if origin else {}))
     params = sum(p.numel() for p in net.parameters())
     if cfg.sync_bn and world.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys
