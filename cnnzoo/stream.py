@@ -20,7 +20,7 @@ import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -188,14 +188,18 @@ def _photometric(x: torch.Tensor, tf: SampleTransform, seed: int) -> torch.Tenso
 
 
 def eval_sample(data: bytes, name: str, tf: SampleTransform) -> torch.Tensor:
-    """Resize the shorter side to ``size / crop_pct`` and crop the centre: the reference's evaluation."""
-    short = math.floor(min(tf.size) / tf.crop_pct)
+    """The evaluation preprocessing of ``cnnzoo.transforms`` (resize to ``size / crop_pct``, centre
+    crop) on uint8, with the uint8 resize kernel (within a grey level of the float one it uses)
+    and, for a JPEG at least twice the resize target, a reduced-scale decode."""
+    from cnnzoo.transforms import resize_size
+
     h, w = image_size(data, name)
-    scale = short / min(h, w)
-    target = (max(short, round(h * scale)), max(short, round(w * scale)))
+    target = resize_size((tf.channels, *tf.size), tf.crop_pct)
+    if isinstance(target, int):  # the shorter side; the longer keeps the aspect ratio (truncated)
+        target = (target, int(target * w / h)) if h <= w else (int(target * h / w), target)
     x, _ = decode_bytes(data, name, tf.channels, target, (h, w))
     x = resize_uint8(x, target)
-    top, left = (target[0] - tf.size[0]) // 2, (target[1] - tf.size[1]) // 2
+    top, left = round((target[0] - tf.size[0]) / 2), round((target[1] - tf.size[1]) / 2)
     if top < 0 or left < 0:
         raise ValueError(f"{name}: crop {tf.size} larger than the resized image {target}")
     return x[:, top: top + tf.size[0], left: left + tf.size[1]].contiguous()

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import cnnzoo.train as train_mod
 from cnnzoo.cli import main
 from cnnzoo.data import load_imagefolder, stratified_split
-from cnnzoo.shards import shard_datasets, write_shards
+from cnnzoo.shards import shard_datasets
 from cnnzoo.stream import (GlobalBatchSampler, SampleTransform, StreamDataset, choose_loader, decode_bytes,
                            folder_datasets, train_sample)
 from cnnzoo.train import TrainConfig, load_run_data, resume_training, train
@@ -192,3 +192,36 @@ def test_shards_round_trip_and_train(folder, tmp_path, capsys):
                  "--no-progress", "--json"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and summary["train_images"] == 60 and summary["test_images"] == 12
+
+
+def test_evaluation_crop_is_within_a_grey_level_of_the_reference_preprocessing():
+    import io
+
+    from torchvision.io import decode_image
+
+    from cnnzoo.stream import eval_sample
+    from cnnzoo.transforms import EvalTransform
+
+    rng = np.random.default_rng(2)
+    for w, h in ((300, 200), (200, 333), (257, 256)):
+        buf = io.BytesIO()
+        _image(rng).resize((w, h)).save(buf, format="PNG")
+        ours = eval_sample(buf.getvalue(), "x.png", _tf(size=(224, 224), crop_pct=0.875)).float()
+        # mean 0 and std 1/255: the reference's resized, cropped pixels themselves
+        ref = EvalTransform((3, 224, 224), 0.875, "bilinear", (0.0,) * 3, (1 / 255,) * 3)(
+            decode_image(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)))
+        assert ours.shape == ref.shape and (ours - ref).abs().max() <= 1.001
+
+
+@pytest.mark.slow
+def test_two_streaming_processes_reach_the_weights_of_one(folder, tmp_path):
+    from tests.test_distributed import torchrun
+
+    cfg = dict(model="lenet5", dataset="imagefolder", data_dir=str(folder), input_size=[1, 32, 32],
+               data_loader="stream", workers=1, epochs=1, batch_size=16, warmup_epochs=0.5, seed=3, threads=1,
+               color_jitter=0.2)
+    p = torchrun(tmp_path, json.dumps({**cfg, "out": str(tmp_path / "ddp")}), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    train(TrainConfig.from_dict({**cfg, "out": str(tmp_path / "one")}), progress=False)
+    a, b = load_file(tmp_path / "one" / "last.safetensors"), load_file(tmp_path / "ddp" / "last.safetensors")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
