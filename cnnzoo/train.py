@@ -538,10 +538,14 @@ def _stream_run_data(cfg: TrainConfig, load_size: tuple[int, int, int], crop_pct
     tf = stream.SampleTransform(tuple(input_size[1:]), input_size[0], cfg.seed, crop_pct, True, cfg.auto_augment,
                                 cfg.color_jitter, cfg.skip_bad_images)
     if cfg.data_dir is None:
-        raise ValueError(f"--dataset {cfg.dataset} needs --data-dir")
+        raise ValueError(f"--dataset {cfg.dataset} needs --data-dir (imagefolder: DIR holding train/<class>/*; "
+                         f"webdataset: 'DIR/train-{{000000..000009}}.tar')")
     if cfg.dataset == "webdataset":
         from cnnzoo import shards
 
+        if cfg.val_split:
+            raise ValueError("--val-split picks images at random; shards are read in sequence: write val/ shards "
+                             "with `cnnzoo shards` from a folder with val/")
         train_ds, test_ds = shards.shard_datasets(cfg.data_dir, tf, cfg.workers)
     else:
         train_ds, test_ds = stream.folder_datasets(cfg.data_dir, tf, cfg.workers, cfg.val_split, cfg.seed)
