@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import random
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,13 +131,13 @@ def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # Per-sample transforms
 
 
-def random_resized_crop_box(h: int, w: int, g: torch.Generator) -> tuple[int, int, int, int]:
+def random_resized_crop_box(h: int, w: int, g: random.Random) -> tuple[int, int, int, int]:
     """(top, left, height, width) of a crop covering 8-100% of the area with aspect ratio 3/4-4/3,
     both drawn from ``g``; after 10 failed draws, the centre crop of clamped aspect ratio."""
     area = h * w
     log_lo, log_hi = math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
     for _ in range(10):
-        u = torch.rand(4, generator=g).tolist()
+        u = [g.random() for _ in range(4)]
         target = area * (RRC_SCALE[0] + u[0] * (RRC_SCALE[1] - RRC_SCALE[0]))
         ratio = math.exp(log_lo + u[1] * (log_hi - log_lo))
         cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
@@ -151,8 +152,8 @@ def random_resized_crop_box(h: int, w: int, g: torch.Generator) -> tuple[int, in
 def train_sample(data: bytes, name: str, tf: SampleTransform, seed: int) -> torch.Tensor:
     """RandomResizedCrop to ``tf.size`` (the crop drawn before decoding, so that a JPEG is decoded
     at the smallest DCT scale that still covers it), flip, then the optional auto-augment and colour
-    jitter; all randomness from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
+    jitter; all randomness from ``seed`` (Python's generator: a torch one costs more than the crop)."""
+    g = random.Random(seed)
     h, w = image_size(data, name)
     top, left, ch, cw = random_resized_crop_box(h, w, g)
     reduce_to = (max(1, h * tf.size[0] // ch), max(1, w * tf.size[1] // cw))  # the whole image at the crop's scale
@@ -161,10 +162,10 @@ def train_sample(data: bytes, name: str, tf: SampleTransform, seed: int) -> torc
         top, left = int(top * scale), int(left * scale)
         ch, cw = max(1, min(round(ch * scale), x.shape[1] - top)), max(1, min(round(cw * scale), x.shape[2] - left))
     x = resize_uint8(x[:, top: top + ch, left: left + cw], tf.size)
-    if tf.flip and torch.rand((), generator=g) < 0.5:
+    if tf.flip and g.random() < 0.5:
         x = x.flip(-1)
     if tf.auto_augment or tf.color_jitter:
-        x = _photometric(x, tf, int(torch.randint(0, 2**62, (), generator=g)))
+        x = _photometric(x, tf, g.getrandbits(62))
     return x
 
 
