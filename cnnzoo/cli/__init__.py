@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnzoo.cli import analyse, bench, compress, export, results, train
+from cnnzoo.cli import analyse, bench, compress, experiment, export, results, train
 from cnnzoo.cli.common import run_command
 
 DESCRIPTION = """\
@@ -28,10 +28,11 @@ examples:
   cnnzoo summary googlenet --model-kwargs aux_logits=True  layer table: shapes, params, MACs, receptive fields
   cnnzoo bench resnet50 --reference                        speed against torchvision
   cnnzoo export --checkpoint runs/RUN_DIR --out model.onnx
+  cnnzoo experiment --list                                 design arguments (3x3 stacks, SE, ...) as experiments
 
 `cnnzoo COMMAND --help` lists the flags of a command."""
 
-GROUPS = (analyse, train, bench, export, compress, results)
+GROUPS = (analyse, train, bench, export, compress, results, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:
