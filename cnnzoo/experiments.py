@@ -16,6 +16,7 @@ and the figure ``RESULTS/NAME.png``.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import json
@@ -195,8 +196,24 @@ def _flag_values(value: Any) -> list[str]:
     if isinstance(value, (tuple, list)):
         return [str(v) for v in value]
     if isinstance(value, dict):  # --model-kwargs: Python literals, as cli.common.parse_kwargs reads them
-        return [",".join(f"{k}={v!r}" for k, v in value.items())]
+        return [",".join(f"{k}={v if _reads_back_as_word(v) else repr(v)}" for k, v in value.items())]
     return [repr(value) if isinstance(value, float) else str(value)]
+
+
+def _reads_back_as_word(value: Any) -> bool:
+    """A string that --model-kwargs reads back as itself without quotes (unit=5x5, act=relu): one
+    that is no Python literal, so the parser keeps it as a bare word."""
+    if not isinstance(value, str) or value != value.strip() or not value or any(c in value for c in ",='\""):
+        return False
+    try:
+        ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return True
+    return False
+
+
+# Written even at their defaults: what a reader looks for first in a run's command.
+_ALWAYS = ("model", "epochs", "seed", "out")
 
 
 def train_command(cfg: TrainConfig) -> str:
@@ -206,7 +223,7 @@ def train_command(cfg: TrainConfig) -> str:
     default = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         value = getattr(cfg, f.name)
-        if f.name == "recipe" or value == getattr(default, f.name):
+        if f.name == "recipe" or (value == getattr(default, f.name) and f.name not in _ALWAYS):
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
