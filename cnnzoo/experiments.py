@@ -71,11 +71,12 @@ class Experiment:
     curves: bool = False       # also the training curves (per epoch, mean over seeds)
 
 
-# The settings every experiment shares: the project's default optimiser (AdamW, cosine schedule),
-# light augmentation, bfloat16 autocast (CPUs with AVX512-BF16 run these nets faster with it).
-# Each experiment sizes epochs and training subset so that its runs take about an hour on 2 cores.
+# The settings every experiment shares: the project's default optimiser (AdamW, cosine schedule)
+# and light augmentation, in float32. Each experiment sizes epochs and training subset so that its
+# runs take about an hour on a quiet 2-core CPU, from the training speeds of the CPU benchmarks
+# (BENCHMARKS.md: about 190 GFLOP/s for dense convolutions, 309 img/s for mobilenet_v1_cifar).
 BASE_RECIPE: dict[str, Any] = dict(dataset="fashion-mnist", opt="adamw", lr=2e-3, weight_decay=0.05, sched="cosine",
-                                   warmup_epochs=0.5, batch_size=128, crop_padding=2, flip=True, amp=True)
+                                   warmup_epochs=0.5, batch_size=128, crop_padding=2, flip=True)
 
 
 def _vgg(**kwargs: Any) -> dict[str, Any]:
@@ -99,7 +100,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "stack3x3",
         "Do two 3x3 convolutions (Simonyan & Zisserman 2014, section 2.3) or a 1x5 then a 5x1 (Szegedy et al. "
         "2016, section 3.2) beat one 5x5 with the same receptive field, in a small VGG?",
-        dict(BASE_RECIPE, epochs=6, train_subset=12000),
+        dict(BASE_RECIPE, epochs=5),
         (Variant("5x5", _vgg(unit="5x5", batch_norm=True, drop_rate=0.0)),
          Variant("3x3-3x3", _vgg(unit="3x3", batch_norm=True, drop_rate=0.0)),
          Variant("1x5-5x1", _vgg(unit="1x5", batch_norm=True, drop_rate=0.0))),
@@ -109,7 +110,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "bn-dropout",
         "Does batch norm make dropout less needed (Ioffe & Szegedy 2015, section 4.2.1)? The same small VGG "
         "with batch norm, with dropout 0.5 in the classifier, with both, with neither.",
-        dict(BASE_RECIPE, epochs=6, train_subset=12000),
+        dict(BASE_RECIPE, epochs=6, train_subset=30000),
         (Variant("neither", _vgg(unit="3x3", batch_norm=False, drop_rate=0.0)),
          Variant("dropout", _vgg(unit="3x3", batch_norm=False, drop_rate=0.5)),
          Variant("bn", _vgg(unit="3x3", batch_norm=True, drop_rate=0.0)),
@@ -122,7 +123,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "cardinality",
         "At (about) equal parameters, do more groups beat more width (Xie et al. 2016, Table 3)? A one-block-"
         "per-stage ResNeXt at 1x64d, 2x40d, 4x24d and 8x14d.",
-        dict(BASE_RECIPE, epochs=4, train_subset=10000),
+        dict(BASE_RECIPE, epochs=4, train_subset=15000),
         tuple(Variant(f"{c}x{d}d", dict(model="resnext11_cifar", model_kwargs=dict(groups=c, base_width=d)))
               for c, d in ((1, 64), (2, 40), (4, 24), (8, 14))),
         tuple(Claim(f"{c}x{d}d", "1x64d", f"cardinality {c} is more accurate than 1 at equal parameters")
@@ -131,7 +132,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "se",
         "Does squeeze-and-excitation (Hu et al. 2017) improve a ResNet for a few parameters, at reduction 16 "
         "and 4? resnet20 against seresnet20.",
-        dict(BASE_RECIPE, epochs=3, train_subset=10000),
+        dict(BASE_RECIPE, epochs=4, train_subset=25000),
         (Variant("none", dict(model="resnet20", model_kwargs={})),
          Variant("se-r16", dict(model="seresnet20", model_kwargs=dict(se_reduction=16))),
          Variant("se-r4", dict(model="seresnet20", model_kwargs=dict(se_reduction=4)))),
@@ -142,7 +143,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "mobilenet",
         "How do MobileNet's width multiplier and input resolution trade accuracy for operations (Howard et al. "
         "2017, Tables 6-7), and what do depthwise-separable convolutions cost against full ones (Table 4)?",
-        dict(BASE_RECIPE, epochs=2, train_subset=3000, test_subset=2000),
+        dict(BASE_RECIPE, epochs=3, train_subset=10000, test_subset=5000),
         (Variant("1.0-32", _mobilenet(1.0, 32), ("width", "resolution", "separable"), _MOBILENET_224),
          Variant("0.75-32", _mobilenet(0.75, 32), ("width",), _paper("6", "0.75 MobileNet-224", 0.684, 325e6, 2.6e6)),
          Variant("0.5-32", _mobilenet(0.5, 32), ("width",), _paper("6", "0.5 MobileNet-224", 0.637, 149e6, 1.3e6)),
