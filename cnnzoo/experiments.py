@@ -350,7 +350,7 @@ def _plot_curves(ax: Any, curves: dict[str, list[dict[str, list[float]]]]) -> No
         epochs = runs[0]["epoch"]
         for key, style in (("test_error", "-"), ("train_error", "--")):
             mean = [100 * sum(r[key][i] for r in runs) / len(runs) for i in range(len(epochs))]
-            ax.plot(epochs, mean, style, color=colour, label=name if style == "-" else None)
+            ax.plot(epochs, mean, style, marker=".", color=colour, label=name if style == "-" else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%): test solid, training dashed")
     ax.legend(fontsize=8)
