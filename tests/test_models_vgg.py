@@ -187,7 +187,7 @@ def test_runs_at_min_input_size_and_rejects_smaller(name):
 
 
 def test_registry():
-    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench", "vgg_airbench_wide"])
+    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench", "vgg_airbench_wide", "vgg_mini"])
     for name in list(IMAGENET) + CIFAR:
         cfg = get_model_cfg(name)
         assert cfg["family"] == "VGG"

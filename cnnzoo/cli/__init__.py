@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnzoo.cli import analyse, bench, compress, explore, export, results, train, visualize
+from cnnzoo.cli import analyse, bench, compress, experiment, explore, export, results, train, visualize
 from cnnzoo.cli.common import run_command
 
 DESCRIPTION = """\
@@ -32,10 +32,11 @@ examples:
   cnnzoo visualize cam --checkpoint runs/RUN_DIR --out maps   Grad-CAM of a few test images (also filters,
                                                            features, occlusion, deconv)
   cnnzoo explore --checkpoint runs/RUN_DIR --runs runs       the explorer in the browser: http://127.0.0.1:8765/
+  cnnzoo experiment --list                                 design arguments (3x3 stacks, SE, ...) as experiments
 
 `cnnzoo COMMAND --help` lists the flags of a command."""
 
-GROUPS = (analyse, train, bench, export, compress, results, visualize, explore)
+GROUPS = (analyse, train, bench, export, compress, results, visualize, explore, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,10 @@ with stride 2, a known typo: its input and output are both 7x7, so every impleme
 stride 1. The width multiplier alpha (paper section 4.2) scales every layer's channels; they are
 rounded as TF-slim's reference does, ``max(int(c * alpha), 8)``, which for alpha = 0.75, 0.5, 0.25
 gives exactly ``c * alpha`` (paper Table 6: 2.6M/1.3M/0.5M parameters, 325M/149M/41M mult-adds).
-The paper says ReLU; the released TF weights and timm's use ReLU6 (it keeps activations in a range
-that survives low-precision arithmetic), which is our default; ``act="relu"`` gives the paper's.
+``separable=False`` replaces each depthwise-separable pair by a full 3x3 convolution (paper Table 4:
+29.3M parameters, 4866M mult-adds, 1.1% more ImageNet top-1). The paper says ReLU; the released TF
+weights and timm's use ReLU6 (it keeps activations in a range that survives low-precision
+arithmetic), which is our default; ``act="relu"`` gives the paper's.
 
 MobileNet v2 (paper Table 2, 224x224 input). Each row is a sequence of ``n`` inverted residual
 blocks with expansion factor ``t`` and ``c`` output channels; the first block of a row has stride
@@ -156,10 +158,15 @@ class MobileNetV1(_MobileNet):
         stem_stride: int = 2,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        separable: bool = True,
     ) -> None:
         super().__init__()
         _check_width(width_mult)
         act_layer = _choose_act(act)
+        # separable=False: every depthwise + pointwise pair becomes one full 3x3 ConvBnAct at the
+        # same stride and width, the "Conv MobileNet" of the paper's Table 4 (29.3M parameters).
+        layer = DepthwiseSeparableConv if separable else ConvBnAct
+        kernel = {} if separable else dict(kernel_size=3)
 
         def width(channels: int) -> int:
             # TF-slim's rule (min_depth 8); exact for the paper's multipliers 0.75, 0.5, 0.25.
@@ -172,7 +179,8 @@ class MobileNetV1(_MobileNet):
             layers = []
             for i in range(num_layers):
                 # Only the first layer of a stage changes the resolution.
-                layers.append(DepthwiseSeparableConv(channels, width(out_channels), stride if i == 0 else 1, act_layer))
+                layers.append(layer(channels, width(out_channels), stride=stride if i == 0 else 1, act=act_layer,
+                                    **kernel))
                 channels = width(out_channels)
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)

@@ -63,6 +63,7 @@ at least one position; a batch of 2 gives batch norm two values per channel in t
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -308,9 +309,9 @@ def se_width_timm(channels: int) -> int:
     return max(8, int(channels / 16 + 4) // 8 * 8)
 
 
-def se_width_cifar(channels: int) -> int:
-    """SE bottleneck width for the 16/32/64-channel CIFAR stages: channels // 16, at least 4."""
-    return max(channels // 16, 4)
+def se_width_cifar(channels: int, reduction: int = 16) -> int:
+    """SE bottleneck width for the 16/32/64-channel CIFAR stages: channels // reduction, at least 4."""
+    return max(channels // reduction, 4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,6 +459,14 @@ def resnext29_8x16d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 3, 3], widths=(64, 128, 256), stem="cifar", groups=8, base_width=16, **kwargs)
 
 
+@register_model(**_XIE, **_CIFAR, small_variant="resnext11_cifar", pool_size=(8, 8))
+def resnext11_cifar(**kwargs) -> ResNet:
+    """One bottleneck per stage at planes 32/64/128 (outputs 128/256/512): a ResNeXt small enough to
+    train in minutes on a CPU. ``groups`` x ``base_width`` as in the names (default 1x64d, a ResNet
+    bottleneck); at equal parameters: 1x64d, 2x40d, 4x24d, 8x14d (Xie et al. Table 2)."""
+    return ResNet(Bottleneck, [1, 1, 1], widths=(32, 64, 128), stem="cifar", **kwargs)
+
+
 @register_model(**_HU, reference="timm:seresnet18", small_variant="seresnet18_cifar", pool_size=(7, 7))
 def seresnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], se_width=se_width_timm, **kwargs)
@@ -497,7 +506,11 @@ def seresnet18_cifar(**kwargs) -> ResNet:
 
 
 @register_model(**_HU, **_CIFAR, small_variant="seresnet20", pool_size=(8, 8))
-def seresnet20(**kwargs) -> ResNet:
-    """resnet20 (shortcut option A) with an SE module of width max(channels // 16, 4) per block."""
+def seresnet20(se_reduction: int = 16, **kwargs) -> ResNet:
+    """resnet20 (shortcut option A) with an SE module of width max(channels // se_reduction, 4) per
+    block (Hu et al. Table 10 compare reductions 2 to 32)."""
+    if not (isinstance(se_reduction, int) and se_reduction >= 1):
+        raise ValueError(f"seresnet20: se_reduction must be an integer >= 1, got {se_reduction!r}")
     kwargs.setdefault("shortcut", "A")
-    return ResNet(BasicBlock, [3, 3, 3], widths=(16, 32, 64), stem="cifar", se_width=se_width_cifar, **kwargs)
+    return ResNet(BasicBlock, [3, 3, 3], widths=(16, 32, 64), stem="cifar",
+                  se_width=functools.partial(se_width_cifar, reduction=se_reduction), **kwargs)

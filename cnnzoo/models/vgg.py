@@ -52,15 +52,18 @@ DEPTHS: dict[int, tuple[int, int, int, int, int]] = {
 
 
 class VggConv(nn.Module):
-    """3x3 convolution (stride 1, padding 1) -> batch norm (optional) -> ReLU.
+    """3x3 convolution (stride 1, padding 1) -> batch norm (optional) -> ReLU; ``vgg_mini`` also
+    builds it with 5x5, 1x5 and 5x1 kernels (padded to keep the resolution).
 
     Not the shared ``ConvBnAct``: torchvision's vgg*_bn keep the convolution's bias in front of the
     batch norm, and their weight files (and parameter counts) carry it.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool,
+                 kernel_size: tuple[int, int] = (3, 3)) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        padding = (kernel_size[0] // 2, kernel_size[1] // 2)  # odd kernels: the resolution is kept
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
         self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
@@ -277,6 +280,93 @@ def vgg16_cifar(**kwargs) -> CifarVGG:
 def vgg19_cifar(**kwargs) -> CifarVGG:
     """Configuration E's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[19], **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# A small VGG for the design experiments (``cnnzoo experiment stack3x3`` and ``bn-dropout``)
+
+# The convolutions of one stage, each (kh, kw): every choice sees a 5x5 window. Simonyan & Zisserman
+# section 2.3: two 3x3 layers have 18C^2 weights against 25C^2 and a ReLU between them; Szegedy et
+# al. 2016 section 3.2: a 1x5 then a 5x1 layer have 10C^2.
+MINI_UNITS: dict[str, tuple[tuple[int, int], ...]] = {
+    "5x5": ((5, 5),),
+    "3x3": ((3, 3), (3, 3)),
+    "1x5": ((1, 5), (5, 1)),
+}
+
+
+class MiniVggStage(nn.Sequential):
+    """The convolutions of ``unit`` (conv1, conv2, ...; the first changes the width) and a 2x2
+    max-pool (``pool``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, unit: str, batch_norm: bool) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, kernel in enumerate(MINI_UNITS[unit]):
+            layers[f"conv{i + 1}"] = VggConv(in_channels if i == 0 else out_channels, out_channels, batch_norm, kernel)
+        layers["pool"] = MaxPool2d(kernel_size=2, stride=2)
+        super().__init__(layers)
+
+
+class MiniVGG(ZooModel):
+    """VGG in small, for 28x28 images: three stages (``widths``), each one ``unit`` of convolutions
+    with a 5x5 receptive field and a 2x2 max-pool (28 -> 14 -> 7 -> 3), then VGG's classifier in
+    small: global pooling, fc1 (``hidden``), ReLU, dropout ``drop_rate`` (where VGG has it), fc2.
+
+        unit    convolutions per stage    weights per stage (C_in -> C)
+        "5x5"   5x5                       25 C_in C
+        "3x3"   3x3, 3x3                  9 C_in C + 9 C^2
+        "1x5"   1x5, 5x1                  5 C_in C + 5 C^2
+
+    Every convolution has a bias and, with ``batch_norm``, a batch norm before its ReLU.
+    """
+
+    first_conv = "stage1.conv1.conv"
+    classifier_name = "fc2"
+    stem_modules = ("stage1.conv1",)
+    stage_modules = ("stage1", "stage2", "stage3")
+    global_pools = ("avg", "max", "avgmax")
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10, in_chans: int = 1,
+                 unit: str = "3x3", batch_norm: bool = True, drop_rate: float = 0.0, hidden: int = 256,
+                 global_pool: str = "avg") -> None:
+        super().__init__()
+        if unit not in MINI_UNITS:
+            raise ValueError(f"vgg_mini: unit must be one of {', '.join(map(repr, MINI_UNITS))}, got {unit!r}")
+        if len(widths) != 3:
+            raise ValueError(f"vgg_mini: widths must be 3 stage widths, got {tuple(widths)}")
+        self.num_classes = num_classes
+        self.num_features = widths[2]
+        self.head_hidden_size = hidden
+        depth = len(MINI_UNITS[unit])
+        self.feature_info = [dict(num_chs=w, reduction=2 ** i, module=f"stage{i + 1}.conv{depth}")
+                             for i, w in enumerate(widths)]
+        self.stage1 = MiniVggStage(in_chans, widths[0], unit, batch_norm)
+        self.stage2 = MiniVggStage(widths[0], widths[1], unit, batch_norm)
+        self.stage3 = MiniVggStage(widths[1], widths[2], unit, batch_norm)
+        self.global_pool = self._make_pool(global_pool, num_classes)
+        self.fc1 = nn.Linear(widths[2], hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = classifier(hidden, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.stage_modules:
+            x = self._run_stage(getattr(self, name), x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        x = self.drop(self.act(self.fc1(x)))
+        return x if pre_logits else self.fc2(x)
+
+
+@register_model(**{**_VGG, "min_input_size": (1, 8, 8)}, input_size=(1, 28, 28), small_variant="vgg_mini",
+                pool_size=(3, 3))
+def vgg_mini(**kwargs) -> MiniVGG:
+    """A three-stage VGG for 28x28 images with a choice of 5x5 unit (one 5x5, two 3x3, 1x5 + 5x1),
+    batch norm and classifier dropout: the network of the stack3x3 and bn-dropout experiments."""
+    return MiniVGG(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
