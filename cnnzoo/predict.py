@@ -61,6 +61,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, *, d
     cfg = model.pretrained_cfg
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
                       num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)
+    if ds.classes != meta["classes"] and set(meta["classes"]) <= set(ds.classes):  # trained with --classes
+        ds = ds.select_classes(meta["classes"])
     if len(ds.classes) != cfg["num_classes"]:
         raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
     ds.images = resize_to(ds.images, cfg["input_size"][1:])

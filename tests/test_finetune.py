@@ -221,3 +221,13 @@ def test_inconsistent_fine_tuning_settings_are_refused(tmp_path):
         build_optimizer(net, synthetic_cfg(tmp_path, backbone_lr_scale=-1.0))
     with pytest.raises(ValueError, match="no effect with --freeze-backbone"):
         build_optimizer(net, synthetic_cfg(tmp_path, backbone_lr_scale=0.1, freeze_backbone=True))
+
+
+def test_eval_scores_a_run_on_its_own_classes(fmnist_small, tmp_path):
+    from cnnzoo.predict import evaluate_checkpoint
+
+    cfg = TrainConfig(model="lenet5", data_dir=str(fmnist_small), classes=["Bag", "Trouser"], epochs=1, threads=1,
+                      out=str(tmp_path / "run"))
+    summary = train(cfg, progress=False)
+    res = evaluate_checkpoint(tmp_path / "run")
+    assert res["images"] == summary["test_images"] < 1000 and res["top1"] == pytest.approx(summary["best_test_top1"])
