@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -167,8 +167,9 @@ def load_idx_dataset(data_dir: str | Path, split: str, classes: list[str], name:
 # Image files
 
 
-def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode any common image file into uint8 (channels, H, W).
+def decode_image(path: str | Path | BinaryIO, channels: int, fit_within: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode any common image file (a path, or a binary file object such as an upload in memory)
+    into uint8 (channels, H, W).
 
     Respects EXIF orientation; grey, RGBA, palette and 16-bit images are converted (3 channels:
     RGB; any other count: grey, repeated). With ``fit_within=(h, w)`` a much larger image (a
@@ -179,7 +180,7 @@ def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | 
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    path = path if hasattr(path, "read") else Path(path)
     mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
@@ -196,7 +197,8 @@ def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | 
                 img = Image.fromarray(np.round(deep / (deep.max() or 1.0) * 255).astype(np.uint8), mode="L")
             arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        where = getattr(path, "name", path)  # a file object names itself, if it can
+        raise ValueError(f"{where}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     t = torch.from_numpy(arr.copy())
     t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
     return t if t.shape[0] == channels else t.expand(channels, -1, -1).contiguous()

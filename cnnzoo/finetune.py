@@ -9,7 +9,6 @@ the trainer's ``build_optimizer`` gives the backbone its own learning rate (``--
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from cnnzoo.checkpoint import read_weights_meta, resolve_weights
+from cnnzoo.hub import file_sha256
 from cnnzoo.registry import get_model_cfg
 from cnnzoo.weights import load_pretrained
 
@@ -44,14 +44,6 @@ def backbone_eval(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if name and name != head and not name.startswith(head + ".") and not head.startswith(name + "."):
             module.eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _weights_file(spec: str | Path) -> Path:

@@ -36,6 +36,7 @@ from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, 
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.finetune import InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone, read_initial_checkpoint
+from cnnzoo.hub import weights_origin
 from cnnzoo.registry import create_model, get_model_cfg
 
 
@@ -122,6 +123,10 @@ class TrainConfig:
     out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>", metavar="RUN_DIR")
     model_kwargs: dict[str, Any] = field(default_factory=dict,
                                          metadata={"help": "extra keyword arguments of the model's constructor"})
+    pretrained: bool = _opt(False, "start from the model's default published weights (`cnnzoo weights` lists them); "
+                                   "the classifier is replaced for the dataset's classes")
+    weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
+                                     "cnnzoo weights file; implies --pretrained", metavar="TAG|FILE")
     recipe: str | None = _opt(None, "start from a named set of settings (train.RECIPES); other flags override it",
                               choices=tuple(sorted(RECIPES)))
 
@@ -469,6 +474,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
+        raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     if initial is not None:
@@ -486,6 +493,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
         write_json(run.out / "config.json", {**asdict(cfg), "out": str(run.out), "input_size": list(data.input_size),
                                              "mean": data.mean, "std": data.std,
                                              "classes": data.train_ds.classes, "params": params,
+                                             "pretrained_from": meta.get("pretrained_from"),
                                              **({"initial_weights": initial.record()} if initial else {})})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:
@@ -548,7 +556,8 @@ def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.dev
     """(model on ``device`` with the data's normalisation in its config, the metadata its weight
     files carry, its number of parameters); its weights from ``initial`` when given."""
     net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
-                       **cfg.model_kwargs)
+                       pretrained=cfg.weights or cfg.pretrained, **cfg.model_kwargs)
+    origin = weights_origin(net.pretrained_cfg)
     net.set_pretrained_cfg(mean=data.mean, std=data.std, input_size=data.input_size)
     if initial is not None:
         initial.load_into(net, data.train_ds.classes)
@@ -558,7 +567,7 @@ def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.dev
     if cfg.freeze_backbone:
         freeze_backbone(net)
     meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                      data_size=list(data.data_size))
+                      data_size=list(data.data_size), **({"pretrained_from": origin} if origin else {}))
     params = sum(p.numel() for p in net.parameters())
     if cfg.sync_bn and world.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys

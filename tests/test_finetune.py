@@ -221,6 +221,8 @@ def test_inconsistent_fine_tuning_settings_are_refused(tmp_path):
         build_optimizer(net, synthetic_cfg(tmp_path, backbone_lr_scale=-1.0))
     with pytest.raises(ValueError, match="no effect with --freeze-backbone"):
         build_optimizer(net, synthetic_cfg(tmp_path, backbone_lr_scale=0.1, freeze_backbone=True))
+    with pytest.raises(ValueError, match="--initial-checkpoint brings its own weights"):
+        train(synthetic_cfg(tmp_path / "x", initial_checkpoint=str(tmp_path), pretrained=True), progress=False)
 
 
 def test_eval_scores_a_run_on_its_own_classes(fmnist_small, tmp_path):

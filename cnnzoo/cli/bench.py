@@ -5,7 +5,8 @@ import argparse
 from typing import Any
 import sys
 
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
+from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_model_source, input_size, model_kwargs,
+                               pretrained_arg)
 
 
 def cmd_bench(args: argparse.Namespace) -> Any:
@@ -16,7 +17,7 @@ def cmd_bench(args: argparse.Namespace) -> Any:
                        reference=args.reference, optimized=args.optimized,
                        optimize_backends=optimize_backends_for(args.device, args.compile), warmup=args.warmup,
                        iters=args.iters, progress=not args.no_progress and sys.stderr.isatty() or args.progress,
-                       model_kwargs=model_kwargs(args))
+                       model_kwargs=model_kwargs(args), pretrained=pretrained_arg(args))
     print(format_table(report))
     return report
 
@@ -39,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--iters", type=int, default=10, help="timed iterations per variant (default 10)")
     s.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
     s.add_argument("--no-progress", action="store_true")
+    add_model_source(s, checkpoint=False, model=False)
     add_model_kwargs(s, help="arguments of each model's constructor that takes them (not the reference's)")
     add_json(s)
     s.set_defaults(func=cmd_bench)

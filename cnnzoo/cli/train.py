@@ -9,7 +9,8 @@ import types
 import typing
 from typing import Any
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs
+from cnnzoo.cli.common import (add_json, add_model_kwargs, add_model_source, kwargs_flag, merge_kwargs, model_kwargs,
+                               pretrained_arg)
 from cnnzoo.train import TrainConfig
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -109,7 +110,8 @@ def cmd_eval(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
-                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip)
+                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip,
+                              pretrained=pretrained_arg(args))
     print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
           f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
     return res
@@ -119,11 +121,11 @@ def cmd_predict(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import predict_files
 
     results = predict_files(args.checkpoint, args.images, topk=args.topk, model_name=args.model,
-                            model_kwargs=model_kwargs(args))
+                            model_kwargs=model_kwargs(args), pretrained=pretrained_arg(args))
     for r in results:
         print(r["image"])
         for p in r["top"]:
-            print(f"  {p['prob']:.4f}  {p['class']}")
+            print(f"  {p['class']} {p['prob']:.2f}")
     return results
 
 
@@ -138,8 +140,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_checkpoint_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--checkpoint", required=True, help="run folder, weights file, .onnx or .cnnz file")
-    s.add_argument("--model", help="model name, for weight files without cnnzoo metadata")
+    add_model_source(s)
     add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")
 
 
