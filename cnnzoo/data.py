@@ -56,6 +56,52 @@ class ImageDataset:
     def take(self, indices: torch.Tensor) -> "ImageDataset":
         return ImageDataset(self.images[indices], self.labels[indices], self.classes, self.name, self.skipped)
 
+    def class_indices(self, wanted: list[int | str]) -> list[int]:
+        """Indices of ``wanted`` classes, each given by name or by index (a name wins when a class
+        is named like an index). Unknown or repeated classes raise a ValueError naming them."""
+        chosen = []
+        for c in wanted:
+            text = str(c).strip()
+            if text in self.classes:
+                i = self.classes.index(text)
+            elif text.lstrip("-").isdigit():
+                i = int(text)
+                if not 0 <= i < len(self.classes):
+                    raise ValueError(f"{self.name or 'dataset'}: class index {i} out of range 0..{len(self.classes) - 1}")
+            else:
+                known = ", ".join(f"{j} {name!r}" for j, name in enumerate(self.classes))
+                raise ValueError(f"{self.name or 'dataset'}: no class {text!r} (classes: {known})")
+            if i in chosen:
+                raise ValueError(f"{self.name or 'dataset'}: class {self.classes[i]!r} (index {i}) given twice")
+            chosen.append(i)
+        if not chosen:
+            raise ValueError(f"{self.name or 'dataset'}: an empty list of classes")
+        return chosen
+
+    def select_classes(self, wanted: list[int | str]) -> "ImageDataset":
+        """The images of the ``wanted`` classes only (see ``class_indices``), relabelled 0..k-1 in
+        the order given; ``classes`` keeps their names."""
+        chosen = self.class_indices(wanted)
+        new_label = torch.full((len(self.classes),), -1, dtype=torch.long)
+        new_label[chosen] = torch.arange(len(chosen))
+        labels = new_label[self.labels]
+        keep = (labels >= 0).nonzero().squeeze(1)
+        return ImageDataset(self.images[keep], labels[keep], [self.classes[i] for i in chosen], self.name, self.skipped)
+
+    def per_class_subset(self, n: int, seed: int = 0) -> "ImageDataset":
+        """``n`` images of every class, drawn at random with ``seed`` (a stratified subset), in the
+        dataset's order. A class with fewer than ``n`` images is an error naming it."""
+        g = torch.Generator().manual_seed(seed)
+        keep = []
+        for label, name in enumerate(self.classes):
+            members = (self.labels == label).nonzero().squeeze(1)
+            if len(members) < n:
+                raise ValueError(f"{self.name or 'dataset'}: class {name!r} has {len(members)} images, "
+                                 f"{n} per class asked for")
+            keep.append(members[torch.randperm(len(members), generator=g)[:n]])
+        idx = torch.cat(keep).sort().values
+        return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.skipped)
+
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] units, over (a sample of) the images."""
         sample = self.images[: 20000].float().div_(255)

@@ -72,6 +72,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
         return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, **res)
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
                       num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)
+    if ds.classes != meta["classes"] and set(meta["classes"]) <= set(ds.classes):  # trained with --classes
+        ds = ds.select_classes(meta["classes"])
     if len(ds.classes) != cfg["num_classes"]:
         raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
     ds.images = resize_to(ds.images, cfg["input_size"][1:])

@@ -36,6 +36,7 @@ from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_f
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
+from cnnzoo.finetune import InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone, read_initial_checkpoint
 from cnnzoo.hub import weights_origin
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
@@ -78,6 +79,11 @@ class TrainConfig:
     train_subset: int | None = _opt(None, "train on a seeded random subset of this many images; None: the whole split")
     test_subset: int | None = _opt(None, "evaluate on a seeded subset of this many images after each epoch; "
                                          "None: the whole test split")
+    classes: list[str] | None = _opt(
+        None, "train and test on these classes only, by index or name (e.g. 5,6,7 or Sandal Bag), relabelled "
+              "0..k-1 in the order given; None: all", metavar="CLASS")
+    train_per_class: int | None = _opt(None, "train on a seeded random subset of this many images of each class; "
+                                             "None: all")
     synthetic_classes: int = _opt(10, "number of classes of --dataset synthetic")
     skip_bad_images: bool = _opt(False, "imagefolder: skip undecodable files (reported) instead of failing")
     val_split: float | None = _opt(None, "evaluate on this fraction of the training split, held out per class "
@@ -92,6 +98,15 @@ class TrainConfig:
     auto_augment: str | None = _opt(None, "stream: randaugment | trivialaugment (torchvision.transforms.v2)",
                                     choices=AUTO_AUGMENTS)
     color_jitter: float = _opt(0.0, "stream: brightness, contrast and saturation jitter (fraction); 0: off")
+    # starting point (a new run from trained weights: fresh optimiser and schedule, epoch 0)
+    initial_checkpoint: str | None = _opt(
+        None, "start a new run from the weights of a cnnzoo run folder or weights file (--model defaults to its "
+              "network); the classifier starts fresh when the classes differ, the first conv is fitted to the "
+              "input channels",
+        metavar="RUN_DIR|FILE")
+    freeze_backbone: bool = _opt(False, "train the classifier only (a linear probe): every other layer keeps its "
+                                        "weights and its batch-norm statistics")
+    backbone_lr_scale: float = _opt(1.0, "learning rate of every layer but the classifier, as a multiple of --lr")
     # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
     epochs: int = _opt(12, "passes over the training set (epochs)")
     batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
@@ -190,10 +205,24 @@ def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Ten
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The trainable parameters (frozen ones are left out) in groups: weights with weight decay,
+    biases and norm scales without; with ``backbone_lr_scale`` != 1, each split again into the
+    backbone's (lr x scale) and the classifier's (lr). The schedule multiplies every group's lr."""
+    if cfg.backbone_lr_scale < 0:
+        raise ValueError(f"--backbone-lr-scale must be >= 0, got {cfg.backbone_lr_scale}")
+    if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:
+        raise ValueError("--backbone-lr-scale has no effect with --freeze-backbone (the backbone does not train)")
+    head = {id(p) for p in classifier_parameters(model)}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    parts = [(trainable, 1.0)]
+    if cfg.backbone_lr_scale != 1.0:
+        parts = [([p for p in trainable if id(p) not in head], cfg.backbone_lr_scale),
+                 ([p for p in trainable if id(p) in head], 1.0)]
     # Weight decay regularises weights; on biases and norm scales it only fights the optimiser.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for params, scale in parts:
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale}]
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.opt == "adamw":
@@ -468,9 +497,14 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
+        raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
+    initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
+    if initial is not None:
+        data = initial.fit_normalization(data)
     device = run_device(cfg, world)
-    net, meta, params = build_model(cfg, data, world, device)
+    net, meta, params = build_model(cfg, data, world, device, initial if state is None else None)
     steps_per_epoch = math.ceil(len(data.train_ds) / cfg.batch_size)
     opt = build_optimizer(net, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch)
@@ -482,7 +516,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
         write_json(run.out / "config.json", {**asdict(cfg), "out": str(run.out), "input_size": list(data.input_size),
                                              "mean": data.mean, "std": data.std,
                                              "classes": data.train_ds.classes, "params": params,
-                                             "pretrained_from": meta.get("pretrained_from")})
+                                             "pretrained_from": meta.get("pretrained_from"),
+                                             **({"initial_weights": initial.record()} if initial else {})})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:
         if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
@@ -554,11 +589,30 @@ def _stream_run_data(cfg: TrainConfig, load_size: tuple[int, int, int], crop_pct
 
 
 def _subsets(cfg: TrainConfig, train_ds: Any, test_ds: Any) -> tuple[Any, Any]:
+    train_ds, test_ds = select_classes(cfg, train_ds, test_ds)
+    if cfg.train_per_class:
+        train_ds = _in_memory(train_ds, "--train-per-class").per_class_subset(cfg.train_per_class, cfg.seed)
     if cfg.train_subset:
         train_ds = train_ds.subset(cfg.train_subset, cfg.seed)
     if cfg.test_subset:
         test_ds = test_ds.subset(cfg.test_subset, cfg.seed)
     return train_ds, test_ds
+
+
+def select_classes(cfg: TrainConfig, train_ds: ImageDataset, test_ds: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
+    """Both splits cut to ``cfg.classes`` (names or indices, comma-separated or not), relabelled in
+    the order given."""
+    wanted = [c.strip() for item in cfg.classes or () for c in str(item).split(",") if c.strip()]
+    # config.json lists every run's classes by name: on a resume, all of them in order is no selection
+    if not wanted or wanted == train_ds.classes:
+        return train_ds, test_ds
+    return _in_memory(train_ds, "--classes").select_classes(wanted), test_ds.select_classes(wanted)
+
+
+def _in_memory(ds: Any, flag: str) -> ImageDataset:
+    if not isinstance(ds, ImageDataset):
+        raise ValueError(f"{flag} works on images held in memory: add --data-loader memory")
+    return ds
 
 
 def run_device(cfg: TrainConfig, world: World) -> torch.device:
@@ -572,21 +626,25 @@ def run_device(cfg: TrainConfig, world: World) -> torch.device:
     return device
 
 
-def build_model(cfg: TrainConfig, data: RunData, world: World,
-                device: torch.device) -> tuple[nn.Module, dict[str, Any], int]:
+def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.device,
+                initial: InitialCheckpoint | None = None) -> tuple[nn.Module, dict[str, Any], int]:
     """(model on ``device`` with the data's normalisation in its config, the metadata its weight
-    files carry, its number of parameters)."""
+    files carry, its number of parameters); its weights from ``initial`` when given."""
     net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
                        pretrained=cfg.weights or cfg.pretrained, **cfg.model_kwargs)
     origin = weights_origin(net.pretrained_cfg)
     net.set_pretrained_cfg(mean=data.mean, std=data.std, input_size=data.input_size)
-    if hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
+    if initial is not None:
+        initial.load_into(net, data.train_ds.classes)
+    elif hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
         train_ds = data.train_ds
         if isinstance(train_ds, StreamSource):
             images = train_ds.sample_images(5000, cfg.seed)
         else:
             images = train_ds.images[torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]]
         net.init_from_data(data.normalize(images))
+    if cfg.freeze_backbone:
+        freeze_backbone(net)
     meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
                       data_size=list(data.data_size), **({"pretrained_from": origin} if origin else {}))
     params = sum(p.numel() for p in net.parameters())
@@ -620,6 +678,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
     cfg, world, device = run.cfg, run.world, run.device
     first, saved = (run.step, run.totals) if epoch == run.epoch else (0, EpochTotals())
     run.model.train()
+    if cfg.freeze_backbone:
+        backbone_eval(run.net)
     batches = epoch_batches(run.data.train_ds, cfg, epoch, first, world)
     bar = _progress(batches, run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress, initial=first)
     t0 = time.perf_counter() - saved.seconds

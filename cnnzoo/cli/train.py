@@ -81,6 +81,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
     given = {f.name: _from_flag(getattr(args, f.name), hints[f.name]) for f in dataclasses.fields(TrainConfig)
              if f.name != "recipe" and getattr(args, f.name) is not None}
+    if args.initial_checkpoint and args.model is None:  # the checkpoint's network, as it was built
+        from cnnzoo.finetune import checkpoint_model
+
+        given["model"], kwargs = checkpoint_model(args.initial_checkpoint)
+        given.setdefault("model_kwargs", kwargs)
     return TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig(**given)
 
 
