@@ -18,10 +18,17 @@ from torch import nn
 
 from cnnzoo.checkpoint import read_weights_meta, resolve_weights
 from cnnzoo.hub import file_sha256
-from cnnzoo.registry import get_model_cfg
+from cnnzoo.registry import channel_stats, get_model_cfg
 from cnnzoo.weights import load_pretrained
 
 D = TypeVar("D")
+
+
+def published_normalization(data: D, model_name: str) -> D:
+    """``data`` (a RunData) normalised as ``model_name``'s published weights were trained (ImageNet's
+    mean and std, fitted to the data's channels), so that fine-tuning feeds them what they know."""
+    cfg = get_model_cfg(model_name)
+    return dataclasses.replace(data, **channel_stats(cfg["mean"], cfg["std"], data.input_size[0]))
 
 
 def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -144,7 +144,7 @@ def register_model(
             input_size=tuple(input_size), min_input_size=tuple(min_input_size or input_size),
             fixed_input_size=fixed_input_size, interpolation=interpolation,
             crop_pct=(1.0 if small else 0.875) if crop_pct is None else crop_pct,
-            **_channel_stats(mean, std, input_size[0]), num_classes=num_classes or (10 if small else 1000),
+            **channel_stats(mean, std, input_size[0]), num_classes=num_classes or (10 if small else 1000),
             pool_size=pool_size, first_conv=cls.first_conv, classifier=cls.classifier_name,
             reference=reference, small_variant=small_variant,
         )
@@ -389,7 +389,8 @@ def _load_weights(model: nn.Module, published: PublishedWeights | None, file: Pa
         cfg["label_names"] = hub.imagenet_classes()
 
 
-def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], in_chans: int) -> dict[str, tuple[float, ...]]:
+def channel_stats(mean: tuple[float, ...], std: tuple[float, ...], in_chans: int) -> dict[str, tuple[float, ...]]:
+    """``mean`` and ``std`` for a model of ``in_chans`` input channels (see the comment below)."""
     if in_chans != len(mean):
         # Channel statistics of the paper's RGB data do not apply; grey and other inputs get the
         # mean of the RGB statistics per channel.
@@ -402,7 +403,7 @@ def _channel_fields(cfg: PretrainedCfg, in_chans: int) -> dict[str, Any]:
     """The fields of ``cfg`` that change for a model built with ``in_chans`` input channels."""
     sizes = {k: getattr(cfg, k) for k in ("input_size", "min_input_size", "test_input_size")}
     sizes = {k: None if v is None else (in_chans, *v[1:]) for k, v in sizes.items()}
-    return {**sizes, **_channel_stats(cfg.mean, cfg.std, in_chans)}
+    return {**sizes, **channel_stats(cfg.mean, cfg.std, in_chans)}
 
 
 def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:

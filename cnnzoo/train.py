@@ -36,7 +36,8 @@ from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_f
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
-from cnnzoo.finetune import InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone, read_initial_checkpoint
+from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone,
+                             published_normalization, read_initial_checkpoint)
 from cnnzoo.hub import weights_origin
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
@@ -503,6 +504,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     data = load_run_data(cfg, progress)
     if initial is not None:
         data = initial.fit_normalization(data)
+    elif cfg.pretrained or cfg.weights:
+        data = published_normalization(data, cfg.model)
     device = run_device(cfg, world)
     net, meta, params = build_model(cfg, data, world, device, initial if state is None else None)
     steps_per_epoch = math.ceil(len(data.train_ds) / cfg.batch_size)

@@ -298,6 +298,8 @@ def test_train_from_published_weights_records_their_source(published, files, tmp
     source = json.loads((out / "config.json").read_text())["pretrained_from"]
     assert source["weights"] == "mobilenet_v2.tv_in1k" and source["sha256"] == hashlib.sha256(files["tv_bytes"]).hexdigest()
     assert source["url"] == published["tv"].url
+    config = json.loads((out / "config.json").read_text())  # fine-tuning feeds the weights ImageNet's statistics
+    assert config["mean"] == pytest.approx([0.485, 0.456, 0.406]) and config["std"] == pytest.approx([0.229, 0.224, 0.225])
 
 
 def test_export_carries_the_weights_classes_and_preprocessing(published, tmp_path, capsys):
