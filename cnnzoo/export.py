@@ -186,6 +186,38 @@ class OnnxRuntimeModule(nn.Module):
         return out[:n].to(x.device)
 
 
+class OpenVinoModule(nn.Module):
+    """An ONNX graph compiled by OpenVINO's CPU plugin behind a module interface (as
+    ``OnnxRuntimeModule``). ``precision``: "fp32" or "bf16" (OpenVINO's inference precision hint,
+    on CPUs with AVX512-BF16 or AMX); a QDQ int8 graph runs on int8 kernels either way.
+    Needs the optional extra: ``pip install 'cnnzoo[openvino]'``."""
+
+    def __init__(self, onnx_bytes: bytes, threads: int | None = None, precision: str = "fp32",
+                 pretrained_cfg: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ValueError("the openvino backend needs OpenVINO: pip install 'cnnzoo[openvino]'") from exc
+        hints = {"fp32": "f32", "bf16": "bf16"}
+        if precision not in hints:
+            raise ValueError(f"OpenVINO precision must be fp32 or bf16 (int8 comes from a quantized graph), got {precision!r}")
+        core = ov.Core()
+        model = core.read_model(onnx_bytes, b"")  # an ONNX graph with its weights inside
+        # One stream on the given threads, like the other backends: latency of one call, not throughput.
+        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "NUM_STREAMS": 1,
+                  "INFERENCE_PRECISION_HINT": hints[precision], "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        if pretrained_cfg is not None:
+            self.pretrained_cfg = pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x.detach().float().cpu().contiguous()
+        out = self.request.infer({0: xc.numpy()}, share_inputs=True)
+        return torch.from_numpy(out[self.compiled.output(0)].copy()).to(x.device)
+
+
 def _onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
     buf = io.BytesIO()
     dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
