@@ -688,8 +688,8 @@ def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batc
         from cnnzoo.export import optimize_for_inference
 
         example = torch.randn(batch_size, *size, device=dev)
-        if amp:  # ONNX Runtime would run fp32 beside bf16 variants: not a like-for-like comparison
-            optimize_backends = [b for b in optimize_backends if b != "onnxruntime"] or ["eager"]
+        if amp:  # ONNX Runtime or OpenVINO would run fp32 beside bf16 variants: not a like-for-like comparison
+            optimize_backends = [b for b in optimize_backends if b in ("eager", "compile")] or ["eager"]
         fast = optimize_for_inference(create_model(name, in_chans=size[0]).to(dev).eval(), example,
                                       backends=optimize_backends)
         out.append((Variant("optimized", fast, macs, _params(ours)), size, num_classes))
@@ -784,9 +784,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def optimize_backends_for(device: str, compile: bool = False) -> tuple[str, ...]:
-    """What ``optimize_for_inference`` may try on ``device``: ONNX Runtime runs on the CPU only, and
-    ``torch.compile`` only when asked for (its warm-up takes tens of seconds per model on a CPU)."""
-    backends = ("eager", "onnxruntime", "compile") if compile else ("eager", "onnxruntime")
+    """What ``optimize_for_inference`` may try on ``device``: ONNX Runtime and OpenVINO (where
+    installed) run on the CPU only, and ``torch.compile`` only when asked for (its warm-up takes
+    tens of seconds per model on a CPU)."""
+    import importlib.util
+
+    backends = ["eager", "onnxruntime"]
+    if importlib.util.find_spec("openvino") is not None:
+        backends.append("openvino")
+    if compile:
+        backends.append("compile")
     if device != "cpu":
-        backends = tuple(b for b in backends if b != "onnxruntime")
-    return backends
+        backends = [b for b in backends if b not in ("onnxruntime", "openvino")]
+    return tuple(backends)

@@ -186,6 +186,10 @@ def test_openvino_quantizes_and_runs_fp32_bf16_and_int8(tmp_path):
     assert (OpenVinoModule(graph, precision="bf16")(x) - want).abs().max() < 0.05 * want.abs().max()
     int8 = OpenVinoModule((tmp_path / "x.onnx").read_bytes())
     assert int8(x).shape == (4, 10)
+    from cnnzoo.export import optimize_for_inference
+
+    fast = optimize_for_inference(model, x, backends=("openvino",))
+    assert fast.inference_backend == "openvino" and (fast(x) - want).abs().max() < 1e-4
 
 
 # --------------------------------------------------------------------------------------------------
