@@ -64,7 +64,8 @@ def _require(backend: str) -> None:
 
 
 def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
-                       data_size: Sequence[int] | None = None, seed: int = 0) -> torch.Tensor:
+                       data_size: Sequence[int] | None = None, classes: list[str] | None = None,
+                       seed: int = 0) -> torch.Tensor:
     """``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained: fitted to
     the training images' size (``data_size``), then to the model's input, normalised. float (N, C, H, W)."""
     from cnnzoo.data import Normalize, load_dataset, resize_to
@@ -73,7 +74,7 @@ def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *,
         raise ValueError(f"--calib-images must be >= 1, got {n}")
     c, h, w = cfg["input_size"]
     ds = load_dataset(dataset, split, data_dir=data_dir, input_size=(c, h, w), num_classes=cfg["num_classes"],
-                      synthetic_size=n, seed=seed)
+                      classes=classes if dataset == "imagefolder" else None, synthetic_size=n, seed=seed)
     if ds.images.shape[1] != c:
         raise ValueError(f"{dataset} has {ds.images.shape[1]} channels, the model takes {c}")
     images = ds.subset(n, seed=seed).images
@@ -270,7 +271,7 @@ def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: st
         raise ValueError("no calibration data: pass --dataset NAME (the training split is used), or "
                          "--dataset synthetic for a network with random weights")
     data_dir = data_dir or meta.get("data_dir")
-    kw = dict(data_dir=data_dir, data_size=meta.get("data_size"), seed=seed)
+    kw = dict(data_dir=data_dir, data_size=meta.get("data_size"), classes=meta.get("classes"), seed=seed)
     calib = calibration_images(dataset, "train", calib_images, cfg, **kw)
     int8, fp32_nodes = quantize_onnx(fp32, calib, backend=backend, keep_fp32=keep_fp32)
     check = _agreement(fp32, int8, calibration_images(dataset, "test", check_images, cfg, **kw))
