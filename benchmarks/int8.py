@@ -50,12 +50,12 @@ def _ci(v: dict, key: str) -> str:
     return f"{v[f'over_{key}']:.2f} ({lo:.2f}-{hi:.2f})"
 
 
-def speed(out: Path, models: list[str], batches: list[int], iters: int, backends: list[str],
+def speed(out: Path, models: list[str], batches: list[int], iters: int, warmup: int, backends: list[str],
           precisions: list[str]) -> list[dict]:
     rows = []
     for batch in batches:
         report = run_json(["bench", *models, "--mode", "infer", "--batch-size", str(batch), "--reference",
-                           "--backend", *backends, "--precision", *precisions, "--iters", str(iters), "--warmup", "3"])
+                           "--backend", *backends, "--precision", *precisions, "--iters", str(iters), "--warmup", str(warmup)])
         (out / f"bench_b{batch}.json").write_text(json.dumps(report, indent=1, default=str))
         ratios = {q["model"]: q for q in report["ratios"]}
         for r in report["results"]:
@@ -97,13 +97,14 @@ def main() -> None:
     p.add_argument("--models", nargs="+")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--backend", nargs="+", default=["torch", "onnxruntime"])
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"])
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part == "speed":
-        rows = speed(out, args.models or ["resnet50", "mobilenet_v2"], args.batches, args.iters, args.backend,
+        rows = speed(out, args.models or ["resnet50", "mobilenet_v2"], args.batches, args.iters, args.warmup, args.backend,
                      args.precision)
     else:
         rows = accuracy(out, args.models or ["lenet5", "resnet20", "mobilenet_v2_cifar"])

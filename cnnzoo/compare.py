@@ -661,8 +661,10 @@ def _bench_subtitle(bench: Sequence[str | Path]) -> str:
     """Where and how the latencies were measured, from the first bench report."""
     text = Path(bench[0]).read_text(encoding="utf-8").strip()
     report = json.loads(text.splitlines()[-1])
+    load = report.get("load_avg_start")
     return (f"latency: cnnzoo bench, {report.get('device_name', '?')}, {report.get('threads', '?')} threads, "
-            f"batch {report.get('batch_size', '?')}, torch {report.get('torch', '?')}; median of interleaved iterations")
+            f"batch {report.get('batch_size', '?')}, torch {report.get('torch', '?')}; median of interleaved iterations"
+            + (f"; load average {load:.1f} on {report.get('cpu_count')} CPUs" if load is not None else ""))
 
 
 def format_points(points: Sequence[dict[str, Any]]) -> str:
