@@ -438,12 +438,14 @@ def benchmark(
     seed: int = 0,
     peak_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    pretrained: bool | str | None = None,
 ) -> dict[str, Any]:
     """Time ``models`` (registered names or exported .onnx files); returns a dict with the machine's
     matmul peak (``peak_size``: its matrix size, default 2048 on CPU, 8192 on CUDA) and one row per
     (model, mode, variant) plus the ours/reference ratios. ``model_kwargs`` go to each registered
-    model that takes them (the references keep their own configuration). ``variants``:
-    (backend, precision) pairs (``variant_pairs``) timed beside ours in infer mode.
+    model that takes them, ``pretrained`` its published weights (the references keep their own
+    configuration and random weights: speed does not depend on them). ``variants``: (backend,
+    precision) pairs (``variant_pairs``) timed beside ours in infer mode.
     See the module docstring for what is measured and how."""
     from cnnzoo.registry import model_kwargs_for
 
@@ -464,6 +466,8 @@ def benchmark(
     if model_kwargs and not registered:
         raise ValueError("model arguments apply to registered models; an .onnx file holds its network whole")
     per_model = model_kwargs_for(registered, model_kwargs) if model_kwargs else {}
+    if pretrained:
+        per_model = {m: {**per_model.get(m, {}), "pretrained": pretrained} for m in registered}
     torch.manual_seed(seed)
     # Untrained deep nets can shrink activations into subnormal floats, which x86 computes ~100x
     # slower; trained weights do not. Flushing them to zero times every model as trained.

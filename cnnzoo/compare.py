@@ -14,9 +14,10 @@ count.
   counts and MACs are those of the networks cnnzoo builds (the tests hold them to the registry), so
   the two panels measure cost the same way.
 
-Outputs: a PNG drawn with matplotlib's Agg canvas (no display, no global pyplot state) and a single
-HTML file that works offline: inline SVG drawn here, one ``<circle class="bubble">`` per point with
-an SVG ``<title>`` (the browser's own tooltip) and a few lines of inline JavaScript for a nicer one.
+Outputs: a PNG drawn with matplotlib's Agg canvas (no display, no global pyplot state) and an HTML
+page with the same chart in Plotly (hover for each point's figures, zoom), which works offline: its
+script, plotly.min.js, is written beside it rather than inlined. ``cnnzoo explore`` shows the same
+figure (:func:`plotly_figure`).
 
 ``x="latency"`` (``cnnzoo compare --x latency BENCH.json``) puts measured time on the x axis
 instead: milliseconds per image of each model in a ``cnnzoo bench --json`` report (its ``ours``
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["ChartPoint", "load_published", "load_points", "load_latencies", "with_latency", "compare", "render_png",
-           "render_html", "format_points"]
+           "render_html", "plotly_figure", "format_points"]
 
 X_AXES = ("gmacs", "latency")
 
@@ -270,7 +271,7 @@ def with_latency(points: Sequence[ChartPoint], latencies: dict[str, dict[str, An
 
 
 # --------------------------------------------------------------------------------------------------
-# Geometry shared by the PNG and the HTML
+# Geometry of the PNG
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
@@ -283,13 +284,6 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
         if len(ticks) >= 3:
             return ticks
     return ticks
-
-
-def _linear_ticks(lo: float, hi: float) -> list[float]:
-    span = hi - lo
-    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 25, 50) if span / s <= 8)
-    first = math.ceil(lo / step) * step
-    return [round(first + i * step, 6) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _limits(points: Sequence[ChartPoint], axis: str = "gmacs") -> tuple[tuple[float, float], tuple[float, float]]:
@@ -455,137 +449,61 @@ def _ensure_parent(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# HTML (inline SVG, no external resources)
+# Interactive: a Plotly figure (the HTML page here, and the charts of `cnnzoo explore`)
 
-_W, _H = 560, 430  # one panel's SVG, pixels
-_ML, _MR, _MT, _MB = 58, 120, 40, 48  # margins: the right one holds the size legend
-_R_MAX = 26.0  # radius of the largest network's bubble, pixels
-_FONT_PX = 11.0
+_PLOTLY_JS = "plotly.min.js"
+_MARKER_MAX_PX = 52.0  # diameter of the largest network's bubble, pixels
 
 
 def _tip(p: ChartPoint) -> str:
-    lines = [p.label, f"top-1 {p.top1:.2f}%", f"{_fmt_gmacs(p.gmacs)} GMACs per image",
-             f"{p.params:,} params ({_fmt_params(p.params)})"]
-    lines.append(f"source: {p.source}")
-    return "\n".join(lines)
+    return "<br>".join(html.escape(line) for line in (
+        p.label, f"top-1 {p.top1:.2f}%", f"{_fmt_gmacs(p.gmacs)} GMACs per image",
+        f"{p.params:,} params ({_fmt_params(p.params)})", f"source: {p.source}"))
 
 
-def _svg_panel(points: Sequence[ChartPoint], title: str, colour: str) -> str:
-    (xl, xh), (yl, yh) = _limits(points)
-    x0, x1, y0, y1 = _ML, _W - _MR, _H - _MB, _MT  # pixel range of the plot (y0 at the bottom)
-    lxl, lxh = math.log10(xl), math.log10(xh)
+def plotly_figure(ours: Sequence[ChartPoint], published: Sequence[ChartPoint]) -> Any:
+    """Both panels as one Plotly figure: log-scale GMACs, bubble area proportional to parameters
+    (each panel scaled to its own largest network, as in the PNG), the figures on hover."""
+    from plotly import graph_objects as go
+    from plotly.subplots import make_subplots
 
-    def px(g: float) -> float:
-        return x0 + (math.log10(g) - lxl) / (lxh - lxl) * (x1 - x0)
-
-    def py(t: float) -> float:
-        return y0 - (t - yl) / (yh - yl) * (y0 - y1)
-
-    e = html.escape
-    out = [f'<svg class="panel" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
-           f'aria-label="{e(title)}">',
-           f'<text x="{(x0 + x1) / 2:.1f}" y="22" class="title">{e(title)}</text>',
-           f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" class="plot"/>']
-    for t in _log_ticks(xl, xh):
-        x = px(t)
-        out.append(f'<line x1="{x:.1f}" y1="{y1}" x2="{x:.1f}" y2="{y0}" class="grid"/>')
-        out.append(f'<text x="{x:.1f}" y="{y0 + 15}" class="xtick">{t:g}</text>')
-    for t in _linear_ticks(yl, yh):
-        y = py(t)
-        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{x0 - 5}" y="{y + 4:.1f}" class="ytick">{t:g}</text>')
-    out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{_H - 10}" class="axis">GMACs per image (log scale)</text>')
-    out.append(f'<text x="14" y="{(y0 + y1) / 2:.1f}" class="axis" '
-               f'transform="rotate(-90 14 {(y0 + y1) / 2:.1f})">top-1 accuracy (%)</text>')
-
-    biggest = max(p.params for p in points)
-    radii = [_R_MAX * math.sqrt(p.params / biggest) for p in points]
-    centres = [(px(p.gmacs), py(p.top1)) for p in points]
-    # Label placement works with y up: flip, place, flip back.
-    corners = _place_labels([(cx, _H - cy, r) for (cx, cy), r in zip(centres, radii)],
-                            [len(p.label) * _FONT_PX * 0.58 for p in points], _FONT_PX * 1.25,
-                            (x0, _H - y0, x1, _H - y1))
-    # Big bubbles first, so that small ones stay on top and can be pointed at.
-    order = sorted(range(len(points)), key=lambda i: -points[i].params)
-    out.append(f'<g fill="{colour}" stroke="{colour}">')
-    for i in order:
-        p, (cx, cy), r = points[i], centres[i], radii[i]
-        tip = _tip(p)
-        out.append(f'<circle class="bubble" cx="{cx:.1f}" cy="{cy:.1f}" r="{max(r, 2.0):.2f}" '
-                   f'data-tip="{e(tip)}"><title>{e(tip)}</title></circle>')
-    out.append("</g>")
-    for i, p in enumerate(points):
-        lx, ly = corners[i]
-        out.append(f'<text x="{lx:.1f}" y="{_H - ly - 3:.1f}" class="label">{e(p.label)}</text>')
-    # Size legend in the right margin.
-    lx = x1 + 14 + _R_MAX
-    out.append(f'<text x="{x1 + 12}" y="{y1 + 10}" class="legend">bubble area</text>')
-    y = y1 + 24
-    for n in _nice_sizes(biggest):
-        r = _R_MAX * math.sqrt(n / biggest)
-        y += r + 6
-        out.append(f'<circle cx="{lx:.1f}" cy="{y:.1f}" r="{max(r, 1.0):.2f}" class="legend-bubble" '
-                   f'fill="{colour}" stroke="{colour}"/>')
-        out.append(f'<text x="{lx + _R_MAX + 6:.1f}" y="{y + 4:.1f}" class="legend">{_fmt_params(n)}</text>')
-        y += r + 6
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-_CSS = """
-body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
-.panels { display: flex; flex-wrap: wrap; gap: 1em; }
-svg text { font-family: system-ui, sans-serif; fill: #222; }
-.title { font-size: 13px; font-weight: 600; text-anchor: middle; }
-.axis { font-size: 12px; text-anchor: middle; }
-.xtick { font-size: 10px; text-anchor: middle; }
-.ytick { font-size: 10px; text-anchor: end; }
-.label { font-size: 11px; pointer-events: none; }
-.legend { font-size: 10px; }
-.plot { fill: none; stroke: #888; }
-.grid { stroke: #e4e4e4; }
-.bubble { fill-opacity: 0.35; stroke-width: 1; cursor: pointer; }
-.bubble:hover { fill-opacity: 0.7; }
-.legend-bubble { fill-opacity: 0.35; }
-#tip { position: absolute; display: none; background: #fffff0; border: 1px solid #999; padding: 4px 7px;
-       font-size: 12px; white-space: pre-line; pointer-events: none; max-width: 28em; }
-table { border-collapse: collapse; margin-top: 1.5em; font-size: 12px; }
-td, th { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-"""
-
-# Moves each bubble's text into a tooltip that follows the pointer; the SVG <title> elements it
-# removes are the browser's own tooltips, which remain where scripts are off.
-_JS = """
-(function () {
-  var tip = document.getElementById('tip');
-  document.querySelectorAll('circle.bubble').forEach(function (c) {
-    var t = c.querySelector('title');
-    if (t) { t.parentNode.removeChild(t); }
-    c.addEventListener('mousemove', function (ev) {
-      tip.textContent = c.getAttribute('data-tip');
-      tip.style.display = 'block';
-      tip.style.left = (ev.pageX + 14) + 'px';
-      tip.style.top = (ev.pageY + 14) + 'px';
-    });
-    c.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
-  });
-})();
-"""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=_panel_titles(ours), horizontal_spacing=0.08)
+    for col, (points, colour) in enumerate(((ours, "#1f77b4"), (published, "#d62728")), start=1):
+        biggest = max((p.params for p in points), default=1)
+        fig.add_trace(go.Scatter(
+            x=[p.gmacs for p in points], y=[p.top1 for p in points], mode="markers+text",
+            name="our runs" if col == 1 else "published", text=[p.label for p in points],
+            textposition="middle right", textfont=dict(size=10),
+            hovertext=[_tip(p) for p in points], hoverinfo="text",
+            marker=dict(size=[p.params for p in points], sizemode="area", sizemin=3, color=colour, opacity=0.45,
+                        sizeref=biggest / _MARKER_MAX_PX ** 2, line=dict(color=colour, width=1))), row=1, col=col)
+        fig.update_xaxes(type="log", tickformat="~g", title_text="GMACs per image (log scale)", row=1, col=col)
+        fig.update_yaxes(title_text="top-1 accuracy (%)", row=1, col=col)
+        if points:
+            fig.add_annotation(text=f"bubble area: parameters (largest {_fmt_params(biggest)})", showarrow=False,
+                               xref="x domain", yref="y domain", x=0.02, y=0.98, font=dict(size=10), row=1, col=col)
+    fig.update_layout(template="plotly_white", showlegend=False, height=540, margin=dict(t=90, l=60, r=20, b=50),
+                      title=dict(text="Top-1 accuracy against operations per image (Canziani et al. 2016, Fig. 2)",
+                                 font=dict(size=15)))
+    return fig
 
 
 def render_html(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path: str | Path) -> Path:
-    """Both panels as one self-contained HTML file (inline SVG, CSS and script; nothing fetched)."""
+    """The Plotly figure and a table of its points as an HTML page that works offline: Plotly's
+    script is written beside it as plotly.min.js (once; several MB that pages share)."""
+    from plotly.offline import get_plotlyjs
+
     from cnnzoo.checkpoint import write_text
 
     e = html.escape
-    titles = _panel_titles(ours)
     rows = []
     for p in (*ours, *published):
         src = "; ".join(f"{k}: {v}" for k, v in p.sources.items()) if p.panel == "published" else p.source
         rows.append(f"<tr><td>{e(p.panel)}</td><td>{e(p.label)}</td><td>{e(p.dataset or '')}</td>"
                     f'<td class="num">{p.top1:.2f}</td><td class="num">{_fmt_gmacs(p.gmacs)}</td>'
                     f'<td class="num">{p.params:,}</td><td>{e(src)}</td></tr>')
+    chart = plotly_figure(ours, published).to_html(full_html=False, include_plotlyjs="directory",
+                                                   config={"displaylogo": False})
     doc = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -594,26 +512,31 @@ def render_html(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], pat
 <style>{_CSS}</style>
 </head>
 <body>
-<h1 style="font-size:18px">Top-1 accuracy against operations per image</h1>
 <p>After Canziani, Paszke and Culurciello 2016 (arXiv 1605.07678), Fig. 2. Bubble area is proportional
-to the parameter count, each panel to its own scale (see its legend). Point at a bubble for its figures.</p>
-<div class="panels">
-{_svg_panel(ours, titles[0], "#1f77b4")}
-{_svg_panel(published, titles[1], "#d62728")}
-</div>
+to the parameter count, each panel to its own scale. Point at a bubble for its figures.</p>
+{chart}
 <table>
 <tr><th>panel</th><th>model</th><th>dataset</th><th>top-1 %</th><th>GMACs</th><th>params</th><th>source</th></tr>
 {chr(10).join(rows)}
 </table>
-<div id="tip"></div>
-<script>{_JS}</script>
 </body>
 </html>
 """
     path = Path(path)
     _ensure_parent(path)
+    script = path.parent / _PLOTLY_JS
+    if not script.is_file():
+        write_text(script, get_plotlyjs())
     write_text(path, doc)
     return path
+
+
+_CSS = """
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-top: 1.5em; font-size: 12px; }
+td, th { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
-DATASETS = ("fashion-mnist", "mnist", "imagefolder", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "imagefolder", "synthetic", "webdataset")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -51,8 +51,10 @@ class ImageDataset:
         """A class-balanced-in-expectation random subset of ``n`` images (all if n >= len)."""
         if n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name)
+        return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
+
+    def take(self, indices: torch.Tensor) -> "ImageDataset":
+        return ImageDataset(self.images[indices], self.labels[indices], self.classes, self.name, self.skipped)
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] units, over (a sample of) the images."""
@@ -121,19 +123,21 @@ def load_idx_dataset(data_dir: str | Path, split: str, classes: list[str], name:
 # Image files
 
 
-def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode any common image file into uint8 (channels, H, W).
+def decode_image(path: str | Path | BinaryIO, channels: int, fit_within: tuple[int, int] | None = None,
+                 label: str | None = None) -> torch.Tensor:
+    """Decode any common image file (a path, or a binary file object such as an upload in memory)
+    into uint8 (channels, H, W); ``label`` names it in errors (default: its path or file name).
 
     Respects EXIF orientation; grey, RGBA, palette and 16-bit images are converted (3 channels:
     RGB; any other count: grey, repeated). With ``fit_within=(h, w)`` a much larger image (a
     10000x10000 photo) is reduced while decoding, to about twice that size, so that memory follows
     the size the model needs, not the file's. A file that cannot be decoded raises ValueError
-    naming it.
+    naming it (``label``, for a file already read into memory).
     """
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    path = path if hasattr(path, "read") else Path(path)
     mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
@@ -150,7 +154,8 @@ def decode_image(path: str | Path, channels: int, fit_within: tuple[int, int] | 
                 img = Image.fromarray(np.round(deep / (deep.max() or 1.0) * 255).astype(np.uint8), mode="L")
             arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        where = label or getattr(path, "name", path)  # a file object names itself, if it can
+        raise ValueError(f"{where}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     t = torch.from_numpy(arr.copy())
     t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
     return t if t.shape[0] == channels else t.expand(channels, -1, -1).contiguous()
@@ -185,16 +190,18 @@ def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[0] if single else x
 
 
-def load_imagefolder(root: str | Path, split: str, size: tuple[int, int], channels: int,
-                     classes: list[str] | None = None, skip_bad: bool = False) -> ImageDataset:
-    """``root/<split>/<class>/<image>``, decoded once and held in memory at ``size``.
+def list_imagefolder(root: str | Path, split: str,
+                     classes: list[str] | None = None) -> tuple[list[str], torch.Tensor, list[str]]:
+    """The image files of ``root/<split>/<class>/<image>``: (paths, labels, class names), in class
+    then file-name order.
 
     ``classes`` (the training split's) fixes the label order for val; a val class the training set
     lacks is an error, since the model could never predict it.
     """
     split_dir = Path(root) / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: missing (imagefolder expects {root}/train/<class>/* and {root}/val/<class>/*)")
+        raise FileNotFoundError(f"{split_dir}: missing (imagefolder expects {root}/train/<class>/* and "
+                                f"{root}/val/<class>/*; without val/, --val-split FRACTION holds out part of train/)")
     found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise ValueError(f"{split_dir}: no class folders")
@@ -204,27 +211,54 @@ def load_imagefolder(root: str | Path, split: str, size: tuple[int, int], channe
         extra = sorted(set(found) - set(classes))
         if extra:
             raise ValueError(f"{split_dir}: classes {extra} are not in the training set's classes {classes}")
-    images, labels, skipped = [], [], []
+    files, labels = [], []
     for label, cls in enumerate(classes):
         cls_dir = split_dir / cls
         if not cls_dir.is_dir():
             continue
-        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files and split == "train":
+        found_files = sorted(p for p in cls_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found_files and split == "train":
             raise ValueError(f"{cls_dir}: empty class folder (no images with extensions {', '.join(IMAGE_EXTENSIONS)})")
-        for path in files:
-            try:
-                img = decode_image(path, channels, fit_within=size)
-            except ValueError:
-                if not skip_bad:
-                    raise
-                skipped.append(str(path))
-                continue
-            images.append(resize_to(img, size))
-            labels.append(label)
+        files += [str(p) for p in found_files]
+        labels += [label] * len(found_files)
+    return files, torch.tensor(labels, dtype=torch.long), list(classes)
+
+
+def load_imagefolder(root: str | Path, split: str, size: tuple[int, int], channels: int,
+                     classes: list[str] | None = None, skip_bad: bool = False) -> ImageDataset:
+    """``root/<split>/<class>/<image>`` (see ``list_imagefolder``), decoded once and held in memory at ``size``."""
+    files, all_labels, classes = list_imagefolder(root, split, classes)
+    images, labels, skipped = [], [], []
+    for path, label in zip(files, all_labels.tolist()):
+        try:
+            img = decode_image(path, channels, fit_within=size)
+        except ValueError:
+            if not skip_bad:
+                raise
+            skipped.append(path)
+            continue
+        images.append(resize_to(img, size))
+        labels.append(label)
     if not images:
-        raise ValueError(f"{split_dir}: no decodable images")
+        raise ValueError(f"{Path(root) / split}: no decodable images")
     return ImageDataset(torch.stack(images), torch.tensor(labels), list(classes), f"imagefolder:{root}", skipped)
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices): ``fraction`` of each class, at least one image of any class
+    with two or more, drawn with a seeded generator; both sorted."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--val-split must lie strictly between 0 and 1, got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    val = []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten()
+        k = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.append(members[torch.randperm(len(members), generator=g)[:k]])
+    val_idx = torch.cat(val).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    return keep.nonzero().flatten(), val_idx
 
 
 def synthetic_dataset(n: int, size: tuple[int, int, int], num_classes: int, seed: int) -> ImageDataset:

@@ -476,11 +476,12 @@ def load_onnx_checkpoint(path: str | Path, threads: int | None = None) -> tuple[
 
 def export_model(out: str | Path, *, checkpoint: str | Path | None = None, model: str | None = None,
                  model_kwargs: dict[str, Any] | None = None, input_size: Sequence[int] | None = None,
-                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, seed: int = 0) -> dict[str, Any]:
+                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, seed: int = 0,
+                 pretrained: bool | str | Path | None = None) -> dict[str, Any]:
     """``export_onnx`` of a run folder or weights file (``model``: the network of weights files
-    without cnnzoo metadata), or of the registered ``model`` with random weights (seeded)."""
-    from cnnzoo.checkpoint import load_checkpoint, model_meta
-    from cnnzoo.registry import create_model
+    without cnnzoo metadata), or of the registered ``model`` with ``pretrained`` weights (published
+    ones by tag, or a file; see ``create_model``) or else random weights (seeded)."""
+    from cnnzoo.checkpoint import load_checkpoint
 
     if checkpoint:
         net, meta = load_checkpoint(checkpoint, model, model_kwargs)
@@ -488,9 +489,13 @@ def export_model(out: str | Path, *, checkpoint: str | Path | None = None, model
         meta.setdefault("model", net.pretrained_cfg["architecture"])
         meta.update(mean=list(net.pretrained_cfg["mean"]), std=list(net.pretrained_cfg["std"]))
     elif model:
+        from cnnzoo.predict import load_model
+
         torch.manual_seed(seed)
-        net = create_model(model, **(model_kwargs or {})).eval()
-        meta = model_meta(net, classes=[str(i) for i in range(net.pretrained_cfg["num_classes"])], weights="random")
+        net, meta = load_model(None, model, pretrained=pretrained, model_kwargs=model_kwargs)
+        cfg = net.pretrained_cfg  # the weights' evaluation preprocessing travels with the file
+        meta.update(weights=cfg.get("weights") or cfg.get("file") or "random", crop_pct=cfg["crop_pct"],
+                    interpolation=cfg["interpolation"])
     else:
         raise ValueError("say what to export: --checkpoint RUN_DIR_OR_FILE, or --model NAME (random weights)")
     meta.setdefault("num_classes", net.pretrained_cfg["num_classes"])

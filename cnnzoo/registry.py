@@ -24,12 +24,15 @@ import textwrap
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from cnnzoo.weights import load_pretrained
+
+if TYPE_CHECKING:
+    from cnnzoo.hub import PublishedWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -292,7 +295,7 @@ def create_model(
     *,
     num_classes: int | None = None,
     in_chans: int | None = None,
-    pretrained: str | Path | None = None,
+    pretrained: bool | str | Path | None = None,
     features_only: bool = False,
     out_indices: int | list[int] | tuple[int, ...] | None = None,
     **kwargs: Any,
@@ -303,14 +306,20 @@ def create_model(
     ``num_classes`` and ``in_chans`` default to the model's own configuration (1000 and 3 for the
     ImageNet networks); ``num_classes=0`` leaves out the classifier (the model returns pre-logits
     features).
-    ``pretrained`` is a path to a weights file (.safetensors, or .pth/.pt read with
-    ``weights_only=True``) in cnnzoo's, torchvision's or timm's key layout.
+    ``pretrained``: ``True`` for the published weights of the tag in ``name`` or else the model's
+    default ones; a tag of published weights (``"tv2_in1k"``, or torchvision's ``"IMAGENET1K_V2"``);
+    or a path to a weights file (.safetensors, or .pth/.pt read with ``weights_only=True``) in
+    cnnzoo's, torchvision's or timm's key layout. Published files are fetched into the reference's
+    cache (``cnnzoo.hub``); the model's configuration becomes the weights' tag's, with the ImageNet
+    class names (``label_names``, when the classifier is kept) and where the weights came from
+    (``url`` or ``hf_hub_id``, ``file``, ``sha256``). ``cnnzoo weights`` lists the published files.
     Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``, and timm's
     ``global_pool``, ``drop_rate``, ``drop_path_rate``).
     ``features_only=True`` returns a ``cnnzoo.features.FeatureExtractor`` whose forward gives the
     feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``).
     """
-    cfg = get_pretrained_cfg(name)
+    published, file = _resolve_pretrained(name, pretrained)
+    cfg = get_pretrained_cfg(published.name if published else name)
     num_classes = cfg.num_classes if num_classes is None else num_classes
     in_chans = cfg.input_size[0] if in_chans is None else in_chans
     if not isinstance(num_classes, int) or num_classes < 0:
@@ -323,8 +332,8 @@ def create_model(
                               first_conv=model.first_conv, classifier=model.classifier_name)
     # What the instance was built with, beside the configuration: checkpoints rebuild from these.
     model.pretrained_cfg = {**dataclasses.asdict(cfg), "in_chans": in_chans, "kwargs": dict(kwargs)}
-    if pretrained:
-        load_pretrained(model, pretrained)
+    if published or file:
+        _load_weights(model, published, file)
     # timm's feature extraction: the model cut after the chosen stages, returning their maps.
     if features_only:
         from cnnzoo.features import FeatureExtractor
@@ -333,6 +342,51 @@ def create_model(
     if out_indices is not None:
         raise ValueError("out_indices chooses the stages of a features_only model; pass features_only=True")
     return model
+
+
+def _resolve_pretrained(name: str, pretrained: bool | str | Path | None) -> tuple[PublishedWeights | None, Path | None]:
+    """(published weights, or None; a weights file, or None) that ``pretrained`` asks for."""
+    if pretrained is None or pretrained is False:
+        return None, None
+    from cnnzoo import hub
+
+    architecture, _, tag = name.partition(".")
+    if isinstance(pretrained, str) and not Path(pretrained).is_file() and hub.is_weights_tag(architecture, pretrained):
+        published = hub.find_weights(architecture, pretrained)
+        if tag and tag != published.tag:
+            raise ValueError(f"{name}: the name's tag {tag!r} and pretrained={pretrained!r} disagree; give one")
+        return published, None
+    if pretrained is True:
+        return hub.find_weights(architecture, tag or None), None
+    if not isinstance(pretrained, (str, Path)):
+        raise TypeError(f"pretrained must be True, a tag of published weights or a file path, got {pretrained!r}")
+    path = Path(pretrained)
+    if not path.exists() and not path.suffix and hub.has_weights(architecture):
+        known = ", ".join(w.tag for w in hub.list_weights(architecture))
+        raise ValueError(f"pretrained={str(pretrained)!r} is neither a file nor a tag of {architecture}'s published "
+                         f"weights ({known})")
+    # A reference's own file, given by path, is recognised by its exact published name.
+    same = [w for w in hub.list_weights(architecture) if w.file == path.name and w.source == "torchvision"]
+    return (same[0] if same else None), path
+
+
+def _load_weights(model: nn.Module, published: PublishedWeights | None, file: Path | None) -> None:
+    """Load published weights (fetched into the reference's cache) or a file; record in the
+    model's configuration where they came from, and the class names when the classifier is kept."""
+    from cnnzoo import hub
+
+    if file is not None:
+        load_pretrained(model, file)
+        origin = dict(file=str(file), sha256=hub.file_sha256(file) if file.is_file() else None)
+        if published is not None:
+            origin = dict(weights=published.name, source=published.source, url=published.url, **origin)
+    else:
+        state, origin = hub.fetch(published)
+        load_pretrained(model, origin["file"], state=state)
+    cfg = model.pretrained_cfg
+    cfg.update(origin)
+    if published is not None and cfg["num_classes"] == 1000:
+        cfg["label_names"] = hub.imagenet_classes()
 
 
 def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], in_chans: int) -> dict[str, tuple[float, ...]]:

@@ -30,12 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo import distributed as dist_util
+from cnnzoo import stream
 from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_files, save_train_state, save_weights,
                                write_json, write_text)
-from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
+from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
+from cnnzoo.hub import weights_origin
 from cnnzoo.registry import create_model, get_model_cfg
+from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
 
 
 def _opt(default: Any, help: str, **flag: Any) -> Any:
@@ -67,7 +70,8 @@ SCHEDULES = ("cosine", "linear", "step", "none")
 class TrainConfig:
     # what to train on
     model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
-    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic")
+    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic | webdataset "
+                                         "(--data-dir 'DIR/train-{000000..000009}.tar', written by `cnnzoo shards`)")
     data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
     input_size: tuple[int, int, int] | None = _opt(
         None, "training input (C, H, W) in pixels; None: the dataset's, fitted to the model", metavar=("C", "H", "W"))
@@ -76,6 +80,18 @@ class TrainConfig:
                                          "None: the whole test split")
     synthetic_classes: int = _opt(10, "number of classes of --dataset synthetic")
     skip_bad_images: bool = _opt(False, "imagefolder: skip undecodable files (reported) instead of failing")
+    val_split: float | None = _opt(None, "evaluate on this fraction of the training split, held out per class "
+                                         "(seeded), instead of the test/val split; e.g. 0.1 for a folder without val/")
+    # image files: decoded once into memory, or per batch by worker processes
+    data_loader: str = _opt("auto", "memory: decode the whole dataset once | stream: decode each batch in --workers "
+                                    "processes (RandomResizedCrop + flip) | auto: stream when the decoded images "
+                                    "would pass --memory-budget-gb", choices=LOADERS)
+    memory_budget_gb: float | None = _opt(None, "--data-loader auto: most GiB the decoded images may take in memory; "
+                                                "None: a quarter of RAM")
+    workers: int = _opt(2, "stream: decoding processes (0: in the training process)")
+    auto_augment: str | None = _opt(None, "stream: randaugment | trivialaugment (torchvision.transforms.v2)",
+                                    choices=AUTO_AUGMENTS)
+    color_jitter: float = _opt(0.0, "stream: brightness, contrast and saturation jitter (fraction); 0: off")
     # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
     epochs: int = _opt(12, "passes over the training set (epochs)")
     batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
@@ -107,6 +123,10 @@ class TrainConfig:
     out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>", metavar="RUN_DIR")
     model_kwargs: dict[str, Any] = field(default_factory=dict,
                                          metadata={"help": "extra keyword arguments of the model's constructor"})
+    pretrained: bool = _opt(False, "start from the model's default published weights (`cnnzoo weights` lists them); "
+                                   "the classifier is replaced for the dataset's classes")
+    weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
+                                     "cnnzoo weights file; implies --pretrained", metavar="TAG|FILE")
     recipe: str | None = _opt(None, "start from a named set of settings (train.RECIPES); other flags override it",
                               choices=tuple(sorted(RECIPES)))
 
@@ -216,7 +236,11 @@ def evaluate(model: nn.Module, ds: ImageDataset, normalize: Normalize, batch_siz
     correct1 = correct5 = 0
     loss_sum = 0.0
     shard = torch.arange(world.rank, len(ds), world.size) if world.distributed else None
-    for x, y in iterate_batches(ds, batch_size, indices=shard):
+    if isinstance(ds, StreamSource):
+        batches = ds.eval_batches(batch_size, world.rank, world.size, pin_memory=torch.device(device).type == "cuda")
+    else:
+        batches = iterate_batches(ds, batch_size, indices=shard)
+    for x, y in batches:
         x, y = normalize(x.to(device)), y.to(device)
         logits = model(x)
         if tta_flip:
@@ -268,6 +292,10 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
     (seed, epoch, t): nothing depends on the steps before, so a resume can start mid-epoch without
     replaying them, and every rank can draw the same global batch and keep its slice of it.
     """
+    if isinstance(ds, StreamSource):  # read per batch, in the order and slices described above
+        yield from ds.train_batches(cfg.batch_size, cfg.seed, epoch, first_step, world.rank, world.size,
+                                    pin_memory=torch.device(cfg.device).type == "cuda")
+        return
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     steps = math.ceil(len(ds) / cfg.batch_size)
     augment = bool(cfg.crop_padding or cfg.flip)
@@ -342,8 +370,8 @@ class EpochTotals:
 
 @dataclass
 class RunData:
-    train_ds: ImageDataset
-    test_ds: ImageDataset
+    train_ds: ImageDataset | StreamSource
+    test_ds: ImageDataset | StreamSource
     mean: tuple[float, ...]           # per channel, in [0, 1] units (the model's config keeps them)
     std: tuple[float, ...]
     input_size: tuple[int, int, int]  # what the model sees (C, H, W)
@@ -453,7 +481,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     elif world.is_main:
         write_json(run.out / "config.json", {**asdict(cfg), "out": str(run.out), "input_size": list(data.input_size),
                                              "mean": data.mean, "std": data.std,
-                                             "classes": data.train_ds.classes, "params": params})
+                                             "classes": data.train_ds.classes, "params": params,
+                                             "pretrained_from": meta.get("pretrained_from")})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:
         if state is None:  # each rank its own dropout masks; DDP copies rank 0's weights to all
@@ -468,22 +497,68 @@ def load_run_data(cfg: TrainConfig, progress: bool) -> RunData:
     """Train and test splits (subsets as asked), at the input size the model trains at."""
     model_cfg = get_model_cfg(cfg.model)
     load_size = cfg.input_size or (None if cfg.dataset in ("fashion-mnist", "mnist") else model_cfg["input_size"])
+    if _data_loader(cfg, load_size) == "stream":
+        return _stream_run_data(cfg, tuple(load_size), model_cfg["crop_pct"])
     common = dict(data_dir=cfg.data_dir, input_size=load_size, num_classes=cfg.synthetic_classes, seed=cfg.seed,
                   skip_bad_images=cfg.skip_bad_images)
     train_ds = load_dataset(cfg.dataset, "train", **common)
-    test_ds = load_dataset(cfg.dataset, "test", classes=train_ds.classes, **common)
-    skipped = train_ds.skipped + test_ds.skipped
+    if cfg.val_split:
+        train_idx, val_idx = stratified_split(train_ds.labels, cfg.val_split, cfg.seed)
+        train_ds, test_ds = train_ds.take(train_idx), train_ds.take(val_idx)
+    else:
+        test_ds = load_dataset(cfg.dataset, "test", classes=train_ds.classes, **common)
+    skipped = train_ds.skipped + (test_ds.skipped if not cfg.val_split else [])
     if skipped and progress:
         print(f"skipped {len(skipped)} undecodable images: {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
-    if cfg.train_subset:
-        train_ds = train_ds.subset(cfg.train_subset, cfg.seed)
-    if cfg.test_subset:
-        test_ds = test_ds.subset(cfg.test_subset, cfg.seed)
+    train_ds, test_ds = _subsets(cfg, train_ds, test_ds)
     data_size = tuple(train_ds.images.shape[1:])
     input_size = fit_input_size(cfg.model, data_size, cfg.input_size)
     train_ds.images = resize_to(train_ds.images, input_size[1:])
     test_ds.images = resize_to(test_ds.images, input_size[1:])
     return RunData(train_ds, test_ds, *train_ds.channel_stats(), input_size, data_size, skipped)
+
+
+def _data_loader(cfg: TrainConfig, load_size: tuple[int, int, int] | None) -> str:
+    """memory or stream, for this dataset and --data-loader (auto: by the decoded size)."""
+    images = 0
+    if cfg.dataset == "imagefolder" and cfg.data_loader == "auto" and cfg.data_dir is not None and load_size:
+        images = stream.count_images(cfg.data_dir, cfg.val_split)
+    loader = stream.choose_loader(cfg.data_loader, cfg.dataset, images, load_size or (0, 0, 0), cfg.memory_budget_gb)
+    if loader == "memory" and (cfg.auto_augment or cfg.color_jitter):
+        if cfg.data_loader == "auto" and cfg.dataset == "imagefolder":
+            return "stream"
+        raise ValueError("--auto-augment and --color-jitter act on each image as it is decoded: they need "
+                         "--data-loader stream (or auto) with --dataset imagefolder or webdataset")
+    return loader
+
+
+def _stream_run_data(cfg: TrainConfig, load_size: tuple[int, int, int], crop_pct: float) -> RunData:
+    """File lists (or shards) decoded per batch, at the input size the model trains at."""
+    input_size = fit_input_size(cfg.model, load_size, cfg.input_size)
+    tf = stream.SampleTransform(tuple(input_size[1:]), input_size[0], cfg.seed, crop_pct, True, cfg.auto_augment,
+                                cfg.color_jitter, cfg.skip_bad_images)
+    if cfg.data_dir is None:
+        raise ValueError(f"--dataset {cfg.dataset} needs --data-dir (imagefolder: DIR holding train/<class>/*; "
+                         f"webdataset: 'DIR/train-{{000000..000009}}.tar')")
+    if cfg.dataset == "webdataset":
+        from cnnzoo import shards
+
+        if cfg.val_split:
+            raise ValueError("--val-split picks images at random; shards are read in sequence: write val/ shards "
+                             "with `cnnzoo shards` from a folder with val/")
+        train_ds, test_ds = shards.shard_datasets(cfg.data_dir, tf, cfg.workers)
+    else:
+        train_ds, test_ds = stream.folder_datasets(cfg.data_dir, tf, cfg.workers, cfg.val_split, cfg.seed)
+    train_ds, test_ds = _subsets(cfg, train_ds, test_ds)
+    return RunData(train_ds, test_ds, *train_ds.channel_stats(seed=cfg.seed), input_size, load_size, train_ds.skipped)
+
+
+def _subsets(cfg: TrainConfig, train_ds: Any, test_ds: Any) -> tuple[Any, Any]:
+    if cfg.train_subset:
+        train_ds = train_ds.subset(cfg.train_subset, cfg.seed)
+    if cfg.test_subset:
+        test_ds = test_ds.subset(cfg.test_subset, cfg.seed)
+    return train_ds, test_ds
 
 
 def run_device(cfg: TrainConfig, world: World) -> torch.device:
@@ -502,13 +577,18 @@ def build_model(cfg: TrainConfig, data: RunData, world: World,
     """(model on ``device`` with the data's normalisation in its config, the metadata its weight
     files carry, its number of parameters)."""
     net = create_model(cfg.model, num_classes=len(data.train_ds.classes), in_chans=data.input_size[0],
-                       **cfg.model_kwargs)
+                       pretrained=cfg.weights or cfg.pretrained, **cfg.model_kwargs)
+    origin = weights_origin(net.pretrained_cfg)
     net.set_pretrained_cfg(mean=data.mean, std=data.std, input_size=data.input_size)
     if hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
-        sample = torch.randperm(len(data.train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
-        net.init_from_data(data.normalize(data.train_ds.images[sample]))
+        train_ds = data.train_ds
+        if isinstance(train_ds, StreamSource):
+            images = train_ds.sample_images(5000, cfg.seed)
+        else:
+            images = train_ds.images[torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]]
+        net.init_from_data(data.normalize(images))
     meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                      data_size=list(data.data_size))
+                      data_size=list(data.data_size), **({"pretrained_from": origin} if origin else {}))
     params = sum(p.numel() for p in net.parameters())
     if cfg.sync_bn and world.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys

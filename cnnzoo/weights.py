@@ -104,14 +104,16 @@ def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (file_chans / in_chans)
 
 
-def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = False) -> str:
+def load_pretrained(model: nn.Module, path: str | Path, *, strict_head: bool = False,
+                    state: dict[str, torch.Tensor] | None = None) -> str:
     """Load a weights file into ``model``; returns the detected layout.
 
     A classifier of another size is left freshly initialised (with a warning), unless
     ``strict_head``; a first convolution with another channel count is adapted.
-    Any other mismatch raises a ValueError that names the keys.
+    Any other mismatch raises a ValueError that names the keys. ``state``: the file's state dict,
+    already read (``path`` then only names it in messages).
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else {k.removeprefix("module."): v for k, v in state.items()}
     layout, state = convert_state_dict(model, state)
     own = model.state_dict()
     first = f"{model.first_conv}.weight"

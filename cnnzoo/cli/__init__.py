@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from cnnzoo.cli import analyse, bench, compress, export, results, train
+from cnnzoo.cli import analyse, bench, compress, explore, export, results, train, visualize
 from cnnzoo.cli.common import run_command
 
 DESCRIPTION = """\
 cnnzoo: the classic convolutional image classifiers (LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet and
 Inception, ResNet and ResNeXt, MobileNet), written from their papers and checked against
-torchvision/timm. Build, train, evaluate, analyse, benchmark, export and compress them."""
+torchvision/timm. Build, train, evaluate, analyse, benchmark, export and compress them, and see
+inside them."""
 
 EPILOG = """\
 examples:
@@ -28,10 +29,13 @@ examples:
   cnnzoo summary googlenet --model-kwargs aux_logits=True  layer table: shapes, params, MACs, receptive fields
   cnnzoo bench resnet50 --reference                        speed against torchvision
   cnnzoo export --checkpoint runs/RUN_DIR --out model.onnx
+  cnnzoo visualize cam --checkpoint runs/RUN_DIR --out maps   Grad-CAM of a few test images (also filters,
+                                                           features, occlusion, deconv)
+  cnnzoo explore --checkpoint runs/RUN_DIR --runs runs       the explorer in the browser: http://127.0.0.1:8765/
 
 `cnnzoo COMMAND --help` lists the flags of a command."""
 
-GROUPS = (analyse, train, bench, export, compress, results)
+GROUPS = (analyse, train, bench, export, compress, results, visualize, explore)
 
 
 def build_parser() -> argparse.ArgumentParser:

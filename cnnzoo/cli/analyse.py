@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
+from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_model_source, input_size, model_kwargs,
+                               pretrained_arg)
 
 
 def cmd_models(args: argparse.Namespace) -> Any:
@@ -24,12 +25,29 @@ def cmd_models(args: argparse.Namespace) -> Any:
     return rows
 
 
+def cmd_weights(args: argparse.Namespace) -> Any:
+    from cnnzoo.hub import catalogue_row, list_weights
+
+    rows = [catalogue_row(w) for w in list_weights(args.pattern)]
+    if not rows:
+        raise ValueError(f"no published weights for models matching {args.pattern!r} (`cnnzoo weights` lists all)")
+    cols = ["model", "tag", "source", "size_mb", "top1", "cached", "path"]
+    text = [[r["model"], r["tag"], r["source"], "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}",
+             "-" if r["top1"] is None else f"{r['top1']:.2f}", "yes" if r["cached"] else "no", r["path"]] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in text:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    return rows
+
+
 def cmd_summary(args: argparse.Namespace) -> Any:
     from cnnzoo import analysis
     from cnnzoo.registry import create_model, get_model_cfg
 
     size = input_size(args) or get_model_cfg(args.model)["input_size"]
-    model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0], **model_kwargs(args))
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0], pretrained=pretrained_arg(args),
+                         **model_kwargs(args))
     result = analysis.summary(model, size, depth=args.depth)
     print(analysis.format_summary(result))
     return analysis.summary_to_json(result)
@@ -53,11 +71,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_json(s)
     s.set_defaults(func=cmd_models)
 
+    s = sub.add_parser("weights", help="published weight files: model, tag, source, size, ImageNet top-1, cached",
+                       description="Published weight files of the zoo's models (torchvision's, and timm's on the "
+                                   "Hugging Face hub), where they are cached or would be, and their ImageNet-1k top-1 "
+                                   "(- where the reference's package does not record it). Use them with "
+                                   "--model NAME --pretrained, or --weights TAG.")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of model names, e.g. 'resnet*'")
+    add_json(s)
+    s.set_defaults(func=cmd_weights)
+
     s = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
     s.add_argument("model")
     add_input_size(s)
     s.add_argument("--num-classes", type=int, default=1000)
     s.add_argument("--depth", type=int, default=3, help="module nesting depth to show")
+    add_model_source(s, checkpoint=False, model=False)
     add_model_kwargs(s)
     add_json(s)
     s.set_defaults(func=cmd_summary)

@@ -6,7 +6,8 @@ from typing import Any
 import sys
 
 from cnnzoo.bench import BACKENDS, PRECISIONS
-from cnnzoo.cli.common import add_input_size, add_json, add_model_kwargs, input_size, model_kwargs
+from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_model_source, input_size, model_kwargs,
+                               pretrained_arg)
 
 
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
@@ -23,7 +24,7 @@ def cmd_bench(args: argparse.Namespace) -> Any:
                        optimize_backends=optimize_backends_for(args.device, args.compile), variants=pairs,
                        warmup=args.warmup,
                        iters=args.iters, progress=not args.no_progress and sys.stderr.isatty() or args.progress,
-                       model_kwargs=model_kwargs(args))
+                       model_kwargs=model_kwargs(args), pretrained=pretrained_arg(args))
     report["skipped_variants"] = skipped
     print(format_table(report))
     for line in skipped:
@@ -58,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--iters", type=int, default=10, help="timed iterations per variant (default 10)")
     s.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
     s.add_argument("--no-progress", action="store_true")
+    add_model_source(s, checkpoint=False, model=False)
     add_model_kwargs(s, help="arguments of each model's constructor that takes them (not the reference's)")
     add_json(s)
     s.set_defaults(func=cmd_bench)

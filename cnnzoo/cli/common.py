@@ -59,15 +59,17 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return merge_kwargs(args.model_kwargs)
 
 
-def add_model_source(p: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
+def add_model_source(p: argparse.ArgumentParser, *, checkpoint: bool = True, model: bool = True) -> None:
     """Where a command's network comes from: one of our runs or weight files (``--checkpoint``), or a
-    registered name (``--model``) with published weights (``--pretrained``, ``--weights TAG|FILE``).
+    registered name (``--model``, or the command's positional name with ``model=False``) with
+    published weights (``--pretrained``, ``--weights TAG|FILE``).
     ``--pretrained`` is a flag, not an optional value, so that a following image path stays positional."""
     if checkpoint:
         p.add_argument("--checkpoint", metavar="RUN_DIR|FILE",
                        help="a cnnzoo run folder or weights file (.safetensors, .onnx, .cnnz)")
-    p.add_argument("--model", help="registered model name (with --checkpoint: for weight files without "
-                                   "cnnzoo metadata)")
+    if model:
+        p.add_argument("--model", help="registered model name (with --checkpoint: for weight files without "
+                                       "cnnzoo metadata)")
     p.add_argument("--pretrained", action="store_true",
                    help="with --model: the model's default published weights (`cnnzoo weights` lists them)")
     p.add_argument("--weights", metavar="TAG|FILE",
@@ -81,7 +83,7 @@ def pretrained_arg(args: argparse.Namespace) -> bool | str | None:
     if weights is not None or getattr(args, "pretrained", False):
         if getattr(args, "checkpoint", None):
             raise ValueError("--pretrained / --weights choose weights for --model; --checkpoint brings its own")
-        if not args.model:
+        if not (getattr(args, "model", None) or getattr(args, "models", None)):
             raise ValueError("--pretrained / --weights need --model NAME")
     return weights or (True if getattr(args, "pretrained", False) else None)
 

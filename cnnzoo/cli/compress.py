@@ -5,14 +5,15 @@ import argparse
 from typing import Any
 from pathlib import Path
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
+from cnnzoo.cli.common import add_json, add_model_kwargs, add_model_source, model_kwargs, pretrained_arg
 from cnnzoo.compress.quantize import INITS
 
 
 def cmd_compress(args: argparse.Namespace) -> Any:
     from cnnzoo.compress.pipeline import compress, report_markdown
 
-    report = compress(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
+    report = compress(args.checkpoint, args.out, model_name=args.model, pretrained=pretrained_arg(args),
+                      dataset=args.dataset, data_dir=args.data_dir,
                       prune_quality=args.prune_quality, sparsity=args.sparsity, bits=args.bits,
                       prune_iters=args.prune_iters, prune_epochs=args.prune_epochs, final_epochs=args.final_epochs,
                       quant_epochs=args.quant_epochs, lr=args.lr, centroid_lr=args.centroid_lr,
@@ -51,7 +52,7 @@ def _add_schedule_args(s: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compress", help="Deep Compression: prune, quantize, Huffman-code a run into a .cnnz file")
-    s.add_argument("--checkpoint", required=True, help="run folder or weights file (with cnnzoo metadata)")
+    add_model_source(s)
     s.add_argument("--out", required=True, help="the .cnnz file to write (report: <stem>.report.json/.md beside it)")
     s.add_argument("--dataset", help="default: the dataset the run was trained on")
     s.add_argument("--data-dir")

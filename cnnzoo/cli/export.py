@@ -15,7 +15,7 @@ def cmd_export(args: argparse.Namespace) -> Any:
 
     report = export_model(args.out, checkpoint=args.checkpoint, model=args.model, model_kwargs=model_kwargs(args),
                           input_size=input_size(args), opset=args.opset, dynamic_batch=args.dynamic_batch,
-                          seed=args.seed)
+                          seed=args.seed, pretrained=pretrained_arg(args))
     print(f"exported {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
           f"{', dynamic batch' if report['dynamic_batch'] else ''}); ONNX Runtime check: top-1 identical, "
           f"max |difference| {report['max_abs_diff']:.2e} <= {report['limit']:.2e}")
@@ -24,9 +24,7 @@ def cmd_export(args: argparse.Namespace) -> Any:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export", help="export a checkpoint or a registered model to ONNX (checked with ONNX Runtime)")
-    s.add_argument("--checkpoint", help="run folder or weights file")
-    s.add_argument("--model", help="registered model name (random weights without --checkpoint; "
-                                   "with it, for weight files without cnnzoo metadata)")
+    add_model_source(s)
     s.add_argument("--format", default="onnx", choices=["onnx"])
     s.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")

@@ -9,7 +9,8 @@ import types
 import typing
 from typing import Any
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, kwargs_flag, merge_kwargs, model_kwargs
+from cnnzoo.cli.common import (add_json, add_model_kwargs, add_model_source, kwargs_flag, merge_kwargs, model_kwargs,
+                               pretrained_arg)
 from cnnzoo.train import TrainConfig
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -104,7 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
-                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip)
+                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip,
+                              pretrained=pretrained_arg(args))
     print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
           f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
     return res
@@ -114,11 +116,11 @@ def cmd_predict(args: argparse.Namespace) -> Any:
     from cnnzoo.predict import predict_files
 
     results = predict_files(args.checkpoint, args.images, topk=args.topk, model_name=args.model,
-                            model_kwargs=model_kwargs(args))
+                            model_kwargs=model_kwargs(args), pretrained=pretrained_arg(args))
     for r in results:
         print(r["image"])
         for p in r["top"]:
-            print(f"  {p['prob']:.4f}  {p['class']}")
+            print(f"  {p['class']} {p['prob']:.2f}")
     return results
 
 
@@ -133,8 +135,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_checkpoint_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--checkpoint", required=True, help="run folder, weights file, .onnx or .cnnz file")
-    s.add_argument("--model", help="model name, for weight files without cnnzoo metadata")
+    add_model_source(s)
     add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")
 
 
@@ -156,6 +157,29 @@ def add_eval_predict_parsers(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_predict)
 
 
+def cmd_shards(args: argparse.Namespace) -> Any:
+    from cnnzoo.shards import write_shards
+
+    meta = write_shards(args.data_dir, args.out, args.shard_size, args.seed)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['images']} images in {args.out}/{info['pattern']}")
+    print(f"train with: cnnzoo train --dataset webdataset --data-dir '{args.out}/{meta['splits']['train']['pattern']}'")
+    return meta
+
+
+def add_shards_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("shards", help="write an image folder as WebDataset tar shards",
+                       description="Copy DIR/train/<class>/* (shuffled) and DIR/val/<class>/* into tar shards "
+                                   "of --shard-size images, with meta.json (class names, image counts).")
+    s.add_argument("--data-dir", required=True, help="image folder with train/<class>/* and optionally val/<class>/*")
+    s.add_argument("--out", required=True, help="folder for train-NNNNNN.tar, val-NNNNNN.tar and meta.json")
+    s.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the training images' order (default: 0)")
+    add_json(s)
+    s.set_defaults(func=cmd_shards)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
     add_eval_predict_parsers(sub)
+    add_shards_parser(sub)

@@ -265,9 +265,11 @@ def _spec_with_defaults(model_name: str, weights: dict[str, nn.Parameter], prune
     return sp, b
 
 
-def compress(checkpoint: str | Path, out: str | Path, config: CompressConfig | None = None, *, progress: bool = True,
+def compress(checkpoint: str | Path | None, out: str | Path, config: CompressConfig | None = None, *,
+             progress: bool = True, model_name: str | None = None, pretrained: bool | str | Path | None = None,
              **settings: Any) -> dict[str, Any]:
-    """Deep-Compress the model of a run folder into ``out`` (.cnnz); returns the report, also written
+    """Deep-Compress the model of a run folder (or ``model_name`` with ``pretrained`` weights, see
+    ``predict.load_model``) into ``out`` (.cnnz); returns the report, also written
     next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``. The settings are
     ``config``'s, with ``settings`` (CompressConfig's fields, as keywords) on top; without
     ``prune_quality`` or ``sparsity``, the model's tuned pruning applies."""
@@ -277,7 +279,12 @@ def compress(checkpoint: str | Path, out: str | Path, config: CompressConfig | N
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model, meta = load_checkpoint(checkpoint, model_kwargs=cfg.model_kwargs)
+    if checkpoint is None:
+        from cnnzoo.predict import load_model
+
+        model, meta = load_model(None, model_name, pretrained=pretrained, model_kwargs=cfg.model_kwargs)
+    else:
+        model, meta = load_checkpoint(checkpoint, model_name, cfg.model_kwargs)
     cfg = cfg.for_model(meta["model"])
     weights = prunable_weights(model)
     sparsity, bits = _spec_with_defaults(meta["model"], weights, cfg.prune_quality, cfg.sparsity, cfg.bits)
