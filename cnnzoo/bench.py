@@ -16,6 +16,13 @@ shapes and strides (``compare_ops``, traced on the meta device), apart from our 
 channels-last layout on the CPU (``channels_last_pooling``). Same operators and an interval
 holding 1.0 mean the same work at the same cost; different operators name the extra work.
 
+Precision variants (``variants``: (backend, precision) pairs, ``variant_pairs``) time our model
+as it would be deployed: batch norm folded, run by torch (eager, channels_last; bf16 under autocast),
+ONNX Runtime (fp32, or int8 quantized by ``cnnzoo.quantize`` on random calibration images) or
+OpenVINO. With a reference, an int8 variant is also timed against its peer: the reference model
+quantized plainly with ONNX Runtime's static quantization, run by the same backend. Each row's
+share of peak is against the matmul peak of its own precision (int8: ONNX Runtime's integer matmul).
+
 FLOPs are counted as 2 x MACs (convolutions and linear layers, ``cnnzoo.analysis.count_macs``);
 a training step is counted as 3 x the forward pass (forward, gradient w.r.t. inputs and weights).
 """
@@ -88,6 +95,41 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2 * n**3 / best / 1e9
 
 
+def int8_matmul_peak(n: int | None = None, reps: int = 5) -> float:
+    """GOP/s of the best of ``reps`` (n x n) uint8 @ int8 products in ONNX Runtime (MatMulInteger,
+    the integer kernel its int8 convolutions run on), on torch's thread count: the int8 peak."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnzoo.export import OnnxRuntimeModule
+
+    n = n or 2048
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "int8_peak",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])], [b])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = OnnxRuntimeModule(proto.SerializeToString()).session  # the benchmark's session settings
+    a = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8)}
+    session.run(None, a)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        session.run(None, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def precision_peak(device: torch.device, precision: str, n: int | None = None) -> float:
+    """The matmul peak of ``precision`` ("fp32", "bf16", "int8") on ``device``."""
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ValueError("the int8 variants run on the CPU (ONNX Runtime, OpenVINO); use --device cpu")
+        return int8_matmul_peak(n)
+    return matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32, n)
+
+
 class PeakMemory:
     """Peak memory of the code run inside ``with``: on CUDA the allocator's max allocated bytes;
     on CPU the process's peak resident set (VmHWM, reset through /proc/self/clear_refs where the
@@ -158,6 +200,97 @@ def build_reference(spec: str, num_classes: int, in_chans: int) -> nn.Module:
                              "pip install timm") from exc
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
     raise ValueError(f"unknown reference {spec!r} (expected 'torchvision:NAME' or 'timm:NAME')")
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends and precisions
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+CALIB_IMAGES = 16  # random images calibrating the int8 variants and their peers (timing only)
+_UNSUPPORTED = {
+    ("torch", "int8"): "torch has no int8 convolutions for these models on this path; int8 runs in "
+                       "onnxruntime or openvino",
+    ("onnxruntime", "bf16"): "ONNX Runtime's CPU provider has no bfloat16 convolutions on x86 (its bf16 fast "
+                             "math is for ARM64)",
+}
+
+
+def variant_pairs(backends: Sequence[str], precisions: Sequence[str],
+                  device: str = "cpu") -> tuple[list[tuple[str, str]], list[str]]:
+    """The (backend, precision) pairs of ``backends`` x ``precisions`` that can run on ``device``,
+    and a line saying why for each one that cannot. None at all is an error."""
+    for given, known, flag in ((backends, BACKENDS, "--backend"), (precisions, PRECISIONS, "--precision")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    pairs, skipped = [], []
+    for b in dict.fromkeys(backends):
+        for p in dict.fromkeys(precisions):
+            why = _UNSUPPORTED.get((b, p))
+            if b != "torch" and not str(device).startswith("cpu"):
+                why = f"{b} runs on the CPU only"
+            if why:
+                skipped.append(f"{b} {p}: {why}")
+            else:
+                pairs.append((b, p))
+    if not pairs and (backends or precisions):
+        raise ValueError("no variant to time: " + "; ".join(skipped))
+    return pairs, skipped
+
+
+class _Autocast(nn.Module):
+    """``inner`` under bf16 autocast, returning fp32 logits."""
+
+    def __init__(self, inner: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.inner, self.device_type = inner, device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
+def _runtime(onnx_bytes: bytes, backend: str, precision: str = "fp32") -> nn.Module:
+    from cnnzoo.export import OnnxRuntimeModule, OpenVinoModule
+
+    if backend == "onnxruntime":
+        return OnnxRuntimeModule(onnx_bytes, threads=torch.get_num_threads())
+    return OpenVinoModule(onnx_bytes, threads=torch.get_num_threads(), precision=precision)
+
+
+def precision_module(model: nn.Module, backend: str, precision: str, example: torch.Tensor,
+                     calib: torch.Tensor) -> nn.Module:
+    """``model`` as deployed on ``backend`` in ``precision`` (batch norm folded): torch eager in
+    channels_last (bf16: under autocast), or an ONNX graph (int8: ``cnnzoo.quantize`` calibrated on
+    ``calib``) in ONNX Runtime or OpenVINO. Carries ``inference_backend`` and ``precision``."""
+    from cnnzoo.export import optimize_for_inference
+    from cnnzoo.quantize import fp32_onnx, quantize_onnx
+
+    size = tuple(example.shape[1:])
+    if backend == "torch":
+        out = optimize_for_inference(model, example, backends=("eager",))
+        out = _Autocast(out, example.device.type) if precision == "bf16" else out
+    elif precision == "int8":
+        out = _runtime(quantize_onnx(fp32_onnx(model, size), calib, backend=backend)[0], backend)
+    elif backend == "onnxruntime":
+        out = optimize_for_inference(model, example, backends=("onnxruntime",))
+    else:
+        out = _runtime(fp32_onnx(model, size), backend, precision)
+    out.inference_backend, out.precision = backend, precision
+    return out
+
+
+def peer_module(reference: nn.Module, backend: str, calib: torch.Tensor) -> nn.Module:
+    """The reference model quantized plainly: exported as it is, ONNX Runtime's static quantization
+    (QDQ, per-channel int8 weights, uint8 activations, every layer), run by ``backend``."""
+    from cnnzoo.export import DEFAULT_OPSET, _onnx_bytes
+    from cnnzoo.quantize import quantize_onnx
+
+    fp32 = _onnx_bytes(reference.eval(), calib[:2].contiguous(), DEFAULT_OPSET, dynamic_batch=True)
+    out = _runtime(quantize_onnx(fp32, calib, backend="onnxruntime", keep_fp32=())[0], backend)
+    out.inference_backend, out.precision = backend, "int8"
+    return out
 
 
 @dataclass
@@ -298,6 +431,7 @@ def benchmark(
     reference: bool = False,
     optimized: bool = False,
     optimize_backends: Sequence[str] = ("eager", "onnxruntime"),
+    variants: Sequence[tuple[str, str]] = (),
     warmup: int = 3,
     iters: int = 10,
     progress: bool = True,
@@ -310,7 +444,8 @@ def benchmark(
     matmul peak (``peak_size``: its matrix size, default 2048 on CPU, 8192 on CUDA) and one row per
     (model, mode, variant) plus the ours/reference ratios. ``model_kwargs`` go to each registered
     model that takes them, ``pretrained`` its published weights (the references keep their own
-    configuration and random weights: speed does not depend on them).
+    configuration and random weights: speed does not depend on them). ``variants``: (backend,
+    precision) pairs (``variant_pairs``) timed beside ours in infer mode.
     See the module docstring for what is measured and how."""
     from cnnzoo.registry import model_kwargs_for
 
@@ -324,6 +459,9 @@ def benchmark(
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     modes = MODES if mode == "both" else (mode,)
+    if amp and variants:
+        raise ValueError("--amp runs ours and the reference in bf16; with --backend/--precision ask for "
+                         "--precision bf16 instead")
     registered = [m for m in models if not str(m).endswith(".onnx")]
     if model_kwargs and not registered:
         raise ValueError("model arguments apply to registered models; an .onnx file holds its network whole")
@@ -336,7 +474,7 @@ def benchmark(
     flushed = torch.set_flush_denormal(True)
     try:
         return _benchmark(models, modes, dev, batch_size, input_size, amp, channels_last, reference, optimized,
-                          optimize_backends, warmup, iters, progress, peak_size, per_model)
+                          optimize_backends, list(variants), warmup, iters, progress, peak_size, per_model)
     finally:
         if flushed:
             torch.set_flush_denormal(False)
@@ -344,15 +482,16 @@ def benchmark(
 
 def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, batch_size: int,
                input_size: Sequence[int] | None, amp: bool, channels_last: bool, reference: bool, optimized: bool,
-               optimize_backends: Sequence[str], warmup: int, iters: int, progress: bool,
-               peak_size: int | None, per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
+               optimize_backends: Sequence[str], pairs: list[tuple[str, str]], warmup: int, iters: int,
+               progress: bool, peak_size: int | None, per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from cnnzoo.registry import create_model, get_model_cfg
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
-    _progress("measuring the matmul peak ...", progress)
-    peak_dtype = torch.bfloat16 if amp else torch.float32
-    peak = matmul_peak(dev, peak_dtype, peak_size)
+    _progress("measuring the matmul peaks ...", progress)
+    main = "bf16" if amp else "fp32"
+    precisions = list(dict.fromkeys([main, *(p for _, p in pairs), *_onnx_precisions(models)]))
+    start = {p: precision_peak(dev, p, peak_size) for p in precisions}
 
     rows: list[dict[str, Any]] = []
     ratios: list[dict[str, Any]] = []
@@ -362,7 +501,7 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
         kwargs = per_model.get(name, {})
         for m in modes:
             variants = _build_variants(name, is_onnx, m, dev, batch_size, input_size, amp, channels_last, reference,
-                                       optimized, optimize_backends, functools.partial(create_model, **kwargs),
+                                       optimized, optimize_backends, pairs, functools.partial(create_model, **kwargs),
                                        get_model_cfg)
             _, size, num_classes = variants[0]
             vs: list[Variant] = [v for v, _, _ in variants]
@@ -371,20 +510,22 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.randint(0, num_classes, (batch_size,), device=dev)
             _time_variants(vs, f"{label} {m}", m, x, y, amp, dev, warmup, iters, progress)
-            rows += [_row(label, m, v, batch_size, size, peak) for v in vs]
+            rows += [_row(label, m, v, batch_size, size, start[_variant_precision(v, main)], main) for v in vs]
             if len(vs) > 1:
                 ratios.append(_ratios(name, label, m, vs, batch_size, size, dev, channels_last, kwargs))
             del variants, vs
     _progress("", progress)
-    peak_end = matmul_peak(dev, peak_dtype, peak_size)  # the peak again: a load change during the run shows
-    best_peak = max(peak, peak_end)
+    end = {p: precision_peak(dev, p, peak_size) for p in precisions}  # again: a load change during the run shows
+    best = {p: max(start[p], end[p]) for p in precisions}
     for r in rows:  # shares of the best peak seen: a machine slowed by other load lowers neither
-        r["peak_share"] = None if r["gflops"] is None else r["gflops"] / best_peak
+        r["peak_share"] = None if r["gflops"] is None else r["gflops"] / best[r["precision"]]
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return dict(device=str(dev), device_name=_device_name(dev), threads=torch.get_num_threads(),
                 amp=amp, channels_last=channels_last, batch_size=batch_size,
-                matmul_peak_gflops=best_peak, matmul_peak_start_gflops=peak,
-                matmul_peak_end_gflops=peak_end, matmul_peak_dtype=_precision(dev, peak_dtype),
+                matmul_peak_gflops=best[main], matmul_peak_start_gflops=start[main],
+                matmul_peak_end_gflops=end[main], matmul_peak_dtype=_precision(dev, main),
+                matmul_peaks={p: dict(gflops=best[p], start=start[p], end=end[p]) for p in precisions},
+                variants=[f"{b}-{p}" for b, p in pairs],
                 load_avg_start=load_start, load_avg_end=load_end, cpu_count=os.cpu_count(),
                 torch=torch.__version__, results=rows, ratios=ratios)
 
@@ -435,7 +576,22 @@ def _ratios(name: str, label: str, mode: str, vs: Sequence[Variant], batch_size:
         ratio["optimized_backend"] = getattr(variant["optimized"].model, "inference_backend", None)
         if "reference" in variant:
             ratio["optimized_over_reference"] = speed["optimized"] / speed["reference"]
+    extra = {v.label: _variant_ratios(v, variant) for v in vs
+             if v.label not in ("ours", "reference", "optimized") and not v.label.startswith("reference-")}
+    if extra:
+        ratio["variants"] = extra
     return ratio
+
+
+def _variant_ratios(v: Variant, variant: dict[str, Variant]) -> dict[str, Any]:
+    """A precision variant's paired speed ratios: over ours, over the reference, and (int8) over
+    its peer, the reference quantized plainly and run by the same backend."""
+    out: dict[str, Any] = dict(over_ours=paired_ratio(v.times, variant["ours"].times))
+    for key, other in (("reference", variant.get("reference")), ("peer", variant.get(f"reference-{v.label}"))):
+        if other is not None:
+            out[f"over_{key}"] = paired_ratio(v.times, other.times)
+            out[f"over_{key}_ci90"] = paired_ratio_ci(v.times, other.times)
+    return out
 
 
 def paired_ratio(ours: Sequence[float], ref: Sequence[float]) -> float:
@@ -456,11 +612,23 @@ def paired_ratio_ci(ours: Sequence[float], ref: Sequence[float], level: float = 
     return [medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]]
 
 
-def _precision(dev: torch.device, dtype: torch.dtype) -> str:
-    """The name of the precision ``matmul_peak`` ran ``dtype`` in on ``dev``."""
-    if dev.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+def _precision(dev: torch.device, precision: str) -> str:
+    """The name of the precision ``precision_peak`` ran ``precision`` in on ``dev``."""
+    if dev.type == "cuda" and precision == "fp32" and torch.backends.cudnn.allow_tf32:
         return "tf32"
-    return str(dtype).removeprefix("torch.")
+    return {"fp32": "float32", "bf16": "bfloat16"}.get(precision, precision)
+
+
+def _variant_precision(v: Variant, main: str) -> str:
+    return getattr(v.model, "precision", main)
+
+
+def _onnx_precisions(models: Sequence[str]) -> list[str]:
+    """"int8" when one of ``models`` is a quantized .onnx file: its peak is measured too."""
+    from cnnzoo.export import read_onnx_meta
+
+    onnx = [m for m in models if str(m).endswith(".onnx")]
+    return ["int8"] if any(read_onnx_meta(m).get("quantization") for m in onnx) else []
 
 
 def _device_name(dev: torch.device) -> str:
@@ -477,7 +645,8 @@ def _device_name(dev: torch.device) -> str:
 
 def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batch_size: int,
                     input_size: Sequence[int] | None, amp: bool, channels_last: bool, reference: bool,
-                    optimized: bool, optimize_backends: Sequence[str], create_model: Callable[..., nn.Module],
+                    optimized: bool, optimize_backends: Sequence[str], pairs: Sequence[tuple[str, str]],
+                    create_model: Callable[..., nn.Module],
                     get_model_cfg: Callable[[str], dict[str, Any]]) -> list[tuple[Variant, tuple[int, ...], int]]:
     """[(variant, input size, num_classes)] for one model and mode: ours first."""
     if is_onnx:
@@ -488,6 +657,8 @@ def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batc
         if dev.type != "cpu":
             raise ValueError(f"{name}: ONNX files run on the CPU through ONNX Runtime; use --device cpu")
         predictor, meta = load_onnx_checkpoint(name, threads=torch.get_num_threads())
+        predictor.inference_backend = "onnxruntime"
+        predictor.precision = "int8" if meta.get("quantization") else "fp32"
         size = tuple(input_size or meta["input_size"])
         macs = None
         if meta.get("model"):
@@ -515,20 +686,31 @@ def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batc
         ref = build_reference(cfg["reference"], num_classes, size[0]).to(dev)
         if channels_last:
             ref = ref.to(memory_format=torch.channels_last)
-        out.append((Variant("reference", ref, _count_macs(ref, size), _params(ref)), size, num_classes))
+        ref_macs = _count_macs(ref, size)
+        out.append((Variant("reference", ref, ref_macs, _params(ref)), size, num_classes))
     if optimized and mode == "infer":
         from cnnzoo.export import optimize_for_inference
 
         example = torch.randn(batch_size, *size, device=dev)
-        if amp:  # ONNX Runtime would run fp32 beside bf16 variants: not a like-for-like comparison
-            optimize_backends = [b for b in optimize_backends if b != "onnxruntime"] or ["eager"]
+        if amp:  # ONNX Runtime or OpenVINO would run fp32 beside bf16 variants: not a like-for-like comparison
+            optimize_backends = [b for b in optimize_backends if b in ("eager", "compile")] or ["eager"]
         fast = optimize_for_inference(create_model(name, in_chans=size[0]).to(dev).eval(), example,
                                       backends=optimize_backends)
         out.append((Variant("optimized", fast, macs, _params(ours)), size, num_classes))
+    if pairs and mode == "infer":
+        example = torch.randn(batch_size, *size, device=dev)
+        calib = torch.randn(CALIB_IMAGES, *size, generator=torch.Generator().manual_seed(0))
+        for backend, precision in pairs:
+            fast = precision_module(ours, backend, precision, example, calib)
+            out.append((Variant(f"{backend}-{precision}", fast, macs, _params(ours)), size, num_classes))
+            if precision == "int8" and reference:
+                peer = peer_module(ref, backend, calib)
+                out.append((Variant(f"reference-{backend}-int8", peer, ref_macs, _params(ref)), size, num_classes))
     return out
 
 
-def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ...], peak: float) -> dict[str, Any]:
+def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ...], peak: float,
+         main: str) -> dict[str, Any]:
     p50, p90, p10 = (_percentile(v.times, q) for q in (50, 90, 10))
     ips = batch_size / p50
     flops = None if v.macs is None else 2 * v.macs * (TRAIN_FLOP_FACTOR if mode == "train" else 1)
@@ -538,7 +720,7 @@ def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ..
                 latency_ms_p90=1e3 * p90, iters=len(v.times), peak_mem_mib=v.peak_mem_mib, peak_mem_kind=v.peak_mem_kind,
                 params=v.params, gmacs=None if v.macs is None else v.macs / 1e9, gflops=gflops,
                 peak_share=None if gflops is None else gflops / peak,
-                backend=getattr(v.model, "inference_backend", None))
+                backend=getattr(v.model, "inference_backend", None), precision=_variant_precision(v, main))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,7 +729,7 @@ def _row(model: str, mode: str, v: Variant, batch_size: int, size: tuple[int, ..
 
 def format_table(report: dict[str, Any]) -> str:
     """The human-readable result: one line per timed variant, then the ratios."""
-    head = (f"{'model':<22} {'mode':<5} {'variant':<18} {'img/s':>9} {'±%':>5} {'p50 ms':>9} {'p90 ms':>9} "
+    head = (f"{'model':<22} {'mode':<5} {'variant':<22} {'img/s':>9} {'±%':>5} {'p50 ms':>9} {'p90 ms':>9} "
             f"{'mem MiB':>8} {'params':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak%':>6}")
     lines = [
         f"device {report['device']} ({report['device_name']}), {report['threads']} threads, batch {report['batch_size']}"
@@ -563,10 +745,15 @@ def format_table(report: dict[str, Any]) -> str:
         return "-" if v is None else format(v, fmt)
 
     for r in report["results"]:
-        short = {"onnxruntime": "ort"}.get(r.get("backend") or "", r.get("backend"))
-        variant = r["variant"] + (f"[{short}]" if short else "")
+        short = {"onnxruntime": "ort", "openvino": "ov"}
+        backend = short.get(r.get("backend") or "", r.get("backend"))
+        variant = r["variant"]
+        for long, abbr in short.items():
+            variant = variant.replace(long, abbr)
+        if backend and variant in ("optimized", "onnx"):
+            variant += f"[{backend}]"
         lines.append(
-            f"{r['model']:<22} {r['mode']:<5} {variant:<18} {r['images_per_s']:>9.1f} {r['spread_pct']:>5.1f} "
+            f"{r['model']:<22} {r['mode']:<5} {variant:<22} {r['images_per_s']:>9.1f} {r['spread_pct']:>5.1f} "
             f"{r['latency_ms_p50']:>9.2f} {r['latency_ms_p90']:>9.2f} {num(r['peak_mem_mib'], '.0f'):>8} "
             f"{r['params'] / 1e6:>7.2f}M {num(r['gmacs'], '.3g'):>7} {num(r['gflops'], '.1f'):>8} "
             f"{num(None if r['peak_share'] is None else 100 * r['peak_share'], '.0f'):>6}"
@@ -582,7 +769,18 @@ def format_table(report: dict[str, Any]) -> str:
             parts.append(f"optimized ({q.get('optimized_backend')})/ours {q['optimized_over_ours']:.3f}")
         if "optimized_over_reference" in q:
             parts.append(f"optimized/reference {q['optimized_over_reference']:.3f}")
+        for label, v in q.get("variants", {}).items():
+            part = f"{label}/ours {v['over_ours']:.2f}"
+            for key in ("reference", "peer"):
+                if f"over_{key}" in v:
+                    lo, hi = v[f"over_{key}_ci90"]
+                    part += f", /{key} {v[f'over_{key}']:.2f} ({lo:.2f}-{hi:.2f})"
+            parts.append(part)
         lines.append(f"{q['model']} {q['mode']} batch {q['batch_size']}: " + ", ".join(parts))
+    peaks = report.get("matmul_peaks", {})
+    if len(peaks) > 1:
+        lines.append("matmul peaks (peak% of each row is against its precision's): " + ", ".join(
+            f"{p} {v['gflops']:.0f} G{'OP' if p == 'int8' else 'FLOP'}/s" for p, v in peaks.items()))
     mem = {r["peak_mem_kind"] for r in report["results"]}
     lines.append(f"img/s: median over iterations, ± half the p10-p90 spread; memory: {', '.join(sorted(mem))}; "
                  f"train GFLOP/s count 3x the forward pass")
@@ -590,9 +788,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def optimize_backends_for(device: str, compile: bool = False) -> tuple[str, ...]:
-    """What ``optimize_for_inference`` may try on ``device``: ONNX Runtime runs on the CPU only, and
-    ``torch.compile`` only when asked for (its warm-up takes tens of seconds per model on a CPU)."""
-    backends = ("eager", "onnxruntime", "compile") if compile else ("eager", "onnxruntime")
+    """What ``optimize_for_inference`` may try on ``device``: ONNX Runtime and OpenVINO (where
+    installed) run on the CPU only, and ``torch.compile`` only when asked for (its warm-up takes
+    tens of seconds per model on a CPU)."""
+    import importlib.util
+
+    backends = ["eager", "onnxruntime"]
+    if importlib.util.find_spec("openvino") is not None:
+        backends.append("openvino")
+    if compile:
+        backends.append("compile")
     if device != "cpu":
-        backends = tuple(b for b in backends if b != "onnxruntime")
-    return backends
+        backends = [b for b in backends if b not in ("onnxruntime", "openvino")]
+    return tuple(backends)

@@ -19,6 +19,12 @@ page with the same chart in Plotly (hover for each point's figures, zoom), which
 script, plotly.min.js, is written beside it rather than inlined. ``cnnzoo explore`` shows the same
 figure (:func:`plotly_figure`).
 
+``x="latency"`` (``cnnzoo compare --x latency BENCH.json``) puts measured time on the x axis
+instead: milliseconds per image of each model in a ``cnnzoo bench --json`` report (its ``ours``
+variant by default), matched by model name; points the report does not time are left out. Operations
+are not time: the chart shows what a network's MAC count buys on the machine the report measured.
+The HTML chart stays on GMACs.
+
 Each panel scales its bubbles to its own largest network: a LeNet-5 next to a VGG on one scale would
 be invisible. The size legend of each panel gives its scale.
 """
@@ -34,8 +40,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["ChartPoint", "load_published", "load_points", "compare", "render_png", "render_html",
-           "plotly_figure", "format_points"]
+__all__ = ["ChartPoint", "load_published", "load_points", "load_latencies", "with_latency", "compare", "render_png",
+           "render_html", "plotly_figure", "format_points"]
+
+X_AXES = ("gmacs", "latency")
 
 PUBLISHED_FILE = "published_imagenet.csv"
 _LEAGUE_FILE = "leaderboard.json"
@@ -56,6 +64,10 @@ class ChartPoint:
     source: str
     input_size: list[int] | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    latency_ms: float | None = None  # per image, from a bench report (``--x latency``)
+
+    def x(self, axis: str) -> float:
+        return self.latency_ms if axis == "latency" else self.gmacs  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,6 +234,42 @@ def _disambiguate(points: list[ChartPoint]) -> None:
             p.label = f"{p.label} #{n}"
 
 
+def load_latencies(paths: Sequence[str | Path], variant: str = "ours") -> dict[str, dict[str, Any]]:
+    """{model: {latency_ms (per image), batch_size, source}} from ``cnnzoo bench --json`` reports:
+    each model's infer row of ``variant`` (later files win)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such bench report (write one with `cnnzoo bench ... --json`)")
+        text = path.read_text(encoding="utf-8").strip()
+        try:  # `cnnzoo bench --json > FILE` leaves the table above the JSON line
+            report = json.loads(text.splitlines()[-1] if text else "")
+        except json.JSONDecodeError:
+            report = _read_json(path)
+        rows = report.get("results") if isinstance(report, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: not a `cnnzoo bench --json` report (no \"results\" list)")
+        for r in rows:
+            if r.get("mode") == "infer" and r.get("variant") == variant:
+                model = str(r["model"]).removesuffix(".onnx")
+                out[model] = dict(latency_ms=r["latency_ms_p50"] / r["batch_size"], batch_size=r["batch_size"],
+                                  source=str(path))
+    if not out:
+        raise ValueError(f"{', '.join(map(str, paths))}: no infer rows of variant {variant!r}")
+    return out
+
+
+def with_latency(points: Sequence[ChartPoint], latencies: dict[str, dict[str, Any]]) -> list[ChartPoint]:
+    """The points whose model the bench reports timed, each with its latency."""
+    kept = []
+    for p in points:
+        if p.model in latencies:
+            p.latency_ms = latencies[p.model]["latency_ms"]
+            p.sources["latency"] = latencies[p.model]["source"]
+            kept.append(p)
+    return kept
+
+
 # --------------------------------------------------------------------------------------------------
 # Geometry of the PNG
 
@@ -238,11 +286,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return ticks
 
 
-def _limits(points: Sequence[ChartPoint]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Axis limits: at least a decade of GMACs (log), with room for the bubbles and the labels on
-    their right; top-1 padded by a tenth of its range (at least 3 points)."""
-    a = math.log10(min(p.gmacs for p in points))
-    b = math.log10(max(p.gmacs for p in points))
+def _limits(points: Sequence[ChartPoint], axis: str = "gmacs") -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits: at least a decade of GMACs or latency (log), with room for the bubbles and the
+    labels on their right; top-1 padded by a tenth of its range (at least 3 points)."""
+    a = math.log10(min(p.x(axis) for p in points))
+    b = math.log10(max(p.x(axis) for p in points))
     if b - a < 1:
         mid = (a + b) / 2
         a, b = mid - 0.5, mid + 0.5
@@ -320,8 +368,16 @@ def _panel_titles(ours: Sequence[ChartPoint]) -> tuple[str, str]:
 _AREA_MAX_PT2 = 1800.0  # marker area (points^2) of the largest network of a panel
 
 
-def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path: str | Path) -> Path:
-    """Both panels as one PNG (about 1300 x 560 pixels), written atomically."""
+def _x_label(axis: str, points: Sequence[ChartPoint]) -> str:
+    if axis == "gmacs":
+        return "GMACs per image (log scale)"
+    return "measured ms per image (log scale)"
+
+
+def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path: str | Path,
+               x: str = "gmacs", subtitle: str = "") -> Path:
+    """Both panels as one PNG (about 1300 x 560 pixels), written atomically; ``x``: "gmacs" or
+    "latency" (ms per image); ``subtitle``: a line under the figure (e.g. the machine)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -335,8 +391,10 @@ def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path
     rects = ((0.055, 0.11, 0.33, 0.8), (0.555, 0.11, 0.33, 0.8))
     colours = ("#1f77b4", "#d62728")
     for points, title, rect, colour in zip((ours, published), titles, rects, colours):
+        if not points:  # a panel the bench report timed none of
+            continue
         ax = fig.add_axes(rect)
-        (xl, xh), (yl, yh) = _limits(points)
+        (xl, xh), (yl, yh) = _limits(points, x)
         ax.set_xscale("log")
         ax.set_xlim(xl, xh)
         ax.set_ylim(yl, yh)
@@ -347,12 +405,12 @@ def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, color="#dddddd", linewidth=0.6)
         ax.set_axisbelow(True)
-        ax.set_xlabel("GMACs per image (log scale)")
+        ax.set_xlabel(_x_label(x, points))
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(title, fontsize=10.5)
         biggest = max(p.params for p in points)
         sizes = [_AREA_MAX_PT2 * p.params / biggest for p in points]
-        xs, ys = [p.gmacs for p in points], [p.top1 for p in points]
+        xs, ys = [p.x(x) for p in points], [p.top1 for p in points]
         ax.scatter(xs, ys, s=sizes, color=colour, alpha=0.35, edgecolors=colour, linewidths=0.8)
         ax.scatter(xs, ys, s=4, color=colour)  # the centre, visible however small the bubble
         # Labels, placed in display pixels (y up) beside each bubble.
@@ -375,6 +433,8 @@ def render_png(ours: Sequence[ChartPoint], published: Sequence[ChartPoint], path
         ax.legend(handles, [f"{_fmt_params(n)} params" for n in refs], title="bubble area", loc="upper left",
                   bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8, title_fontsize=8,
                   labelspacing=2.2, borderpad=1.2, handletextpad=1.5)
+    if subtitle:
+        fig.text(0.5, 0.01, subtitle, ha="center", va="bottom", fontsize=8, color="#555555")
     path = Path(path)
     _ensure_parent(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
@@ -484,35 +544,63 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def compare(sources: Sequence[str | Path], out_png: str | Path | None = None,
-            out_html: str | Path | None = None) -> dict[str, Any]:
-    """Read the runs and leagues in ``sources``, draw the chart(s) asked for.
+            out_html: str | Path | None = None, *, x: str = "gmacs", bench: Sequence[str | Path] = (),
+            bench_variant: str = "ours") -> dict[str, Any]:
+    """Read the runs and leagues in ``sources``, draw the chart(s) asked for; ``x="latency"``
+    takes the x axis from the ``bench`` reports' ``bench_variant`` rows (PNG only).
 
     Returns ``{"points": [...], "paths": {"png": ..., "html": ...}}``; each point is a
     :class:`ChartPoint` as a dict, ``panel`` "ours" or "published"."""
     if not sources:
         raise ValueError("no run or league folder given")
+    if x not in X_AXES:
+        raise ValueError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
+    if (x == "latency") != bool(bench):
+        raise ValueError("--x latency needs a bench report (cnnzoo compare RUN --x latency BENCH.json), "
+                         "and a bench report goes with --x latency only")
+    if x == "latency" and out_html is not None:
+        raise ValueError("the HTML chart is drawn against GMACs; with --x latency write the PNG (--out)")
     ours = load_points(sources)
     if not ours:
         raise ValueError(f"no runs found in {', '.join(map(str, sources))} (empty leaderboard?)")
     published = load_published()
+    subtitle = ""
+    if x == "latency":
+        latencies = load_latencies(bench, bench_variant)
+        ours, published = with_latency(ours, latencies), with_latency(published, latencies)
+        if not ours:
+            raise ValueError(f"the bench reports time none of the runs' models ({', '.join(sorted(latencies))} only); "
+                             "bench them: cnnzoo bench MODEL ... --json")
+        subtitle = _bench_subtitle(bench)
     paths: dict[str, str] = {}
     if out_png is not None:
-        paths["png"] = str(render_png(ours, published, out_png))
+        paths["png"] = str(render_png(ours, published, out_png, x=x, subtitle=subtitle))
     if out_html is not None:
         paths["html"] = str(render_html(ours, published, out_html))
     return {"points": [asdict(p) for p in (*ours, *published)], "paths": paths}
 
 
+def _bench_subtitle(bench: Sequence[str | Path]) -> str:
+    """Where and how the latencies were measured, from the first bench report."""
+    text = Path(bench[0]).read_text(encoding="utf-8").strip()
+    report = json.loads(text.splitlines()[-1])
+    load = report.get("load_avg_start")
+    return (f"latency: cnnzoo bench, {report.get('device_name', '?')}, {report.get('threads', '?')} threads, "
+            f"batch {report.get('batch_size', '?')}, torch {report.get('torch', '?')}; median of interleaved iterations"
+            + (f"; load average {load:.1f} on {report.get('cpu_count')} CPUs" if load is not None else ""))
+
+
 def format_points(points: Sequence[dict[str, Any]]) -> str:
     """The plotted points as a text table."""
-    cols = ["panel", "model", "dataset", "top-1 %", "GMACs", "params", "source"]
+    cols = ["panel", "model", "dataset", "top-1 %", "GMACs", "ms/img", "params", "source"]
     text = []
     for p in points:
         src = p["source"] if len(p["source"]) <= 60 else p["source"][:59] + "…"
-        text.append([p["panel"], p["label"], p["dataset"] or "-", f"{p['top1']:.2f}", _fmt_gmacs(p["gmacs"]),
+        ms = "-" if p.get("latency_ms") is None else f"{p['latency_ms']:.3g}"
+        text.append([p["panel"], p["label"], p["dataset"] or "-", f"{p['top1']:.2f}", _fmt_gmacs(p["gmacs"]), ms,
                      f"{p['params']:,}", src])
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    right = {3, 4, 5}
+    right = {3, 4, 5, 6}
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
     for t in text:
         lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w)

@@ -1,13 +1,13 @@
 """Inference-time forms of a model: batch norm folded into convolutions, channels_last,
-``torch.compile`` or ONNX Runtime, and ONNX files that carry cnnzoo's metadata.
+``torch.compile``, ONNX Runtime or OpenVINO, and ONNX files that carry cnnzoo's metadata.
 
 - ``fold_batchnorm``: every BatchNorm2d whose input is the untouched output of a Conv2d is folded
   into that convolution's weight and bias and replaced by ``nn.Identity``. Pairs are found by
   running the model once with hooks, not by module names: what counts is that the batch norm sees
   exactly the tensor the convolution produced (same tensor, no in-place change in between).
-- ``optimize_for_inference``: a folded, channels_last copy, run eagerly, through ``torch.compile``
-  or through ONNX Runtime, whichever is fastest on an example batch; its outputs are checked
-  against the eager model before it is returned.
+- ``optimize_for_inference``: a folded, channels_last copy, run eagerly, through ``torch.compile``,
+  ONNX Runtime or OpenVINO (fp32), whichever is fastest on an example batch; its outputs are
+  checked against the eager model before it is returned: it is lossless (int8 is ``cnnzoo.quantize``).
 - ``export_onnx``: an ONNX file checked with ONNX Runtime (same top-1, max |difference| <= 1e-4)
   before it is written; the file's ``metadata_props`` hold the model name, classes and
   preprocessing, so ``load_onnx_checkpoint`` can predict with it without cnnzoo's weights.
@@ -186,6 +186,38 @@ class OnnxRuntimeModule(nn.Module):
         return out[:n].to(x.device)
 
 
+class OpenVinoModule(nn.Module):
+    """An ONNX graph compiled by OpenVINO's CPU plugin behind a module interface (as
+    ``OnnxRuntimeModule``). ``precision``: "fp32" or "bf16" (OpenVINO's inference precision hint,
+    on CPUs with AVX512-BF16 or AMX); a QDQ int8 graph runs on int8 kernels either way.
+    Needs the optional extra: ``pip install 'cnnzoo[openvino]'``."""
+
+    def __init__(self, onnx_bytes: bytes, threads: int | None = None, precision: str = "fp32",
+                 pretrained_cfg: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ValueError("the openvino backend needs OpenVINO: pip install 'cnnzoo[openvino]'") from exc
+        hints = {"fp32": "f32", "bf16": "bf16"}
+        if precision not in hints:
+            raise ValueError(f"OpenVINO precision must be fp32 or bf16 (int8 comes from a quantized graph), got {precision!r}")
+        core = ov.Core()
+        model = core.read_model(onnx_bytes, b"")  # an ONNX graph with its weights inside
+        # One stream on the given threads, like the other backends: latency of one call, not throughput.
+        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "NUM_STREAMS": 1,
+                  "INFERENCE_PRECISION_HINT": hints[precision], "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        if pretrained_cfg is not None:
+            self.pretrained_cfg = pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x.detach().float().cpu().contiguous()
+        out = self.request.infer({0: xc.numpy()}, share_inputs=True)
+        return torch.from_numpy(out[self.compiled.output(0)].copy()).to(x.device)
+
+
 def _onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
     buf = io.BytesIO()
     dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -254,6 +286,9 @@ def _time_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, reps: int) ->
     return sorted(times)[len(times) // 2]
 
 
+INFERENCE_BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
+
+
 def optimize_for_inference(
     model: nn.Module,
     example_input: torch.Tensor | None = None,
@@ -268,13 +303,13 @@ def optimize_for_inference(
 
     ``backends``: ``"eager"`` (the folded model itself), ``"compile"`` (``torch.compile``; it needs
     a C++ compiler and warms up for tens of seconds on a CPU, so it is not tried by default) and
-    ``"onnxruntime"`` (CPU only). Every candidate's output is compared with the eager model's (on CUDA
+    ``"onnxruntime"`` (CPU only), ``"openvino"`` (CPU only, fp32; the optional extra). Every candidate's output is compared with the eager model's (on CUDA
     in full fp32, not TF32); one off by more than ``atol`` is dropped (a warning says why). The
     returned module keeps ``pretrained_cfg`` and carries ``inference_backend`` and ``inference_timings`` (seconds per call).
     """
-    unknown = set(backends) - {"eager", "compile", "onnxruntime"}
+    unknown = set(backends) - set(INFERENCE_BACKENDS)
     if unknown or not backends:
-        raise ValueError(f"unknown backends {sorted(unknown)}; choose from eager, compile, onnxruntime")
+        raise ValueError(f"unknown backends {sorted(unknown)}; choose from {', '.join(INFERENCE_BACKENDS)}")
     eager = model.eval()
     x = example_input if example_input is not None else _example_input(model, None, batch=8)
     candidates = _checked(_candidates(model, x, backends), eager, x, atol)
@@ -283,7 +318,7 @@ def optimize_for_inference(
         timings = {name: _time_call(call, x, reps) for name, (_, call) in candidates.items()}
     best = min(timings, key=timings.__getitem__) if timings else next(iter(candidates))
     module, _ = candidates[best]
-    result = _InferenceWrapper(module, channels_last=best != "onnxruntime")
+    result = _InferenceWrapper(module, channels_last=best in ("eager", "compile"))
     if hasattr(model, "pretrained_cfg"):
         result.pretrained_cfg = dict(model.pretrained_cfg)
     result.inference_backend = best
@@ -309,13 +344,14 @@ def _candidates(model: nn.Module, x: torch.Tensor, backends: Sequence[str]) -> C
     if "compile" in backends:
         compiled = torch.compile(folded)
         candidates["compile"] = (compiled, lambda t: compiled(t.contiguous(memory_format=torch.channels_last)))
-    if "onnxruntime" in backends and x.device.type == "cpu":
+    runtimes = {"onnxruntime": OnnxRuntimeModule, "openvino": OpenVinoModule}
+    for name in [b for b in runtimes if b in backends and x.device.type == "cpu"]:
         try:
-            ort_mod = OnnxRuntimeModule(_onnx_bytes(folded, x.contiguous(), DEFAULT_OPSET, dynamic_batch=True),
-                                        threads=torch.get_num_threads())
-            candidates["onnxruntime"] = (ort_mod, ort_mod)
-        except Exception as exc:  # an operator the exporter or runtime lacks: keep the others
-            warnings.warn(f"optimize_for_inference: ONNX Runtime not used ({type(exc).__name__}: {exc})", stacklevel=3)
+            graph = _onnx_bytes(folded, x.contiguous(), DEFAULT_OPSET, dynamic_batch=True)
+            module = runtimes[name](graph, threads=torch.get_num_threads())
+            candidates[name] = (module, module)
+        except Exception as exc:  # an operator the exporter or runtime lacks, no OpenVINO: keep the others
+            warnings.warn(f"optimize_for_inference: {name} not used ({type(exc).__name__}: {exc})", stacklevel=3)
     return candidates
 
 

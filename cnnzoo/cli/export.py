@@ -1,4 +1,5 @@
-"""``cnnzoo export``: a checkpoint or a registered model to ONNX, checked with ONNX Runtime."""
+"""``cnnzoo export``: a checkpoint or a registered model to ONNX, checked with ONNX Runtime;
+``cnnzoo quantize``: the same, as int8 ONNX."""
 from __future__ import annotations
 
 import argparse
@@ -33,3 +34,41 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_model_kwargs(s, help="arguments of the model's constructor (with --checkpoint: on top of those it records)")
     add_json(s)
     s.set_defaults(func=cmd_export)
+    add_quantize_parser(sub)
+
+
+def cmd_quantize(args: argparse.Namespace) -> Any:
+    from cnnzoo.quantize import format_report, quantize
+
+    keep = [] if args.keep_fp32 == "none" else [k.strip() for k in args.keep_fp32.split(",") if k.strip()]
+    report = quantize(args.out, checkpoint=args.checkpoint, model=args.model, pretrained=pretrained_arg(args),
+                      model_kwargs=model_kwargs(args), dataset=args.dataset, data_dir=args.data_dir,
+                      calib_images=args.calib_images, check_images=args.check_images, backend=args.backend,
+                      keep_fp32=keep, seed=args.seed)
+    print(format_report(report))
+    return report
+
+
+def add_quantize_parser(sub: argparse._SubParsersAction) -> None:
+    from cnnzoo.data import DATASETS
+    from cnnzoo.quantize import DEFAULT_KEEP_FP32, KEEP_FP32, QUANT_BACKENDS
+
+    s = sub.add_parser("quantize", help="post-training static int8 quantization to an ONNX file (QDQ, "
+                                        "per-channel weights, calibrated on the training split)")
+    add_model_source(s)
+    s.add_argument("--out", required=True, help="output file, e.g. model.int8.onnx")
+    s.add_argument("--calib-images", type=int, default=512, help="calibration images (default 512)")
+    s.add_argument("--check-images", type=int, default=256,
+                   help="test images on which the int8 top-1 is compared with fp32's (default 256)")
+    s.add_argument("--dataset", choices=DATASETS,
+                   help="calibration data (default: the checkpoint's; synthetic for a model built from a name)")
+    s.add_argument("--data-dir", help="dataset folder (default: the checkpoint's)")
+    s.add_argument("--backend", choices=QUANT_BACKENDS, default="onnxruntime",
+                   help="quantizer: ONNX Runtime's quantize_static (default) or NNCF (pip install 'cnnzoo[openvino]')")
+    s.add_argument("--keep-fp32", default=",".join(DEFAULT_KEEP_FP32), metavar="LAYERS",
+                   help=f"comma-separated layers left in fp32: {', '.join(KEEP_FP32)}, or none "
+                        f"(default: {','.join(DEFAULT_KEEP_FP32)})")
+    s.add_argument("--seed", type=int, default=0, help="which calibration images")
+    add_model_kwargs(s)
+    add_json(s)
+    s.set_defaults(func=cmd_quantize)

@@ -26,7 +26,9 @@ def cmd_league(args: argparse.Namespace) -> Any:
 def cmd_compare(args: argparse.Namespace) -> Any:
     from cnnzoo.compare import compare, format_points
 
-    result = compare(args.sources, out_png=args.out, out_html=args.html)
+    axis, *bench = args.x
+    result = compare(args.sources, out_png=args.out, out_html=args.html, x=axis, bench=bench,
+                     bench_variant=args.latency_variant)
     print(format_points(result["points"]))
     for kind, path in result["paths"].items():
         print(f"wrote {kind.upper()}: {path}")
@@ -79,6 +81,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="run folders (cnnzoo train) and/or league folders (cnnzoo league --out)")
     s.add_argument("--out", metavar="PNG", help="write the chart as a PNG")
     s.add_argument("--html", metavar="HTML", help="write the chart as one standalone HTML file (works offline)")
+    s.add_argument("--x", nargs="+", default=["gmacs"], metavar="gmacs | latency BENCH.json",
+                   help="x axis: GMACs per image (default), or measured ms per image from `cnnzoo bench --json` "
+                        "reports (PNG only; models the reports do not time are left out)")
+    s.add_argument("--latency-variant", default="ours", metavar="VARIANT",
+                   help="with --x latency: the bench variant whose time is plotted (default ours; e.g. "
+                        "onnxruntime-int8, reference)")
     add_json(s)
     s.set_defaults(func=cmd_compare)
 

@@ -1,0 +1,321 @@
+"""Post-training static int8 quantization: a network to an ONNX file that runs on integer kernels.
+
+``quantize`` exports the network with batch norm folded and the batch dimension free, calibrates
+the activations' ranges on images of its training split (or synthetic ones), and writes a QDQ
+ONNX file (QuantizeLinear/DequantizeLinear pairs around each quantized operator, which ONNX Runtime
+and OpenVINO fuse into int8 kernels): int8 weights with one scale per output channel, uint8
+activations with one scale per tensor (min/max over the calibration images).
+
+- ``backend="onnxruntime"``: ONNX Runtime's own ``quantize_static``.
+- ``backend="openvino"``: NNCF's ``quantize`` on the same ONNX graph (``pip install cnnzoo[openvino]``).
+
+Some layers stay fp32 (``keep_fp32``): by default the classifier, whose logits decide top-1 and
+whose cost is a fraction of a percent of a CNN's; ``"first"`` keeps the first convolution too (it
+sees the raw image, 1-3 channels, where one scale per tensor is coarsest). Operators without an
+int8 kernel (e.g. AlexNet's LRN) run in fp32 between a DequantizeLinear and a QuantizeLinear. The
+file's metadata lists every fp32 compute layer and why, so ``eval``, ``predict`` and ``bench`` read
+it like any exported .onnx file.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from cnnzoo.export import DEFAULT_OPSET, ONNX_META_KEY, _onnx_bytes, fold_batchnorm
+
+QUANT_BACKENDS = ("onnxruntime", "openvino")
+KEEP_FP32 = ("first", "classifier")
+DEFAULT_KEEP_FP32 = ("classifier",)
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Operators that only move or relabel values: run fp32 or int8, they cost nothing worth reporting.
+_LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Gather", "Identity",
+               "Constant", "ConstantOfShape", "Concat", "Slice", "QuantizeLinear", "DequantizeLinear", "Relu", "Clip"}
+# How many leading inputs carry activations (the rest: biases, pads, sizes, computed or constant).
+_DATA_INPUTS = {**{op: 2 for op in WEIGHT_OPS}, "Pad": 1, "Resize": 1, "Split": 1, "Expand": 1, "Tile": 1}
+_WHY = {"first": "kept fp32 (keep_fp32=first): the first convolution sees the raw image, where one "
+                 "activation scale per tensor is coarsest, and costs little",
+        "classifier": "kept fp32 (keep_fp32=classifier): its logits decide top-1, and it costs a fraction "
+                      "of a percent of the network's MACs"}
+
+
+_ACTIVATIONS = {"onnxruntime": "uint8, per tensor, min/max calibration",
+                "openvino": "8-bit, per tensor, NNCF's performance preset (min/max, fast bias correction)"}
+
+
+def _require(backend: str) -> None:
+    if backend == "onnxruntime":
+        return
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("--backend openvino needs OpenVINO and NNCF: pip install 'cnnzoo[openvino]' "
+                         f"(import failed: {exc})") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration images
+
+
+def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
+                       data_size: Sequence[int] | None = None, classes: list[str] | None = None,
+                       seed: int = 0) -> torch.Tensor:
+    """``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained: fitted to
+    the training images' size (``data_size``), then to the model's input, normalised. float (N, C, H, W)."""
+    from cnnzoo.data import Normalize, load_dataset, resize_to
+
+    if n < 1:
+        raise ValueError(f"--calib-images must be >= 1, got {n}")
+    c, h, w = cfg["input_size"]
+    ds = load_dataset(dataset, split, data_dir=data_dir, input_size=(c, h, w), num_classes=cfg["num_classes"],
+                      classes=classes if dataset == "imagefolder" else None, synthetic_size=n, seed=seed)
+    if ds.images.shape[1] != c:
+        raise ValueError(f"{dataset} has {ds.images.shape[1]} channels, the model takes {c}")
+    images = ds.subset(n, seed=seed).images
+    if data_size is not None:
+        images = resize_to(images, tuple(data_size[1:]))
+    return Normalize(cfg["mean"], cfg["std"])(resize_to(images, (h, w)))
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a tensor of images, in batches."""
+
+    def __init__(self, input_name: str, images: torch.Tensor, batch: int) -> None:
+        self._batches = [{input_name: b.contiguous().numpy()} for b in images.split(batch)]
+        self._i = 0
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._i == len(self._batches):
+            return None
+        self._i += 1
+        return self._batches[self._i - 1]
+
+    def rewind(self) -> None:
+        self._i = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The graph: which layers stay fp32
+
+
+def _weight_nodes(proto: Any) -> list[Any]:
+    """The nodes with weights (convolutions, fully connected layers), in graph (topological) order."""
+    inits = {t.name for t in proto.graph.initializer}
+    return [n for n in proto.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits]
+
+
+def excluded_nodes(proto: Any, keep_fp32: Sequence[str]) -> dict[str, str]:
+    """{node name: keep_fp32 keyword} of the nodes the policy keeps in fp32."""
+    unknown = set(keep_fp32) - set(KEEP_FP32)
+    if unknown:
+        raise ValueError(f"unknown keep_fp32 {sorted(unknown)}; choose from {', '.join(KEEP_FP32)} (or none)")
+    nodes = _weight_nodes(proto)
+    if not nodes:
+        return {}
+    out = {}
+    if "first" in keep_fp32:
+        out[nodes[0].name] = "first"
+    if "classifier" in keep_fp32:
+        out[nodes[-1].name] = "classifier"
+    return out
+
+
+def fp32_layers(quantized: Any, excluded: dict[str, str]) -> list[dict[str, str]]:
+    """The compute nodes of a QDQ graph that run in fp32 (an input not produced by a
+    DequantizeLinear), with the reason: the policy, or no int8 operator for them."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    int8_ops = set(QDQRegistry) | set(QLinearOpsRegistry)  # what quantize_static quantizes in QDQ form
+    producer = {o: n for n in quantized.graph.node for o in n.output}
+    out = []
+    for node in quantized.graph.node:
+        if node.op_type in _LAYOUT_OPS:
+            continue
+        # A weight layer's bias stays int32 or fp32 either way: its input and weight tell.
+        inputs = [i for i in node.input[:_DATA_INPUTS.get(node.op_type, len(node.input))] if i]
+        if inputs and all(i in producer and producer[i].op_type == "DequantizeLinear" for i in inputs):
+            continue
+        if node.name in excluded:
+            why = _WHY[excluded[node.name]]
+        elif node.op_type in int8_ops:
+            why = "its input comes from a layer kept in fp32"
+        else:
+            why = f"no int8 {node.op_type} in ONNX Runtime's quantizer: it runs in fp32 between Dequantize and Quantize"
+        out.append(dict(node=node.name, op=node.op_type, reason=why))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantization
+
+
+def fp32_onnx(model: torch.nn.Module, input_size: Sequence[int], opset: int = DEFAULT_OPSET) -> bytes:
+    """The network as fp32 ONNX with batch norm folded into the convolutions and a free batch dimension."""
+    folded = copy.deepcopy(model).eval()
+    fold_batchnorm(folded, tuple(input_size))
+    return _onnx_bytes(folded, torch.randn(2, *input_size), opset, dynamic_batch=True)
+
+
+def _quantize_ort(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], batch: int, tmp: Path) -> Any:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, pre, out = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
+    src.write_bytes(fp32)
+    # Shape inference and ONNX Runtime's lossless graph fusions first, as its quantizer expects.
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    quantize_static(str(pre), str(out), _Reader(name, images, batch), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(excluded))
+    return onnx.load(str(out))
+
+
+def _quantize_nncf(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], batch: int, tmp: Path) -> Any:
+    import nncf
+    import onnx
+
+    proto = onnx.load_from_string(fp32)
+    name = proto.graph.input[0].name
+    batches = [{name: b.contiguous().numpy()} for b in images.split(batch)]
+    ignored = nncf.IgnoredScope(names=list(excluded)) if excluded else None
+    data = nncf.Dataset(batches)
+    kwargs = dict(subset_size=len(batches), preset=nncf.QuantizationPreset.PERFORMANCE)
+    return nncf.quantize(proto, data, ignored_scope=ignored, **kwargs) if ignored else nncf.quantize(proto, data, **kwargs)
+
+
+def quantize_onnx(fp32: bytes, images: torch.Tensor, *, backend: str = "onnxruntime",
+                  keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, batch: int = 32) -> tuple[bytes, list[dict[str, str]]]:
+    """(QDQ int8 ONNX bytes, its fp32 compute layers) of an fp32 ONNX graph, calibrated on ``images``
+    (normalised float N, C, H, W)."""
+    import onnx
+
+    if backend not in QUANT_BACKENDS:
+        raise ValueError(f"unknown quantization backend {backend!r}; choose from {', '.join(QUANT_BACKENDS)}")
+    _require(backend)
+    excluded = excluded_nodes(onnx.load_from_string(fp32), keep_fp32)
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-quantize-") as tmp:
+        run = _quantize_ort if backend == "onnxruntime" else _quantize_nncf
+        proto = run(fp32, images, list(excluded), batch, Path(tmp))
+    return proto.SerializeToString(), fp32_layers(proto, excluded)
+
+
+def _agreement(fp32: bytes, int8: bytes, images: torch.Tensor) -> dict[str, float]:
+    """How closely the int8 graph follows the fp32 one on ``images``: top-1 agreement and the
+    largest logit difference relative to the largest fp32 logit."""
+    from cnnzoo.export import OnnxRuntimeModule
+
+    with torch.inference_mode():
+        want = OnnxRuntimeModule(fp32)(images)
+        got = OnnxRuntimeModule(int8)(images)
+    rel = ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
+    return dict(top1_agreement=(got.argmax(1) == want.argmax(1)).float().mean().item(), max_rel_logit_diff=rel)
+
+
+def _source(checkpoint: str | Path | None, model: str | None, pretrained: Any,
+            model_kwargs: dict[str, Any] | None) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """(fp32 ONNX bytes, metadata, pretrained_cfg) of the network to quantize."""
+    if checkpoint is not None and Path(checkpoint).suffix == ".onnx":
+        from cnnzoo.export import load_onnx_checkpoint
+
+        predictor, meta = load_onnx_checkpoint(checkpoint)
+        if meta.get("quantization"):
+            raise ValueError(f"{checkpoint} is already quantized ({meta['quantization'].get('backend')}); "
+                             "quantize the checkpoint it came from")
+        return Path(checkpoint).read_bytes(), meta, dict(predictor.pretrained_cfg)
+    from cnnzoo.predict import load_model
+
+    net, meta = load_model(checkpoint, model, pretrained=pretrained, model_kwargs=model_kwargs)
+    cfg = dict(net.pretrained_cfg)
+    meta = dict(meta, model=meta.get("model", cfg["architecture"]), mean=list(cfg["mean"]), std=list(cfg["std"]),
+                num_classes=cfg["num_classes"])
+    if checkpoint is None and not pretrained:
+        meta["weights"] = "random"
+    return fp32_onnx(net, cfg["input_size"]), meta, cfg
+
+
+def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: str | None = None,
+             pretrained: bool | str | None = None, model_kwargs: dict[str, Any] | None = None,
+             dataset: str | None = None, data_dir: str | None = None, calib_images: int = 512,
+             check_images: int = 256, backend: str = "onnxruntime",
+             keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, seed: int = 0) -> dict[str, Any]:
+    """Quantize a checkpoint (run folder, weights, .cnnz or fp32 .onnx file) or a registered model
+    to a QDQ int8 ONNX file at ``out``; returns the report also stored in its metadata.
+
+    Calibration uses ``calib_images`` of the training split of ``dataset`` (default: the
+    checkpoint's own; ``"synthetic"`` for random weights); ``check_images`` of the test split
+    measure how often the int8 file's top-1 agrees with the fp32 network's."""
+    import onnx
+
+    from cnnzoo.checkpoint import atomic_write
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"--out {out}: the int8 network is an ONNX file; name it *.onnx")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+    if backend not in QUANT_BACKENDS:
+        raise ValueError(f"unknown quantization backend {backend!r}; choose from {', '.join(QUANT_BACKENDS)}")
+    _require(backend)
+    fp32, meta, cfg = _source(checkpoint, model, pretrained, model_kwargs)
+    dataset = dataset or meta.get("dataset")
+    if dataset is None:
+        raise ValueError("no calibration data: pass --dataset NAME (the training split is used), or "
+                         "--dataset synthetic for a network with random weights")
+    data_dir = data_dir or meta.get("data_dir")
+    kw = dict(data_dir=data_dir, data_size=meta.get("data_size"), classes=meta.get("classes"), seed=seed)
+    calib = calibration_images(dataset, "train", calib_images, cfg, **kw)
+    int8, fp32_nodes = quantize_onnx(fp32, calib, backend=backend, keep_fp32=keep_fp32)
+    check = _agreement(fp32, int8, calibration_images(dataset, "test", check_images, cfg, **kw))
+    report = dict(backend=backend, format="QDQ", weights="int8, per output channel, symmetric",
+                  activations=_ACTIVATIONS[backend], calibration_dataset=dataset,
+                  calibration_split="train", calibration_images=len(calib), keep_fp32=list(keep_fp32),
+                  fp32_layers=fp32_nodes, check_images=check_images, **check,
+                  source=str(checkpoint) if checkpoint else f"{model} ({meta.get('weights', 'pretrained')})",
+                  fp32_bytes=len(fp32), source_bytes=_size(checkpoint))
+    meta = dict(meta, input_size=list(cfg["input_size"]), opset=DEFAULT_OPSET, dynamic_batch=True,
+                quantization=report)
+    proto = onnx.load_from_string(int8)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, default=str)
+    data = proto.SerializeToString()
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    return dict(report, path=str(out), model=meta["model"], bytes=len(data),
+                seconds=round(time.perf_counter() - t0, 2))
+
+
+def _size(checkpoint: str | Path | None) -> int | None:
+    """Bytes of a checkpoint file (a run folder's weights file), None without one."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        return files[0].stat().st_size if files else None
+    return path.stat().st_size if path.is_file() else None
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable result of ``quantize``."""
+    lines = [f"quantized {report['model']} to {report['path']} ({report['bytes'] / 1e6:.2f} MB int8, fp32 graph "
+             f"{report['fp32_bytes'] / 1e6:.2f} MB) with {report['backend']} in {report['seconds']:.1f} s",
+             f"  calibration: {report['calibration_images']} images of {report['calibration_dataset']} "
+             f"({report['calibration_split']}); {report['weights']} weights, {report['activations']}",
+             f"  against fp32 on {report['check_images']} test images: top-1 agreement "
+             f"{100 * report['top1_agreement']:.1f}%, max |logit difference| {100 * report['max_rel_logit_diff']:.1f}% "
+             f"of the largest logit"]
+    if report["fp32_layers"]:
+        lines.append("  layers in fp32:")
+        lines += [f"    {d['node']} ({d['op']}): {d['reason']}" for d in report["fp32_layers"]]
+    else:
+        lines.append("  every compute layer runs in int8")
+    return "\n".join(lines)
