@@ -174,10 +174,13 @@ def fetch(w: PublishedWeights) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 def _offline_error(w: PublishedWeights, url: str, exc: BaseException) -> OSError:
-    return OSError(f"could not download the {w.name} weights from {url} ({type(exc).__name__}: {exc}). "
-                   f"Offline? Put the file {w.file} (from {w.url}) into {cache_folder(w)}/"
-                   + (" as huggingface_hub lays out its cache (or set HF_ENDPOINT to a mirror)" if w.hf_hub_id
-                      else f" (or set {MIRROR_ENV} to a mirror holding it)"))
+    if w.hf_hub_id:  # the hub's cache is a tree of snapshots and blobs: let its own tool fill it
+        where = (f"On a machine with internet, `huggingface-cli download {w.hf_hub_id} {w.file}` fills the cache; "
+                 f"copy {cache_folder(w)} here (or set HF_ENDPOINT to a mirror)")
+    else:
+        where = f"Put the file {w.file} (from {w.url}) into {cache_folder(w)}/ (or set {MIRROR_ENV} to a mirror holding it)"
+    return OSError(f"could not download the {w.name} weights from {url} ({type(exc).__name__}: {exc}). Offline? "
+                   f"{where}, or pass the downloaded file with --weights PATH")
 
 
 def _fetch_torchvision(w: PublishedWeights) -> tuple[dict[str, torch.Tensor], Path]:

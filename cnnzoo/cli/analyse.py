@@ -8,6 +8,13 @@ from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_m
                                pretrained_arg)
 
 
+def print_columns(cols: list[str], rows: list[list[str]]) -> None:
+    """A header and rows of text, each column as wide as its widest cell."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    for line in [cols, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+
+
 def cmd_models(args: argparse.Namespace) -> Any:
     from cnnzoo.registry import model_table
 
@@ -18,10 +25,7 @@ def cmd_models(args: argparse.Namespace) -> Any:
     text = [[str(r["name"]), r["family"], str(r["year"]), f"{r['params']:,}",
              "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", "x".join(map(str, r["input_size"])),
              r["verified_against"]] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for t in text:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print_columns(cols, text)
     return rows
 
 
@@ -34,10 +38,7 @@ def cmd_weights(args: argparse.Namespace) -> Any:
     cols = ["model", "tag", "source", "size_mb", "top1", "cached", "path"]
     text = [[r["model"], r["tag"], r["source"], "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}",
              "-" if r["top1"] is None else f"{r['top1']:.2f}", "yes" if r["cached"] else "no", r["path"]] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for t in text:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print_columns(cols, text)
     return rows
 
 
