@@ -53,6 +53,10 @@ class ImageDataset:
             return self
         return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
 
+    def sample_images(self, n: int, seed: int) -> torch.Tensor:
+        """The uint8 images of a seeded random sample of ``n`` (all if n >= len)."""
+        return self.images[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]]
+
     def take(self, indices: torch.Tensor) -> "ImageDataset":
         return ImageDataset(self.images[indices], self.labels[indices], self.classes, self.name, self.skipped)
 

@@ -640,12 +640,7 @@ def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.dev
     if initial is not None:
         initial.load_into(net, data.train_ds.classes)
     elif hasattr(net, "init_from_data"):  # layers set from the data (a whitened stem): a fixed sample
-        train_ds = data.train_ds
-        if isinstance(train_ds, StreamSource):
-            images = train_ds.sample_images(5000, cfg.seed)
-        else:
-            images = train_ds.images[torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed))[:5000]]
-        net.init_from_data(data.normalize(images))
+        net.init_from_data(data.normalize(data.train_ds.sample_images(5000, cfg.seed)))
     if cfg.freeze_backbone:
         freeze_backbone(net)
     meta = model_meta(net, classes=data.train_ds.classes, dataset=cfg.dataset, data_dir=cfg.data_dir,
