@@ -28,3 +28,15 @@ def fmnist_small(tmp_path_factory, fmnist_dir):
         write_idx(out / f"{prefix}-images-idx3-ubyte.gz", ds.images[:, 0])
         write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", ds.labels.to(torch.uint8))
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_lenet5_run(tmp_path_factory):
+    """A run folder of LeNet-5 trained one epoch on the synthetic set (learnable: a class is a
+    band's height); read-only, shared by the tests that compress or quantize a run."""
+    from cnnzoo.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("synthetic-lenet5-run")
+    train(TrainConfig(model="lenet5", dataset="synthetic", epochs=1, batch_size=64, lr=3e-3, out=str(out),
+                      train_subset=1024, channels_last=False), progress=False)
+    return out

@@ -374,20 +374,10 @@ def test_hostile_headers_give_clear_errors(tmp_path):
 # End to end
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from cnnzoo.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("run")
-    train(TrainConfig(model="lenet5", dataset="synthetic", epochs=1, batch_size=64, lr=3e-3, out=str(out),
-                      train_subset=1024, channels_last=False), progress=False)
-    return out
-
-
 @pytest.mark.slow
-def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
+def test_compress_pipeline_end_to_end(synthetic_lenet5_run, tmp_path, capsys):
     out = tmp_path / "m.cnnz"
-    args = build_parser().parse_args(["compress", "--checkpoint", str(tiny_run), "--out", str(out), "--sparsity",
+    args = build_parser().parse_args(["compress", "--checkpoint", str(synthetic_lenet5_run), "--out", str(out), "--sparsity",
                               "c5=0.9,f6=0.9,conv=0.5", "--bits", "conv=4,fc=3", "--prune-iters", "2",
                               "--prune-epochs", "0.25", "--final-epochs", "0.25", "--quant-epochs", "0.25", "--train-subset", "512", "--json"])
     assert run_command(args) == 0
@@ -406,7 +396,7 @@ def test_compress_pipeline_end_to_end(tiny_run, tmp_path, capsys):
     w = model.c5.weight.detach()
     assert (w != 0).float().mean().item() <= 0.1 + 1e-3 and len(torch.unique(w)) <= 2 ** 4 + 1
     with pytest.raises(ValueError, match="no prunable layer named 'c9'"):
-        compress(tiny_run, tmp_path / "x.cnnz", sparsity="c9=0.5")
+        compress(synthetic_lenet5_run, tmp_path / "x.cnnz", sparsity="c9=0.5")
 
 
 def test_compress_config_fills_only_what_was_not_given_from_the_model_defaults():

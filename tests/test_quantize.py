@@ -20,30 +20,19 @@ def cli(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """LeNet-5 trained for one epoch on the synthetic set (learnable: a class is a band's height)."""
-    from cnnzoo.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("run")
-    train(TrainConfig(model="lenet5", dataset="synthetic", epochs=1, batch_size=64, lr=3e-3, out=str(out),
-                      train_subset=1024, channels_last=False), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def int8_file(trained_run, tmp_path_factory):
+def int8_file(synthetic_lenet5_run, tmp_path_factory):
     from cnnzoo.quantize import quantize
 
     out = tmp_path_factory.mktemp("q") / "lenet5.int8.onnx"
-    report = quantize(out, checkpoint=trained_run, calib_images=128, check_images=256)
+    report = quantize(out, checkpoint=synthetic_lenet5_run, calib_images=128, check_images=256)
     return out, report
 
 
-def test_quantized_run_keeps_its_top1_and_says_which_layers_stay_fp32(trained_run, int8_file):
+def test_quantized_run_keeps_its_top1_and_says_which_layers_stay_fp32(synthetic_lenet5_run, int8_file):
     from cnnzoo.predict import evaluate_checkpoint
 
     path, report = int8_file
-    fp32 = evaluate_checkpoint(trained_run)
+    fp32 = evaluate_checkpoint(synthetic_lenet5_run)
     int8 = evaluate_checkpoint(path)  # the checkpoint's own dataset, read from the file's metadata
     assert fp32["top1"] > 0.5, "the synthetic classes are learnable in one epoch"
     assert abs(int8["top1"] - fp32["top1"]) <= 0.01
@@ -114,13 +103,13 @@ def test_mobilenet_v2_cifar_quantizes_with_a_dynamic_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_compressed_checkpoint_quantizes_from_its_decompressed_weights(trained_run, tmp_path, capsys):
+def test_compressed_checkpoint_quantizes_from_its_decompressed_weights(synthetic_lenet5_run, tmp_path, capsys):
     from cnnzoo.compress import load_compressed_checkpoint
     from cnnzoo.compress.pipeline import compress
     from cnnzoo.predict import evaluate_checkpoint
 
     cnnz = tmp_path / "m.cnnz"
-    compress(trained_run, cnnz, progress=False, sparsity="c5=0.5", bits="conv=5,fc=5", prune_iters=1,
+    compress(synthetic_lenet5_run, cnnz, progress=False, sparsity="c5=0.5", bits="conv=5,fc=5", prune_iters=1,
              prune_epochs=0.05, final_epochs=0.05, quant_epochs=0.05, train_subset=256)
     out = tmp_path / "m.int8.onnx"
     code, text, err = cli(["quantize", "--checkpoint", str(cnnz), "--out", str(out), "--calib-images", "64", "--json"],
