@@ -66,8 +66,10 @@ def main() -> None:
     p.add_argument("--generate", type=int, default=10000, help="training images to generate when root has none")
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps; 0: one whole epoch")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--loader", default="stream", choices=("stream", "memory", "auto"))
+    p.add_argument("--eval-batch-size", type=int, help="default: the trainer's (the training batch size)")
+    p.add_argument("--trace", help="write the timeline here: seconds, then each process's PSS in MiB")
     args = p.parse_args()
     root = Path(args.root)
     if not (root / "train").is_dir():
@@ -76,16 +78,20 @@ def main() -> None:
     cmd = [sys.executable, "-m", "cnnzoo", "train", "--model", "mobilenet_v1", "--dataset", "imagefolder",
            "--data-dir", str(root), "--input-size", "3", "224", "224", "--data-loader", args.loader,
            "--workers", str(args.workers), "--epochs", "1", "--batch-size", str(args.batch_size),
-           "--eval-batch-size", "64", "--out", str(out), "--no-progress", "--json"]
+           "--out", str(out), "--no-progress", "--json"]
+    if args.eval_batch_size:
+        cmd += ["--eval-batch-size", str(args.eval_batch_size)]
     if args.steps:
         cmd += ["--checkpoint-every", str(args.steps)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = peak_procs = 0
     stopped_at = None
+    timeline = []
     while proc.poll() is None:
         pids = tree(proc.pid)
         usage = [memory_kib(pid) for pid in pids]
+        timeline.append((time.perf_counter() - start, [u[1] // 1024 for u in usage]))
         peak_rss = max(peak_rss, sum(u[0] for u in usage))
         peak_pss = max(peak_pss, sum(u[1] for u in usage))
         peak_procs = max(peak_procs, len(pids))
@@ -94,6 +100,8 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
         time.sleep(0.25)
     stdout = proc.stdout.read()
+    if args.trace:
+        Path(args.trace).write_text("".join(f"{t:.2f} " + " ".join(map(str, pss)) + "\n" for t, pss in timeline))
     result = dict(images=sum(1 for _ in (root / "train").rglob("*.jpg")), loader=args.loader, workers=args.workers,
                   batch_size=args.batch_size, steps=args.steps or "epoch", exit_code=proc.returncode,
                   peak_rss_gib=round(peak_rss / 2**20, 3), peak_pss_gib=round(peak_pss / 2**20, 3),

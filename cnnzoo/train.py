@@ -125,7 +125,8 @@ class TrainConfig:
     flip: bool = _opt(False, "random horizontal flips")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
     # bookkeeping
-    eval_batch_size: int = _opt(1024, "images per evaluation batch")
+    eval_batch_size: int | None = _opt(None, "images per evaluation batch; None: 1024 for data held in memory, "
+                                             "the training batch size for images decoded per batch")
     seed: int = _opt(0, "seed of weights, data order, subsets and augmentation")
     threads: int | None = _opt(None, "torch intra-op CPU threads; None: all cores")
     device: str = _opt("cpu", "cpu | cuda | cuda:N")
@@ -411,6 +412,10 @@ class RunData:
 
     def __post_init__(self) -> None:
         self.normalize = Normalize(self.mean, self.std)
+
+    def eval_batch_size(self, cfg: TrainConfig) -> int:
+        # streamed images are photo-sized: a batch of 1024 at 224x224 alone would take 0.6 GB
+        return cfg.eval_batch_size or (cfg.batch_size if isinstance(self.test_ds, StreamSource) else 1024)
 
 
 @dataclass
@@ -754,7 +759,7 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
     run.train_seconds += totals.seconds
     loss_total, correct_total, seen_total = dist_util.all_reduce_sum(
         world, [totals.loss_sum, totals.correct, totals.images], run.device)
-    run.test = test = evaluate(run.net, data.test_ds, data.normalize, cfg.eval_batch_size, run.device, world,
+    run.test = test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, world,
                                cfg.tta_flip)
     row = dict(epoch=epoch + 1, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
                test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
@@ -798,7 +803,7 @@ def finish(run: Run) -> dict[str, Any]:
     """The run's summary (summary.json), from the last evaluation."""
     cfg, data = run.cfg, run.data
     if math.isnan(run.test["top1"]):  # resumed a finished run: report its final weights
-        run.test = evaluate(run.net, data.test_ds, data.normalize, cfg.eval_batch_size, run.device, run.world,
+        run.test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, run.world,
                             cfg.tta_flip)
     test = run.test
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],

@@ -65,13 +65,14 @@ def create(*a, **k):
     model.register_forward_hook(hook)
     return model
 T.create_model = create
-try:
-    if sys.argv[1] == "resume":
-        T.resume_training(sys.argv[2], progress=False)
-    else:
-        T.train(T.TrainConfig.from_dict(json.loads(sys.argv[1])), progress=False)
-except T.TrainingInterrupted:
-    sys.exit(130)
+if __name__ == "__main__":  # streaming workers import this script afresh
+    try:
+        if sys.argv[1] == "resume":
+            T.resume_training(sys.argv[2], progress=False)
+        else:
+            T.train(T.TrainConfig.from_dict(json.loads(sys.argv[1])), progress=False)
+    except T.TrainingInterrupted:
+        sys.exit(130)
 """
 
 

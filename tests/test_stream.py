@@ -1,5 +1,6 @@
 """The streaming image-folder loader and WebDataset shards (cnnzoo.stream, cnnzoo.shards)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,35 @@ def test_bad_file_is_named_through_the_workers_or_skipped_and_reported(folder, t
     assert summary["skipped_images"] == [str(bad)] and "zz_corrupt.jpg" in capsys.readouterr().err
     with pytest.raises(ValueError, match="x.bin: cannot decode image"):
         decode_bytes(b"not an image at all", "x.bin", 3)
+
+
+def test_workers_start_apart_from_the_trainer_and_an_unguarded_script_is_told_why(folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # forked from the trainer, a worker would be its child and share (then copy) its heap
+    ds = folder_datasets(folder, _tf(), workers=1)[0]
+    parents = {int(y) for _, y, _ in _ParentPid(ds).load([[(0, 0)], [(0, 1)]])}
+    assert os.getpid() not in parents
+    script = tmp_path / "unguarded.py"
+    script.write_text("from cnnzoo.train import TrainConfig, train\n"
+                      f"train(TrainConfig(model='lenet5', dataset='imagefolder', data_dir={str(folder)!r}, "
+                      f"input_size=(1, 32, 32), data_loader='stream', workers=1, out={str(tmp_path / 'run')!r}))\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert p.returncode != 0 and f"{script} trains when it is imported" in p.stderr, p.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in p.stderr
+
+
+class _ParentPid(StreamDataset):
+    def __init__(self, ds):
+        super().__init__(**{f: getattr(ds, f) for f in ds.__dataclass_fields__})
+
+    def __getitem__(self, key):
+        import os
+
+        return torch.zeros(1, dtype=torch.uint8), os.getppid(), None
 
 
 def test_val_split_is_stratified_seeded_and_disjoint(folder):
