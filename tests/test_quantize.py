@@ -28,18 +28,17 @@ def int8_file(synthetic_lenet5_run, tmp_path_factory):
     return out, report
 
 
-def test_quantized_run_keeps_its_top1_and_says_which_layers_stay_fp32(synthetic_lenet5_run, int8_file):
+def test_quantized_run_keeps_its_top1_with_every_layer_int8_by_default(synthetic_lenet5_run, int8_file):
     from cnnzoo.predict import evaluate_checkpoint
 
     path, report = int8_file
     fp32 = evaluate_checkpoint(synthetic_lenet5_run)
     int8 = evaluate_checkpoint(path)  # the checkpoint's own dataset, read from the file's metadata
     assert fp32["top1"] > 0.5, "the synthetic classes are learnable in one epoch"
-    assert abs(int8["top1"] - fp32["top1"]) <= 0.01
+    assert abs(int8["top1"] - fp32["top1"]) <= 0.02  # 5 of the 256 test images, on a one-epoch net
     assert report["calibration_dataset"] == "synthetic" and report["calibration_images"] == 128
     assert report["top1_agreement"] >= 0.97
-    assert [(d["node"], d["op"]) for d in report["fp32_layers"]] == [("/output/Gemm", "Gemm")]
-    assert "classifier" in report["fp32_layers"][0]["reason"]
+    assert report["keep_fp32"] == [] and report["fp32_layers"] == []  # every layer int8 by default
     assert report["bytes"] == path.stat().st_size < report["fp32_bytes"] / 2
 
 
@@ -86,7 +85,7 @@ def test_keep_fp32_first_and_classifier_and_none(tmp_path):
     both = quantize(tmp_path / "a.onnx", keep_fp32=("first", "classifier"), **kw)
     weight_layers = [(d["node"], d["op"]) for d in both["fp32_layers"] if d["op"] in ("Conv", "Gemm")]
     assert weight_layers == [("/conv1/Conv", "Conv"), ("/fc/Gemm", "Gemm")]
-    assert "first convolution" in both["fp32_layers"][0]["reason"]
+    assert "first convolution" in both["fp32_layers"][0]["reason"] and "logits" in both["fp32_layers"][-1]["reason"]
     none = quantize(tmp_path / "b.onnx", keep_fp32=(), **kw)
     assert none["fp32_layers"] == [] and none["top1_agreement"] >= 0.9
 

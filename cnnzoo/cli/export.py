@@ -65,9 +65,9 @@ def add_quantize_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data-dir", help="dataset folder (default: the checkpoint's)")
     s.add_argument("--backend", choices=QUANT_BACKENDS, default="onnxruntime",
                    help="quantizer: ONNX Runtime's quantize_static (default) or NNCF (pip install 'cnnzoo[openvino]')")
-    s.add_argument("--keep-fp32", default=",".join(DEFAULT_KEEP_FP32), metavar="LAYERS",
+    s.add_argument("--keep-fp32", default=",".join(DEFAULT_KEEP_FP32) or "none", metavar="LAYERS",
                    help=f"comma-separated layers left in fp32: {', '.join(KEEP_FP32)}, or none "
-                        f"(default: {','.join(DEFAULT_KEEP_FP32)})")
+                        f"(default: {','.join(DEFAULT_KEEP_FP32) or 'none'})")
     s.add_argument("--seed", type=int, default=0, help="which calibration images")
     add_model_kwargs(s)
     add_json(s)
