@@ -3,13 +3,17 @@
     .venv/bin/python benchmarks/int8.py speed [--out DIR] [--models resnet50 mobilenet_v2] [--batches 1 32]
                                               [--backend torch onnxruntime] [--precision fp32 bf16 int8]
     .venv/bin/python benchmarks/int8.py accuracy [--out DIR] [--models lenet5 resnet20 mobilenet_v2_cifar]
+    .venv/bin/python benchmarks/int8.py compressed [--out DIR] [--models lenet5]
 
 ``speed``: one ``cnnzoo bench --reference --backend torch onnxruntime --precision fp32 bf16 int8``
 run per batch size (every variant interleaved with torchvision's eager fp32 model and with the
 peer, torchvision's model quantized plainly by ONNX Runtime); random weights.
 ``accuracy``: trains each model on Fashion-MNIST (``TRAIN_ARGS``), quantizes
 the run with ``cnnzoo quantize`` (512 training images) and evaluates both on the test split.
-Both print the table: model, backend, precision, batch, img/s, ratio to reference, share of peak, top-1.
+``compressed``: Deep Compression then int8: the trained run, its ``cnnzoo compress`` file (.cnnz) and
+that file quantized (``cnnzoo quantize --checkpoint X.cnnz``): size, test top-1, and img/s of the
+fp32 model and the int8 file timed in one ``cnnzoo bench`` run at batch 1 and 32.
+Each prints the table: model, backend, precision, batch, img/s, ratio to reference, share of peak, top-1.
 """
 from __future__ import annotations
 
@@ -76,10 +80,7 @@ def speed(out: Path, models: list[str], batches: list[int], iters: int, warmup: 
 def accuracy(out: Path, models: list[str]) -> list[dict]:
     rows = []
     for model in models:
-        run = out / f"{model}-fmnist"
-        if not (run / "summary.json").is_file():
-            run_json(["train", "--model", model, *TRAIN_ARGS.get(model, ["--recipe", "fast", "--epochs", "3"]),
-                      "--out", str(run), "--no-progress"])
+        run = _trained(out, model)
         int8 = out / f"{model}.int8.onnx"
         q = run_json(["quantize", "--checkpoint", str(run), "--out", str(int8)])
         for precision, ckpt in (("fp32", run), ("int8", int8)):
@@ -90,9 +91,40 @@ def accuracy(out: Path, models: list[str]) -> list[dict]:
     return rows
 
 
+def _trained(out: Path, model: str) -> Path:
+    run = out / f"{model}-fmnist"
+    if not (run / "summary.json").is_file():
+        run_json(["train", "--model", model, *TRAIN_ARGS.get(model, ["--recipe", "fast", "--epochs", "3"]),
+                  "--out", str(run), "--no-progress"])
+    return run
+
+
+def compressed(out: Path, models: list[str], batches: list[int]) -> list[dict]:
+    rows = []
+    for model in models:
+        run = _trained(out, model)
+        cnnz, int8 = out / f"{model}.cnnz", out / f"{model}.cnnz.int8.onnx"
+        if not cnnz.is_file():
+            run_json(["compress", "--checkpoint", str(run), "--out", str(cnnz), "--no-progress"])
+        run_json(["quantize", "--checkpoint", str(cnnz), "--out", str(int8)])
+        files = {"fp32": run / "last.safetensors", "fp32 .cnnz": cnnz, "int8 from .cnnz": int8}
+        top1 = {k: run_json(["eval", "--checkpoint", str(f)])["top1"] for k, f in files.items()}
+        speed = {}
+        for batch in batches:
+            report = run_json(["bench", model, str(int8), "--mode", "infer", "--batch-size", str(batch)])
+            speed[batch] = [r["images_per_s"] for r in report["results"]]  # [fp32 eager, int8 file]
+        for k, f in files.items():
+            ips = {b: (v[1] if k.startswith("int8") else v[0]) for b, v in speed.items()}
+            rows.append({"model": model, "backend": "onnxruntime" if k.startswith("int8") else "torch eager",
+                         "precision": k, "batch": " / ".join(map(str, batches)),
+                         "img/s": " / ".join(f"{ips[b]:.0f}" for b in batches) if k != "fp32 .cnnz" else "-",
+                         "top-1": f"{100 * top1[k]:.2f}", "size MB": f"{f.stat().st_size / 1e6:.3f}"})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["speed", "accuracy"])
+    p.add_argument("part", choices=["speed", "accuracy", "compressed"])
     p.add_argument("--out", default="runs/int8", help="folder for the runs, files and JSON reports")
     p.add_argument("--models", nargs="+")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
@@ -106,8 +138,10 @@ def main() -> None:
     if args.part == "speed":
         rows = speed(out, args.models or ["resnet50", "mobilenet_v2"], args.batches, args.iters, args.warmup, args.backend,
                      args.precision)
-    else:
+    elif args.part == "accuracy":
         rows = accuracy(out, args.models or ["lenet5", "resnet20", "mobilenet_v2_cifar"])
+    else:
+        rows = compressed(out, args.models or ["lenet5"], args.batches)
     text = table(rows)
     (out / f"{args.part}.md").write_text(text + "\n")
     print(text)
