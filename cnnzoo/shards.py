@@ -31,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnzoo.data import list_imagefolder
-from cnnzoo.stream import (SampleTransform, StreamSource, collate, report_skipped, sample_seed, transform_sample)
+from cnnzoo.stream import (SampleTransform, StreamSource, collate, report_skipped, sample_seed, transform_sample,
+                           worker_options)
 
 SHUFFLE_BUFFER = 500  # encoded samples per worker (~50 MB of JPEGs)
 META = "meta.json"
@@ -190,8 +191,8 @@ class ShardDataset(StreamSource):
 
     def _loader(self, dataset: IterableDataset, shards: int, pin_memory: bool) -> DataLoader:
         workers = min(self.workers, shards)
-        return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                          generator=torch.Generator(), prefetch_factor=2 if workers else None)
+        return DataLoader(dataset, batch_size=None, pin_memory=pin_memory, generator=torch.Generator(),
+                          **worker_options(workers))
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, first_step: int, rank: int, world_size: int,
                       pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:

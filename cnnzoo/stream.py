@@ -23,7 +23,7 @@ import random
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -338,34 +338,36 @@ class StreamDataset(Dataset, StreamSource):
              pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         """(uint8 images, labels, bad files skipped) for each list of keys, read by ``workers``
         processes (0: in this one). A worker's error reaches this process as the exception it raised."""
-        if self.workers and getattr(mp.current_process(), "_inheriting", False):
-            raise RuntimeError(f"{getattr(sys.modules.get('__mp_main__'), '__file__', 'the main script')} trains when it is "
-                               "imported, and loader workers start in a fresh process that imports it: put the "
-                               "training call under `if __name__ == \"__main__\":` (or use --workers 0)")
-        loader = DataLoader(self, batch_sampler=batches, num_workers=self.workers, collate_fn=collate,
-                            pin_memory=pin_memory, generator=torch.Generator(),  # not the global RNG: resumes see the same stream
-                            prefetch_factor=2 if self.workers else None,
-                            multiprocessing_context=_worker_context() if self.workers else None,
-                            worker_init_fn=_worker_init)
+        loader = DataLoader(self, batch_sampler=batches, collate_fn=collate, pin_memory=pin_memory,
+                            generator=torch.Generator(),  # not the global RNG: resumes see the same stream
+                            **worker_options(self.workers))
         for x, y, bad in loader:
             if bad:
                 report_skipped(self, bad, len(y))
             yield x, y, len(bad)
 
 
-def _worker_context() -> mp.context.BaseContext | None:
-    """Workers forked from a small server process that has imported torch once (its 290 MB are then
-    shared by every worker). Forked from the trainer, each worker would share the trainer's heap
-    copy-on-write, and the trainer's next allocations would copy it page by page: 1 GB more at the
-    evaluation after an epoch of mobilenet_v1 at 224."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return None
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["cnnzoo.stream"])
-    return ctx
+def worker_options(workers: int) -> dict[str, Any]:
+    """DataLoader arguments for ``workers`` loader processes. They are forked from a small server
+    process that has imported torch once (its 290 MB then shared by all): forked from the trainer,
+    each would share the trainer's heap copy-on-write, and the trainer's next allocations would copy
+    it page by page (1 GB more at the evaluation after an epoch of mobilenet_v1 at 224)."""
+    if not workers:
+        return dict(num_workers=0)
+    if getattr(mp.current_process(), "_inheriting", False):  # this is a fresh worker importing the main script
+        raise RuntimeError(f"{getattr(sys.modules.get('__mp_main__'), '__file__', 'the main script')} trains when "
+                           "it is imported, and loader workers start in a fresh process that imports it: put the "
+                           "training call under `if __name__ == \"__main__\":` (or use --workers 0)")
+    ctx = None
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["cnnzoo.stream"])
+    return dict(num_workers=workers, prefetch_factor=2, multiprocessing_context=ctx, worker_init_fn=_worker_init)
 
 
 def _worker_init(worker_id: int) -> None:
+    # The objects inherited from the server, out of the collector's reach: its passes would write
+    # to every page holding one, copying them all into each worker (1 MB more per step, measured).
     gc.freeze()
 
 
