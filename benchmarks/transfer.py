@@ -77,8 +77,8 @@ def table(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet20")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--pretrain-epochs", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--per-class", type=int, default=100, help="labelled training images per new class")
     p.add_argument("--epochs", type=int, nargs="+", default=[2, 4, 8],
                    help="training budgets: epochs over the new classes' images")
