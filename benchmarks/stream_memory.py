@@ -2,9 +2,12 @@
 
 Runs ``cnnzoo train --model mobilenet_v1 --input-size 3 224 224 --data-loader stream --workers 2``
 on a folder of photo-like JPEGs (generated if missing, see photo_folder.py) and samples every
-process of the tree from /proc four times a second: the peak of the summed RSS (shared pages
-counted once per process, so an upper bound) and of the summed PSS (shared pages split between the
-processes that share them: the memory the tree really takes).
+process of the tree from /proc four times a second: the peak of
+- the summed RSS (a page shared by k processes counted k times: an upper bound),
+- the summed PSS (a shared page split between the processes that share it, those outside the tree
+  too: a lower bound while other torch processes share its libraries),
+- the distinct memory (every physical page of the tree counted once, from /proc/PID/pagemap, run as
+  root): what the tree takes on a machine of its own, the figure held against a budget, in GB.
 
 With ``--steps K`` the run is stopped by SIGTERM after the checkpoint at step K (the trainer stops
 cleanly after a step), for a machine too slow for a whole epoch; without it, one whole epoch and
@@ -60,6 +63,43 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def distinct_kib(pids: list[int]) -> int | None:
+    """The tree's resident memory with every physical page counted once, in KiB: the pages of
+    mappings no other process shares, plus the union (by page frame, from /proc/PID/pagemap) of
+    those of mappings shared with anyone. Unlike summed PSS, pages shared with processes outside
+    the tree count in full. None without the privilege to read page frames (root)."""
+    private, frames = 0, set()
+    for pid in pids:
+        try:
+            smaps = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+            with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+                vma, shared, rss = None, 0, 0
+                for line in [*smaps, "0-0 end"]:
+                    field = line.split()
+                    if not line[0].isupper():  # a new mapping: account for the previous one
+                        if vma and shared:
+                            start, end = (int(a, 16) // (PAGE_KIB * 1024) for a in vma.split("-"))
+                            pagemap.seek(start * 8)
+                            entries = memoryview(pagemap.read((end - start) * 8)).cast("Q")
+                            got = {e & (2**55 - 1) for e in entries if e >> 63}
+                            if got == {0}:
+                                return None
+                            frames |= got
+                        elif vma:
+                            private += rss
+                        vma, shared, rss = field[0], 0, 0
+                    elif field[0] == "Rss:":
+                        rss = int(field[1])
+                    elif field[0] in ("Shared_Clean:", "Shared_Dirty:"):
+                        shared += int(field[1])
+        except (OSError, ValueError):
+            continue  # the process has gone
+    return private + len(frames) * PAGE_KIB
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="image folder (root/train/<class>/*.jpg, root/val/...); generated if missing")
@@ -69,7 +109,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--loader", default="stream", choices=("stream", "memory", "auto"))
     p.add_argument("--eval-batch-size", type=int, help="default: the trainer's (the training batch size)")
-    p.add_argument("--trace", help="write the timeline here: seconds, then each process's PSS in MiB")
+    p.add_argument("--trace", help="write the timeline here: seconds, the tree's distinct MiB (- when not read), "
+                                   "then each process's PSS in MiB")
     args = p.parse_args()
     root = Path(args.root)
     if not (root / "train").is_dir():
@@ -85,15 +126,19 @@ def main() -> None:
         cmd += ["--checkpoint-every", str(args.steps)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    peak_rss = peak_pss = peak_procs = 0
+    peak_rss = peak_pss = peak_distinct = peak_procs = 0
     stopped_at = None
     timeline = []
     while proc.poll() is None:
         pids = tree(proc.pid)
         usage = [memory_kib(pid) for pid in pids]
-        timeline.append((time.perf_counter() - start, [u[1] // 1024 for u in usage]))
+        pss = sum(u[1] for u in usage)
+        # page frames cost ~0.1 s per process: read them every 2 s and whenever PSS nears its peak
+        distinct = distinct_kib(pids) if len(timeline) % 8 == 0 or pss >= 0.97 * peak_pss else None
+        timeline.append((time.perf_counter() - start, [u[1] // 1024 for u in usage], distinct))
         peak_rss = max(peak_rss, sum(u[0] for u in usage))
-        peak_pss = max(peak_pss, sum(u[1] for u in usage))
+        peak_pss = max(peak_pss, pss)
+        peak_distinct = max(peak_distinct, distinct or 0)
         peak_procs = max(peak_procs, len(pids))
         if args.steps and stopped_at is None and (out / "train_state.pt").exists():
             stopped_at = time.perf_counter() - start
@@ -101,10 +146,12 @@ def main() -> None:
         time.sleep(0.25)
     stdout = proc.stdout.read()
     if args.trace:
-        Path(args.trace).write_text("".join(f"{t:.2f} " + " ".join(map(str, pss)) + "\n" for t, pss in timeline))
+        Path(args.trace).write_text("".join(f"{t:.2f} {'-' if d is None else d // 1024} " + " ".join(map(str, pss)) + "\n"
+                                            for t, pss, d in timeline))
     result = dict(images=sum(1 for _ in (root / "train").rglob("*.jpg")), loader=args.loader, workers=args.workers,
                   batch_size=args.batch_size, steps=args.steps or "epoch", exit_code=proc.returncode,
                   peak_rss_gib=round(peak_rss / 2**20, 3), peak_pss_gib=round(peak_pss / 2**20, 3),
+                  peak_distinct_gb=round(peak_distinct * 1024 / 1e9, 3) if peak_distinct else None,
                   processes=peak_procs, seconds=round(time.perf_counter() - start, 1), run=str(out))
     if not args.steps and stdout.strip():
         summary = json.loads(stdout.strip().splitlines()[-1])

@@ -540,10 +540,11 @@ def _time_variants(vs: Sequence[Variant], label: str, mode: str, x: torch.Tensor
             _progress(f"{label} {v.label}: warm-up {i + 1}/{warmup}", progress)
             v.step()
         _sync(dev)
+    rng = random.Random(0)
     for i in range(iters):
-        # Interleaved, in a rotating order: no variant always runs right after another.
-        for k in range(len(vs)):
-            v = vs[(i + k) % len(vs)]
+        # Interleaved, in a fresh order each iteration: a rotation would keep each variant right
+        # after the same one, and one that runs after eager torch starts with cold caches and threads.
+        for v in rng.sample(vs, len(vs)):
             _sync(dev)
             t0 = time.perf_counter()
             v.step()
