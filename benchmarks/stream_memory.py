@@ -133,8 +133,8 @@ def main() -> None:
         pids = tree(proc.pid)
         usage = [memory_kib(pid) for pid in pids]
         pss = sum(u[1] for u in usage)
-        # page frames cost ~0.1 s per process: read them every 2 s and whenever PSS nears its peak
-        distinct = distinct_kib(pids) if len(timeline) % 8 == 0 or pss >= 0.97 * peak_pss else None
+        # page frames cost ~0.1 s per process: read them every 2 s and whenever PSS reaches a new peak
+        distinct = distinct_kib(pids) if len(timeline) % 8 == 0 or pss > peak_pss else None
         timeline.append((time.perf_counter() - start, [u[1] // 1024 for u in usage], distinct))
         peak_rss = max(peak_rss, sum(u[0] for u in usage))
         peak_pss = max(peak_pss, pss)

@@ -14,6 +14,7 @@ uninterrupted one would, and N ranks train on what one process would.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import io
 import math
@@ -365,10 +366,19 @@ def worker_options(workers: int) -> dict[str, Any]:
     return dict(num_workers=workers, prefetch_factor=2, multiprocessing_context=ctx, worker_init_fn=_worker_init)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
 def _worker_init(worker_id: int) -> None:
     # The objects inherited from the server, out of the collector's reach: its passes would write
     # to every page holding one, copying them all into each worker (1 MB more per step, measured).
     gc.freeze()
+    # Decoded images (up to a few MB) in pages of their own, given back when freed: glibc would
+    # raise its threshold after the first and keep them in a heap that only grows (+145 MB a worker).
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (AttributeError, OSError):  # not glibc
+        pass
 
 
 def collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
