@@ -10,8 +10,8 @@ activations with one scale per tensor (min/max over the calibration images).
 - ``backend="openvino"``: NNCF's ``quantize`` on the same ONNX graph (``pip install cnnzoo[openvino]``).
 
 Every layer is int8 by default, as in ONNX Runtime's and NNCF's own defaults: on Fashion-MNIST the
-int8 classifier cost LeNet-5 and ResNet-20 0.1-0.15 points of top-1, and keeping it fp32 made
-MobileNet v2 12% slower at batch 1 (its 1280x1000 weights read as fp32). ``keep_fp32`` keeps
+int8 classifier cost LeNet-5 and ResNet-20 0.1-0.15 points of top-1, while in fp32 it is read as
+5 MB (MobileNet v2's 1280x1000 weights) for every batch, 4x its int8 size. ``keep_fp32`` keeps
 layers in fp32 where a network loses more: ``"classifier"`` (its logits decide top-1) and
 ``"first"`` (the first convolution sees the raw image, 1-3 channels, where one scale per tensor is
 coarsest). Operators without an int8 kernel (e.g. AlexNet's LRN) run in fp32 between a
