@@ -260,6 +260,28 @@ def test_speed_once_warm(client):
     assert median(lambda: post_image(client, data)) < 2.0
 
 
+def test_int8_file_predicts_with_occlusion_and_says_why_there_is_no_grad_cam(synthetic_lenet5_run, tmp_path):
+    from cnnzoo.quantize import quantize
+
+    int8 = tmp_path / "lenet5.int8.onnx"
+    quantize(int8, checkpoint=synthetic_lenet5_run, calib_images=64, check_images=64)
+    with TestClient(create_app([synthetic_lenet5_run, int8], [], warm=False)) as c:
+        listed = {d["id"]: d for d in c.get("/api/checkpoints").json()}
+        assert (listed[int8.name]["precision"], listed[int8.name]["methods"], listed[int8.name]["layers"]) == (
+            "int8", ["occlusion"], [])
+        assert listed[synthetic_lenet5_run.name]["methods"] == ["cam", "occlusion", "features"]
+        assert "lenet5.int8.onnx (lenet5, synthetic, int8)" in c.get("/try").text
+        res = post_image(c, png_bytes(), occlusion="true")  # every checkpoint, Grad-CAM asked for too
+        assert res.status_code == 200, res.text
+        fp32, q8 = res.json()["results"]
+        assert set(fp32["images"]) == {"input", "cam", "occlusion"} and "unavailable" not in fp32
+        assert set(q8["images"]) == {"input", "occlusion"} and "needs the PyTorch network" in q8["unavailable"]["cam"]
+        assert q8["top"][0]["class"] == fp32["top"][0]["class"]
+        assert decode_data_url(q8["images"]["occlusion"]).size == decode_data_url(fp32["images"]["occlusion"]).size
+        res = c.get(f"/api/checkpoints/{int8.name}/filters.png")
+        assert res.status_code == 404 and "ONNX file" in res.json()["error"]
+
+
 def test_cli_and_app_arguments(tmp_path):
     args = build_parser().parse_args(["explore"])
     assert (args.host, args.port, args.checkpoint, args.runs) == ("127.0.0.1", 8765, None, None)
@@ -269,7 +291,7 @@ def test_cli_and_app_arguments(tmp_path):
         create_app([], [tmp_path / "missing"], warm=False)
     with pytest.raises(FileNotFoundError):
         create_app([tmp_path / "missing-run"], [], warm=False)
-    with pytest.raises(ValueError, match="needs the PyTorch network"):
+    with pytest.raises(FileNotFoundError, match="ONNX file not found"):
         create_app([tmp_path / "model.onnx"], [], warm=False)
     # Without checkpoints the zoo still works; prediction says what to pass.
     with TestClient(create_app([], [], warm=False)) as c:

@@ -166,7 +166,7 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
         zoo.check_model(name)
         size = zoo.parse_input(input, name)
         result = await run_in_threadpool(zoo.model_summary, name, size)
-        mine = [c.id for c in app.state.checkpoints.values() if c.architecture == name]
+        mine = [c.id for c in app.state.checkpoints.values() if c.architecture == name and not c.graph_only]
         return page(request, "model.html", name=name, s=result, filters=mine, input_text=",".join(map(str, size)))
 
     @app.get("/try", response_class=HTMLResponse)

@@ -20,6 +20,9 @@ from cnnzoo.explore.zoo import UnknownName
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a decompression bomb does not
 TOPK_MAX = 20
+MAPS = ("cam", "occlusion", "features")
+# Why an ONNX file offers no Grad-CAM or feature maps (occlusion needs forward passes only).
+GRAPH_ONLY = "an ONNX file runs forward passes only: {} needs the PyTorch network (its run folder or weights)"
 
 
 class ImageRejected(ValueError):
@@ -42,11 +45,21 @@ class Checkpoint:
     def architecture(self) -> str:
         return self.model.pretrained_cfg["architecture"]
 
+    @property
+    def graph_only(self) -> bool:
+        """An exported .onnx file (e.g. ``cnnzoo quantize``'s int8 one): forward passes only."""
+        return Path(self.source).suffix == ".onnx"
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return ("occlusion",) if self.graph_only else MAPS
+
     def describe(self) -> dict[str, Any]:
         cfg = self.model.pretrained_cfg
         return dict(id=self.id, model=self.architecture, dataset=self.meta.get("dataset"),
                     classes=list(self.meta["classes"]), input_size=list(cfg["input_size"]),
-                    layers=feature_layers(self.model))
+                    layers=[] if self.graph_only else feature_layers(self.model), methods=list(self.methods),
+                    precision="int8" if "quantization" in self.meta else "fp32")
 
 
 def feature_layers(model: torch.nn.Module) -> list[str]:
@@ -60,9 +73,6 @@ def load_checkpoints(sources: list[str | Path]) -> dict[str, Checkpoint]:
 
     out: dict[str, Checkpoint] = {}
     for src in sources:
-        if Path(src).suffix == ".onnx":
-            raise ValueError(f"--checkpoint {src}: the explorer needs the PyTorch network (Grad-CAM takes "
-                             f"gradients); pass the run folder or its .safetensors weights")
         model, meta = load_model(src)
         base = Path(src).name or "checkpoint"
         cid, n = base, 1
@@ -133,12 +143,16 @@ def png_data_url(img: Any) -> str:
 def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool = True, occlusion: bool = False,
             features: bool = False, layer: str | None = None) -> dict[str, Any]:
     """Top-k of one uint8 (C, H, W) image and, as PNG data URLs, the maps asked for: Grad-CAM and
-    occlusion over the image (for the top class), the most active channels of ``layer``."""
+    occlusion over the image (for the top class), the most active channels of ``layer``. A map the
+    checkpoint cannot make (an ONNX file's Grad-CAM) is left out, with the reason in ``unavailable``."""
     from cnnzoo import interpret
     from cnnzoo.data import Normalize
 
     model, cfg = ckpt.model, ckpt.model.pretrained_cfg
-    if layer is not None:
+    asked = dict(cam=cam, occlusion=occlusion, features=features)
+    unavailable = {k: GRAPH_ONLY.format(k) for k, on in asked.items() if on and k not in ckpt.methods}
+    cam, occlusion, features = (asked[k] and k not in unavailable for k in MAPS)
+    if layer is not None and features:
         interpret.get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
     x = Normalize(cfg["mean"], cfg["std"])(image.unsqueeze(0))
     with interpret.model_lock(model):
@@ -154,6 +168,8 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
         if features:
             out["layer"] = layer or interpret.default_layer(model)
         out["images"] = _maps(ckpt, x, image, target, cam=cam, occlusion=occlusion, features=features, layer=layer)
+    if unavailable:
+        out["unavailable"] = unavailable
     return out
 
 
@@ -182,5 +198,7 @@ def _maps(ckpt: Checkpoint, x: torch.Tensor, image: torch.Tensor, target: int, *
 def first_layer_filters_png(ckpt: Checkpoint) -> bytes:
     from cnnzoo import interpret, visualize
 
+    if ckpt.graph_only:
+        raise UnknownName(f"checkpoint {ckpt.id!r} is an ONNX file: its filters are shown from its run folder or weights")
     weights = interpret.first_layer_filters(ckpt.model)
     return visualize.to_png_bytes(visualize.filter_grid(weights))

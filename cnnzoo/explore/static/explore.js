@@ -78,6 +78,9 @@ var cnnzoo = (function () {
         maps.appendChild(fig);
       });
       card.appendChild(maps);
+      Object.keys(r.unavailable || {}).forEach(function (kind) {
+        card.appendChild(el('p', {'class': 'hint unavailable'}, kind + ': ' + r.unavailable[kind]));
+      });
       box.appendChild(card);
     });
   }
