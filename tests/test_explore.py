@@ -275,7 +275,7 @@ def test_int8_file_predicts_with_occlusion_and_says_why_there_is_no_grad_cam(syn
         assert res.status_code == 200, res.text
         fp32, q8 = res.json()["results"]
         assert set(fp32["images"]) == {"input", "cam", "occlusion"} and "unavailable" not in fp32
-        assert set(q8["images"]) == {"input", "occlusion"} and "needs the PyTorch network" in q8["unavailable"]["cam"]
+        assert set(q8["images"]) == {"input", "occlusion"} and "Grad-CAM needs the PyTorch network" in q8["unavailable"]["cam"]
         assert q8["top"][0]["class"] == fp32["top"][0]["class"]
         assert decode_data_url(q8["images"]["occlusion"]).size == decode_data_url(fp32["images"]["occlusion"]).size
         res = c.get(f"/api/checkpoints/{int8.name}/filters.png")

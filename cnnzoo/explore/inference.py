@@ -20,7 +20,7 @@ from cnnzoo.explore.zoo import UnknownName
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a decompression bomb does not
 TOPK_MAX = 20
-MAPS = ("cam", "occlusion", "features")
+MAPS = {"cam": "Grad-CAM", "occlusion": "occlusion", "features": "feature maps"}
 # Why an ONNX file offers no Grad-CAM or feature maps (occlusion needs forward passes only).
 GRAPH_ONLY = "an ONNX file runs forward passes only: {} needs the PyTorch network (its run folder or weights)"
 
@@ -52,7 +52,7 @@ class Checkpoint:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ("occlusion",) if self.graph_only else MAPS
+        return ("occlusion",) if self.graph_only else tuple(MAPS)
 
     def describe(self) -> dict[str, Any]:
         cfg = self.model.pretrained_cfg
@@ -150,7 +150,7 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
 
     model, cfg = ckpt.model, ckpt.model.pretrained_cfg
     asked = dict(cam=cam, occlusion=occlusion, features=features)
-    unavailable = {k: GRAPH_ONLY.format(k) for k, on in asked.items() if on and k not in ckpt.methods}
+    unavailable = {k: GRAPH_ONLY.format(MAPS[k]) for k, on in asked.items() if on and k not in ckpt.methods}
     cam, occlusion, features = (asked[k] and k not in unavailable for k in MAPS)
     if layer is not None and features:
         interpret.get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
