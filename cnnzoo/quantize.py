@@ -128,6 +128,19 @@ def excluded_nodes(proto: Any, keep_fp32: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# Operators whose output of int8 values is int8 values on the same grid: NNCF quantizes before them.
+_GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice",
+                    "Pad"}  # zero padding: 0 is on every grid
+
+
+def _dequantized(name: str, producer: dict[str, Any]) -> bool:
+    """Whether tensor ``name`` is a DequantizeLinear's output, maybe through grid-preserving operators."""
+    node = producer.get(name)
+    while node is not None and node.op_type in _GRID_PRESERVING:
+        node = producer.get(node.input[0])
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
 def fp32_layers(quantized: Any, excluded: dict[str, str]) -> list[dict[str, str]]:
     """The compute nodes of a QDQ graph that run in fp32 (an input not produced by a
     DequantizeLinear), with the reason: the policy, or no int8 operator for them."""
@@ -141,7 +154,7 @@ def fp32_layers(quantized: Any, excluded: dict[str, str]) -> list[dict[str, str]
             continue
         # A weight layer's bias stays int32 or fp32 either way: its input and weight tell.
         inputs = [i for i in node.input[:_DATA_INPUTS.get(node.op_type, len(node.input))] if i]
-        if inputs and all(i in producer and producer[i].op_type == "DequantizeLinear" for i in inputs):
+        if inputs and all(_dequantized(i, producer) for i in inputs):
             continue
         if node.name in excluded:
             why = _WHY[excluded[node.name]]

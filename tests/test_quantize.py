@@ -278,3 +278,24 @@ def test_compare_latency_errors_are_clear(tmp_path, capsys):
     assert code == 2 and "--x latency needs a bench report" in err
     code, _, err = cli(["compare", str(board), "--x", "latency", str(tmp_path / "missing.json")], capsys)
     assert code == 2 and "missing.json: no such bench report" in err
+
+
+def test_layers_fed_through_max_pool_or_layout_ops_count_as_int8():
+    """NNCF puts the QuantizeLinear/DequantizeLinear pair before a max pool or a flatten, whose
+    output of int8 values stays on the same grid: the next layer runs on int8 values, an average
+    pool's output does not."""
+    from onnx import TensorProto, helper
+
+    from cnnzoo.quantize import fp32_layers
+
+    def graph(between: str):
+        nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["dq"], name="dq"),
+                 helper.make_node(between, ["dq"], ["pooled"], name="between", kernel_shape=[2, 2]),
+                 helper.make_node("DequantizeLinear", ["qw", "sw"], ["w"], name="dqw"),
+                 helper.make_node("Conv", ["pooled", "w"], ["y"], name="conv")]
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("q", "y")]
+        return helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]))
+
+    assert fp32_layers(graph("MaxPool"), {}) == []
+    flagged = fp32_layers(graph("AveragePool"), {})
+    assert [d["node"] for d in flagged] == ["conv"] and "kept in fp32" in flagged[0]["reason"]
