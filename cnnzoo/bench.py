@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from cnnzoo.distributed import device_name
 from cnnzoo.engine import main_logits, train_step
 from cnnzoo.export import cuda_tf32
 from cnnzoo.layers import pool_in_input_layout
@@ -520,7 +521,7 @@ def _benchmark(models: Sequence[str], modes: Sequence[str], dev: torch.device, b
     for r in rows:  # shares of the best peak seen: a machine slowed by other load lowers neither
         r["peak_share"] = None if r["gflops"] is None else r["gflops"] / best[r["precision"]]
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return dict(device=str(dev), device_name=_device_name(dev), threads=torch.get_num_threads(),
+    return dict(device=str(dev), device_name=device_name(dev), threads=torch.get_num_threads(),
                 amp=amp, channels_last=channels_last, batch_size=batch_size,
                 matmul_peak_gflops=best[main], matmul_peak_start_gflops=start[main],
                 matmul_peak_end_gflops=end[main], matmul_peak_dtype=_precision(dev, main),
@@ -630,18 +631,6 @@ def _onnx_precisions(models: Sequence[str]) -> list[str]:
 
     onnx = [m for m in models if str(m).endswith(".onnx")]
     return ["int8"] if any(read_onnx_meta(m).get("quantization") for m in onnx) else []
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def _build_variants(name: str, is_onnx: bool, mode: str, dev: torch.device, batch_size: int,

@@ -16,12 +16,10 @@ and the figure ``RESULTS/NAME.png``.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import json
 import math
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from cnnzoo.checkpoint import write_json
 from cnnzoo.degradation import read_curves
 from cnnzoo.league import entry_state, run_entry
 from cnnzoo.registry import create_model, unknown_name_error
-from cnnzoo.train import TrainConfig
+from cnnzoo.train import TrainConfig, train_command
 
 # A claim's difference must exceed this many standard errors to count as real (about 95% for a
 # normal difference of means).
@@ -190,50 +188,6 @@ def run_config(experiment: Experiment, variant: Variant, seed: int, out: str | P
     if epochs is not None:
         settings["epochs"] = epochs
     return TrainConfig(**settings)
-
-
-def _flag_values(value: Any) -> list[str]:
-    """The command-line words of one TrainConfig value (after its flag)."""
-    if isinstance(value, (tuple, list)):
-        return [str(v) for v in value]
-    if isinstance(value, dict):  # --model-kwargs: Python literals, as cli.common.parse_kwargs reads them
-        return [",".join(f"{k}={v if _reads_back_as_word(v) else repr(v)}" for k, v in value.items())]
-    return [repr(value) if isinstance(value, float) else str(value)]
-
-
-def _reads_back_as_word(value: Any) -> bool:
-    """A string that --model-kwargs reads back as itself without quotes (unit=5x5, act=relu): one
-    that is no Python literal, so the parser keeps it as a bare word."""
-    if not isinstance(value, str) or value != value.strip() or not value or any(c in value for c in ",='\""):
-        return False
-    try:
-        ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return True
-    return False
-
-
-# Written even at their defaults: what a reader looks for first in a run's command.
-_ALWAYS = ("model", "epochs", "seed", "out")
-
-
-def train_command(cfg: TrainConfig) -> str:
-    """``cnnzoo train ...`` with every setting of ``cfg`` that is not TrainConfig's default: run as
-    written, it trains the same run (into ``cfg.out``)."""
-    words = ["cnnzoo", "train"]
-    default = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        if f.name == "recipe" or (value == getattr(default, f.name) and f.name not in _ALWAYS):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + flag[2:])
-        elif value is None:
-            raise ValueError(f"{f.name}=None differs from its default and has no command-line form")
-        else:
-            words += [flag, *_flag_values(value)]
-    return shlex.join(words)
 
 
 # --------------------------------------------------------------------------------------------------

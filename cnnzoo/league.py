@@ -32,12 +32,24 @@ from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, load_dataset, resize_to
 from cnnzoo.engine import train_step
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
-from cnnzoo.train import (TrainConfig, build_optimizer, fit_input_size, resume_training, train,
+from cnnzoo.train import (TrainConfig, build_optimizer, fit_input_size, resume_training, train, train_command,
                           training_loss)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
                   "resnet18_cifar", "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
+
+# A tier: a fixed league, one member per family, each trained with one recipe for one time budget.
+# The CPU tier's members are the families' own small forms (each paper's stem, stage layout and
+# defining block, scaled in width, depth or input only): CIFAR ResNet-20 and its SE and ResNeXt
+# forms, the CIFAR layouts of AlexNet, ZFNet, VGG-11 and MobileNet v1, GoogLeNet at a quarter width.
+TIERS: dict[str, dict[str, Any]] = {
+    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": {}, "zfnet_cifar": {}, "vgg11_cifar": {},
+                         "googlenet_cifar": {}, "resnet20": {}, "resnext11_cifar": {}, "seresnet20": {},
+                         "mobilenet_v1_cifar": {}},
+                recipe="fast", budget_minutes=15.0, threads=2),
+}
+LEAGUE_JSON = "league.json"  # the entries behind the README's chart: copy to docs/league.json
 
 # Fashion-MNIST test accuracy from the dataset's own benchmark table (zalandoresearch/fashion-mnist
 # README), for the architectures that table names. Matched by model name, not by family: the table's
@@ -299,13 +311,16 @@ def leaderboard_entry(summary: dict[str, Any], cfg: TrainConfig, plan: dict[str,
         model = create_model(cfg.model, num_classes=len(classes), in_chans=input_size[0], **cfg.model_kwargs)
     label, top1 = published_figure(cfg.model, cfg.dataset)
     seconds = summary["train_seconds"]
+    device = f"{summary.get('device_name', summary['device'])}, {summary['threads']} threads" \
+        if summary["device"] == "cpu" else summary.get("device_name", summary["device"])
     return dict(model=cfg.model, family=get_model_cfg(cfg.model)["family"], params=summary["params"],
                 macs=count_macs(model, input_size), input_size=list(input_size), epochs=summary["epochs"],
                 train_images=summary["train_images"], train_seconds=seconds, test_top1=summary["test_top1"],
                 test_top5=summary["test_top5"],
                 images_per_second=round(summary["epochs"] * summary["train_images"] / seconds, 1) if seconds else None,
                 measured_images_per_second=plan["train_images_per_second"] if plan else None,
-                run_dir=summary["run_dir"], published=top1, published_model=label)
+                run_dir=summary["run_dir"], published=top1, published_model=label, device=device,
+                date=summary.get("finished"), command=train_command(cfg))
 
 
 def format_leaderboard(board: dict[str, Any]) -> str:
@@ -339,13 +354,25 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
                device: str = "cpu", amp: bool | None = None, threads: int | None = None, seed: int = 0,
                train_subset: int | None = None, recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               tier: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
-    also written to ``out/leaderboard.json`` and ``out/leaderboard.md`` after each entry.
-    ``model_kwargs`` go to each model that takes them."""
+    also written to ``out/leaderboard.json``, ``out/leaderboard.md`` and ``out/league.json`` (the
+    entries with the command that reproduces each) after each entry. ``model_kwargs`` go to each
+    model that takes them. A ``tier`` (``TIERS``) gives the models, their constructor arguments,
+    the recipe, the budget and the threads; arguments given here win over it."""
+    if tier is not None:
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
+        t = TIERS[tier]
+        models = models or list(t["members"])
+        recipe, threads = recipe or t["recipe"], threads or t["threads"]
+        if epochs is None and budget_minutes is None:
+            budget_minutes = t["budget_minutes"]
     _check_length(epochs, budget_minutes)
     names = resolve_models(models)
     per_model = model_kwargs_for(names, model_kwargs or {})
+    if tier is not None:
+        per_model = {m: {**TIERS[tier]["members"].get(m, {}), **kw} for m, kw in per_model.items()}
     out = Path(out)
     configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
                              device=device, amp=amp, threads=threads, seed=seed, recipe=recipe,
@@ -425,3 +452,5 @@ def _run_entry_into(board: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any
 def _write_board(board: dict[str, Any], out: Path) -> None:
     write_json(out / "leaderboard.json", board)
     write_text(out / "leaderboard.md", format_leaderboard(board))
+    keys = ("model", "family", "test_top1", "train_seconds", "params", "macs", "device", "date", "command")
+    write_json(out / LEAGUE_JSON, [{k: e[k] for k in keys} for e in board["entries"]])

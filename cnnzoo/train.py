@@ -12,11 +12,13 @@ every epoch end, every ``checkpoint_every`` steps, and on SIGINT / SIGTERM.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -174,6 +176,54 @@ class NonFiniteLossError(FloatingPointError):
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped a run after a step and a checkpoint; ``str()`` says how to resume.
     A KeyboardInterrupt, so that the CLI exits as it does for Ctrl-C (status 130)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# A config as the command line that reproduces it
+
+
+def _flag_values(value: Any) -> list[str]:
+    """The command-line words of one TrainConfig value (after its flag)."""
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    if isinstance(value, dict):  # --model-kwargs: Python literals, as cli.common.parse_kwargs reads them
+        return [",".join(f"{k}={v if _reads_back_as_word(v) else repr(v)}" for k, v in value.items())]
+    return [repr(value) if isinstance(value, float) else str(value)]
+
+
+def _reads_back_as_word(value: Any) -> bool:
+    """A string that --model-kwargs reads back as itself without quotes (unit=5x5, act=relu): one
+    that is no Python literal, so the parser keeps it as a bare word."""
+    if not isinstance(value, str) or value != value.strip() or not value or any(c in value for c in ",='\""):
+        return False
+    try:
+        ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return True
+    return False
+
+
+# Written even at their defaults: what a reader looks for first in a run's command.
+_ALWAYS = ("model", "epochs", "seed", "out")
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """``cnnzoo train ...`` with every setting of ``cfg`` that is not TrainConfig's default: run as
+    written, it trains the same run (into ``cfg.out``)."""
+    words = ["cnnzoo", "train"]
+    default = TrainConfig()
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "recipe" or (value == getattr(default, f.name) and f.name not in _ALWAYS):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif value is None:
+            raise ValueError(f"{f.name}=None differs from its default and has no command-line form")
+        else:
+            words += [flag, *_flag_values(value)]
+    return shlex.join(words)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -810,7 +860,9 @@ def finish(run: Run) -> dict[str, Any]:
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=run.best_top1, params=run.params,
                    train_seconds=round(run.train_seconds, 2), train_images=len(data.train_ds),
                    test_images=len(data.test_ds), input_size=list(data.input_size), skipped_images=data.skipped,
-                   run_dir=str(run.out), threads=torch.get_num_threads(), device=str(run.device), amp=cfg.amp,
+                   run_dir=str(run.out), threads=torch.get_num_threads(), device=str(run.device),
+                   device_name=dist_util.device_name(run.device), finished=time.strftime("%Y-%m-%d", time.gmtime()),
+                   amp=cfg.amp,
                    world_size=run.world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip)
     if run.world.is_main:
         write_json(run.out / "summary.json", summary)

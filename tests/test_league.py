@@ -234,3 +234,27 @@ def test_a_named_recipe_trains_every_model_with_it(fmnist_small, tmp_path):
     assert (config["opt"], config["sched"], config["tta_flip"], config["amp"]) == ("sgd", "linear", True, True)
     assert board["settings"]["recipe_name"] == "fast" and board["settings"]["recipe"]["opt"] == "sgd"
     assert "Recipe `fast` (sgd lr 0.2" in (out / "leaderboard.md").read_text()
+
+
+def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(fmnist_small, tmp_path):
+    import shlex
+
+    from cnnzoo.cli.train import train_config
+    from cnnzoo.registry import get_model_cfg
+
+    families = [get_model_cfg(m)["family"] for m in league.TIERS["cpu"]["members"]]
+    assert len(families) == len(set(families)) == 9
+    out = tmp_path / "tier"
+    # the tier's recipe and threads, one member, cut short (epochs and a subset given here win)
+    board = run_league(["resnet20"], tier="cpu", epochs=1, train_subset=128, out=out, data_dir=str(fmnist_small),
+                       progress=False)
+    (entry,) = json.loads((out / league.LEAGUE_JSON).read_text())
+    assert set(entry) == {"model", "family", "test_top1", "train_seconds", "params", "macs", "device", "date", "command"}
+    assert (entry["model"], entry["family"], entry["test_top1"]) == ("resnet20", "ResNet", board["entries"][0]["test_top1"])
+    assert "2 threads" in entry["device"] and len(entry["date"]) == 10
+    words = shlex.split(entry["command"])
+    cfg = train_config(_parser().parse_args(words[1:]))
+    assert (cfg.opt, cfg.label_smoothing, cfg.threads, cfg.epochs, cfg.train_subset) == ("sgd", 0.1, 2, 1, 128)
+    assert cfg.out == str(out / "resnet20")
+    with pytest.raises(ValueError, match="unknown tier 'gpu'; known: cpu"):
+        run_league(tier="gpu", out=tmp_path / "x", progress=False)

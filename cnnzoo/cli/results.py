@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
 from cnnzoo.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS, DEFAULT_SUBSET
-from cnnzoo.league import DEFAULT_MODELS
+from cnnzoo.league import DEFAULT_MODELS, TIERS
 from cnnzoo.train import RECIPES, TrainConfig
 
 
@@ -17,9 +17,9 @@ def cmd_league(args: argparse.Namespace) -> Any:
     board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, device=args.device, amp=args.amp,
                        threads=args.threads, seed=args.seed, train_subset=args.train_subset, recipe=args.recipe,
-                       model_kwargs=model_kwargs(args), progress=not args.no_progress)
+                       model_kwargs=model_kwargs(args), tier=args.tier, progress=not args.no_progress)
     print(format_leaderboard(board), end="")
-    print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'} and leaderboard.json")
+    print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'}, leaderboard.json and league.json")
     return board
 
 
@@ -51,6 +51,9 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("league", help="train every family with the default recipe; leaderboard vs published")
     s.add_argument("--models", nargs="+", metavar="PATTERN",
                    help=f"model names or wildcards (default: {' '.join(DEFAULT_MODELS)})")
+    s.add_argument("--tier", choices=sorted(TIERS),
+                   help="a fixed league: cpu = one member per family, the fast recipe, 15 minutes each on 2 threads "
+                        "(--models, --recipe, --epochs/--budget-minutes and --threads still win)")
     s.add_argument("--dataset", default="fashion-mnist")
     s.add_argument("--data-dir")
     how = s.add_mutually_exclusive_group()
