@@ -43,11 +43,16 @@ DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "goog
 # The CPU tier's members are the families' own small forms (each paper's stem, stage layout and
 # defining block, scaled in width, depth or input only): CIFAR ResNet-20 and its SE and ResNeXt
 # forms, the CIFAR layouts of AlexNet, ZFNet, VGG-11 and MobileNet v1, GoogLeNet at a quarter width.
+# The GPU tier: the _cifar variants that the dataset's benchmark table has figures for, 2 minutes
+# each on one GPU (a loan of 15 minutes holds the six).
 TIERS: dict[str, dict[str, Any]] = {
     "cpu": dict(members={"lenet5": {}, "alexnet_cifar": {}, "zfnet_cifar": {}, "vgg11_cifar": {},
                          "googlenet_cifar": {}, "resnet20": {}, "resnext11_cifar": {}, "seresnet20": {},
                          "mobilenet_v1_cifar": {}},
-                recipe="fast", budget_minutes=15.0, threads=2),
+                recipe="fast", budget_minutes=15.0, threads=2, device="cpu"),
+    "gpu": dict(members={"alexnet_cifar": {}, "vgg16_cifar": {}, "googlenet_cifar": {}, "resnet18_cifar": {},
+                         "mobilenet_v1_cifar": {}, "mobilenet_v2_cifar": {}},
+                recipe="fast", budget_minutes=2.0, threads=None, device="cuda"),
 }
 LEAGUE_JSON = "league.json"  # the entries behind the README's chart: copy to docs/league.json
 
@@ -352,7 +357,7 @@ def format_leaderboard(board: dict[str, Any]) -> str:
 
 def run_league(models: list[str] | None = None, *, epochs: int | None = None, budget_minutes: float | None = None,
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
-               device: str = "cpu", amp: bool | None = None, threads: int | None = None, seed: int = 0,
+               device: str | None = None, amp: bool | None = None, threads: int | None = None, seed: int = 0,
                train_subset: int | None = None, recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
                tier: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
@@ -365,9 +370,10 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
             raise ValueError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
         t = TIERS[tier]
         models = models or list(t["members"])
-        recipe, threads = recipe or t["recipe"], threads or t["threads"]
+        recipe, threads, device = recipe or t["recipe"], threads or t["threads"], device or t["device"]
         if epochs is None and budget_minutes is None:
             budget_minutes = t["budget_minutes"]
+    device = device or "cpu"
     _check_length(epochs, budget_minutes)
     names = resolve_models(models)
     per_model = model_kwargs_for(names, model_kwargs or {})

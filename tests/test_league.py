@@ -256,5 +256,7 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
     cfg = train_config(_parser().parse_args(words[1:]))
     assert (cfg.opt, cfg.label_smoothing, cfg.threads, cfg.epochs, cfg.train_subset) == ("sgd", 0.1, 2, 1, 128)
     assert cfg.out == str(out / "resnet20")
-    with pytest.raises(ValueError, match="unknown tier 'gpu'; known: cpu"):
-        run_league(tier="gpu", out=tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="unknown tier 'tpu'; known: cpu, gpu"):
+        run_league(tier="tpu", out=tmp_path / "x", progress=False)
+    assert league.TIERS["gpu"]["device"] == "cuda" and all(
+        league.published_figure(m)[1] for m in league.TIERS["gpu"]["members"])

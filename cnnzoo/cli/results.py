@@ -52,8 +52,9 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--models", nargs="+", metavar="PATTERN",
                    help=f"model names or wildcards (default: {' '.join(DEFAULT_MODELS)})")
     s.add_argument("--tier", choices=sorted(TIERS),
-                   help="a fixed league: cpu = one member per family, the fast recipe, 15 minutes each on 2 threads "
-                        "(--models, --recipe, --epochs/--budget-minutes and --threads still win)")
+                   help="a fixed league: cpu = one member per family, the fast recipe, 15 minutes each on 2 threads; "
+                        "gpu = the _cifar variants with published figures, 2 minutes each on CUDA (--models, "
+                        "--recipe, --epochs/--budget-minutes, --threads and --device still win)")
     s.add_argument("--dataset", default="fashion-mnist")
     s.add_argument("--data-dir")
     how = s.add_mutually_exclusive_group()
@@ -61,7 +62,7 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--budget-minutes", type=float, metavar="M",
                      help="per model: the epochs (or training subset) that fit M minutes at its measured speed")
     s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
-    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    s.add_argument("--device", help="cpu (default; cuda for --tier gpu), cuda or cuda:N")
     s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
     s.add_argument("--recipe", choices=sorted(RECIPES),
                    help="train every model with this named recipe (its model setting aside) instead of the defaults")
