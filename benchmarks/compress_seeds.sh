@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# The five-seed compression figures of BENCHMARKS.md: one trained run compressed with the model's
-# defaults at several retraining seeds, then the mean and standard deviation of the ratio and of the
-# points lost. One run's loss moves by a few tenths of a point with the seed, so the target of
-# "<= 0.5 points" is judged on the mean.
-# Usage (repo root):  bash benchmarks/compress_seeds.sh RUN [OUT_DIR]   (RUN: a run folder)
+# The five-seed compression figures of BENCHMARKS.md, in one of two ways:
+# - one trained run compressed with the model's defaults at several compression seeds:
+#     bash benchmarks/compress_seeds.sh RUN [OUT_DIR]          (RUN: a run folder)
+# - the README's two commands as a user runs them, once per training seed: train MODEL with
+#   --seed S (TRAIN_ARGS, default "--epochs 12"), then compress that run with the defaults:
+#     TRAIN_MODEL=lenet5_caffe bash benchmarks/compress_seeds.sh - [OUT_DIR]
+# Then the mean and standard deviation of the ratio and of the points lost.
 # Environment: SEEDS (default "0 1 2 3 4"), THREADS (default 1: the thread count changes the
 # rounding, so 1- and 2-thread runs of one seed differ), CNNZOO (default "python -m cnnzoo").
 # Extra `cnnzoo compress` arguments go in COMPRESS_ARGS, e.g. COMPRESS_ARGS="--sparsity c5=0.96".
 set -euo pipefail
-RUN=${1:?usage: bash benchmarks/compress_seeds.sh RUN [OUT_DIR]}
+RUN=${1:?usage: bash benchmarks/compress_seeds.sh RUN|- [OUT_DIR]}
 OUT=${2:-/tmp/cnnzoo-compress-seeds}; mkdir -p "$OUT"
 PY=${PYTHON:-python}
 CNNZOO=${CNNZOO:-"$PY -m cnnzoo"}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 THREADS=${THREADS:-1}
 read -ra EXTRA <<< "${COMPRESS_ARGS:-}"
+read -ra TRAIN <<< "${TRAIN_ARGS:---epochs 12}"
 for seed in $SEEDS; do
-  echo "\$ cnnzoo compress --checkpoint $RUN --out $OUT/seed$seed.cnnz --threads $THREADS --seed $seed ${EXTRA[*]}" >&2
-  $CNNZOO compress --checkpoint "$RUN" --out "$OUT/seed$seed.cnnz" --threads "$THREADS" --seed "$seed" \
+  if [[ -n "${TRAIN_MODEL:-}" ]]; then
+    run="$OUT/run-seed$seed"; compress_seed=()
+    if [[ ! -f "$run/summary.json" ]]; then
+      echo "\$ cnnzoo train --model $TRAIN_MODEL ${TRAIN[*]} --threads $THREADS --seed $seed --out $run" >&2
+      $CNNZOO train --model "$TRAIN_MODEL" "${TRAIN[@]}" --threads "$THREADS" --seed "$seed" --out "$run" --no-progress > /dev/null
+    fi
+  else
+    run="$RUN"; compress_seed=(--seed "$seed")
+  fi
+  echo "\$ cnnzoo compress --checkpoint $run --out $OUT/seed$seed.cnnz --threads $THREADS ${compress_seed[*]} ${EXTRA[*]}" >&2
+  $CNNZOO compress --checkpoint "$run" --out "$OUT/seed$seed.cnnz" --threads "$THREADS" "${compress_seed[@]}" \
     "${EXTRA[@]}" --no-progress > /dev/null
 done
 
