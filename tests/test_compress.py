@@ -409,3 +409,44 @@ def test_compress_config_fills_only_what_was_not_given_from_the_model_defaults()
     assert generic.lr == 0.01 and generic.centroid_lr == SCHEDULE_DEFAULTS["centroid_lr"]
     with pytest.raises(ValueError, match="--prune-iters must be >= 1, got 0"):
         compress("unused", "unused.cnnz", prune_iters=0)
+
+
+@pytest.mark.slow
+def test_an_interrupted_compression_continues_to_the_same_file(synthetic_lenet5_run, tmp_path, monkeypatch):
+    from cnnzoo.compress import pipeline
+
+    kw = dict(sparsity="c5=0.9,f6=0.9,conv=0.5", bits="conv=4,fc=3", prune_iters=3, prune_epochs=0.25,
+              final_epochs=0.25, quant_epochs=0.25, train_subset=512, progress=False,
+              model_kwargs={"drop_rate": 0.2})  # dropout: the random state must come back too
+    whole = compress(synthetic_lenet5_run, tmp_path / "whole.cnnz", **kw)
+    assert whole["resumed_after_step"] == 0 and not (tmp_path / "whole.cnnz.partial").exists()
+
+    calls = []
+    real = pipeline.finetune
+
+    def stop_in_third_retraining(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "cut.cnnz"
+    monkeypatch.setattr(pipeline, "finetune", stop_in_third_retraining)
+    with pytest.raises(KeyboardInterrupt):
+        compress(synthetic_lenet5_run, out, **kw)
+    monkeypatch.setattr(pipeline, "finetune", real)
+    partial = tmp_path / "cut.cnnz.partial"
+    assert partial.is_file() and not out.exists()
+
+    with pytest.raises(ValueError, match=r"cut.cnnz.partial holds an interrupted compression .*bits.*nothing was deleted"):
+        compress(synthetic_lenet5_run, out, **{**kw, "bits": "conv=5,fc=3"})
+    assert partial.is_file()
+
+    resumed = compress(synthetic_lenet5_run, out, **kw)
+    assert resumed["resumed_after_step"] == 2 and not partial.exists()
+    assert out.read_bytes() == (tmp_path / "whole.cnnz").read_bytes()
+    assert resumed["totals"] == whole["totals"]
+
+    partial.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="cut.cnnz.partial is not a readable partial compression"):
+        compress(synthetic_lenet5_run, out, **kw)

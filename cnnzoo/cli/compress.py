@@ -53,7 +53,9 @@ def _add_schedule_args(s: argparse.ArgumentParser) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compress", help="Deep Compression: prune, quantize, Huffman-code a run into a .cnnz file")
     add_model_source(s)
-    s.add_argument("--out", required=True, help="the .cnnz file to write (report: <stem>.report.json/.md beside it)")
+    s.add_argument("--out", required=True,
+                   help="the .cnnz file to write (report: <stem>.report.json/.md beside it); until it is written, "
+                        "OUT.partial keeps each finished pruning step, and the same command run again continues from it")
     s.add_argument("--dataset", help="default: the dataset the run was trained on")
     s.add_argument("--data-dir")
     how = s.add_mutually_exclusive_group()

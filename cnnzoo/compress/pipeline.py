@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.checkpoint import load_checkpoint, write_json, write_text
+from cnnzoo.checkpoint import atomic_write, load_checkpoint, write_json, write_text
 from cnnzoo.compress import fileformat as ff
 from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, lookup, magnitude_mask, mask_gradients,
                                    parse_layer_spec, prunable_weights)
@@ -272,7 +274,9 @@ def compress(checkpoint: str | Path | None, out: str | Path, config: CompressCon
     ``predict.load_model``) into ``out`` (.cnnz); returns the report, also written
     next to ``out`` as ``<stem>.report.json`` and ``<stem>.report.md``. The settings are
     ``config``'s, with ``settings`` (CompressConfig's fields, as keywords) on top; without
-    ``prune_quality`` or ``sparsity``, the model's tuned pruning applies."""
+    ``prune_quality`` or ``sparsity``, the model's tuned pruning applies. Each finished pruning step
+    is kept in ``OUT.partial`` until the file is written: an interrupted compression, run again,
+    continues from there (``PartialCompression``)."""
     t0 = time.perf_counter()
     cfg = replace(config or CompressConfig(), **settings)
     cfg.check()
@@ -294,8 +298,11 @@ def compress(checkpoint: str | Path | None, out: str | Path, config: CompressCon
 
     accuracy = {"before": top1()}
     log(f"{meta['model']}: test top-1 {accuracy['before']:.4f} before compression")
-    retrain = _retraining(model, train_ds, normalize, cfg)
-    masks = prune(model, weights, sparsity, cfg, retrain, top1, log)
+    out = Path(out)
+    resolved = _settings(cfg, sparsity, bits, len(train_ds))
+    retrain = _retraining(model, train_ds, normalize, cfg)  # its teacher: the uncompressed model
+    partial = PartialCompression(out, dict(source=_fingerprint(model), model=meta["model"], **resolved))
+    masks, resumed = _prune_resumably(model, weights, sparsity, cfg, retrain, top1, log, partial)
     accuracy["pruned"] = top1()
     quantized = share_weights(model, weights, masks, bits, cfg)
     accuracy["clustered"] = top1()
@@ -305,12 +312,12 @@ def compress(checkpoint: str | Path | None, out: str | Path, config: CompressCon
     accuracy["quantized"] = top1()
     log(f"quantized: test top-1 {accuracy['quantized']:.4f} (before centroid fine-tuning {accuracy['clustered']:.4f})")
 
-    out = Path(out)
     stats = encode(out, meta, state, encodings, quantized, cfg.dense_dtype)
     exact = _rebuilds_exactly(out, model, test_ds, normalize)
+    partial.path.unlink(missing_ok=True)
     report = _report(meta["model"], state, quantized, stats, out.stat().st_size, accuracy)
     report.update(checkpoint=str(checkpoint), out=str(out), dataset=meta.get("dataset") if cfg.dataset is None else cfg.dataset,
-                  settings=_settings(cfg, sparsity, bits, len(train_ds)), roundtrip_exact=exact,
+                  settings=resolved, roundtrip_exact=exact, resumed_after_step=resumed,
                   seconds=round(time.perf_counter() - t0, 1))
     write_json(out.with_suffix(".report.json"), report)
     write_text(out.with_suffix(".report.md"), report_markdown(report))
@@ -332,11 +339,14 @@ def _retraining(model: nn.Module, train_ds: ImageDataset, normalize: Normalize,
 
 
 def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float], cfg: CompressConfig,
-          retrain: Callable[..., None], top1: Callable[[], float], log: Callable[..., None]) -> dict[str, torch.Tensor]:
-    """Prune in ``cfg.prune_iters`` steps, retraining with the masks fixed after each; returns the masks."""
-    std0 = {n: float(w.detach().std()) for n, w in weights.items()}
-    masks: dict[str, torch.Tensor] = {}
-    for it in range(1, cfg.prune_iters + 1):
+          retrain: Callable[..., None], top1: Callable[[], float], log: Callable[..., None], *,
+          std0: dict[str, float], start: int = 0, masks: dict[str, torch.Tensor] | None = None,
+          after_step: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
+    """Prune in ``cfg.prune_iters`` steps, retraining with the masks fixed after each; returns the
+    masks. ``std0``: each layer's weight spread before pruning (the quality rule's unit); ``start``
+    steps are already done (their ``masks`` given); ``after_step(step, model, masks)`` after each."""
+    masks = dict(masks or {})
+    for it in range(start + 1, cfg.prune_iters + 1):
         frac = it / cfg.prune_iters
         for n, w in weights.items():
             s = lookup(sparsity, n, w, None)
@@ -351,7 +361,84 @@ def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str
         retrain(epochs=epochs, lr=cfg.lr, seed=cfg.seed + it, masks=masks)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         log(f"prune step {it}/{cfg.prune_iters}: {kept:.1%} of conv/fc weights kept, test top-1 {top1():.4f}")
+        if after_step is not None:
+            after_step(it, model, masks)
     return masks
+
+
+def _prune_resumably(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float],
+                     cfg: CompressConfig, retrain: Callable[..., None], top1: Callable[[], float],
+                     log: Callable[..., None], partial: "PartialCompression") -> tuple[dict[str, torch.Tensor], int]:
+    """``prune``, continuing after the steps ``partial`` holds and keeping each finished step there;
+    returns (masks, steps restored)."""
+    std0 = {n: float(w.detach().std()) for n, w in weights.items()}  # before a restore replaces the weights
+    done, masks = partial.restore(model, weights)
+    if done:
+        log(f"continuing after pruning step {done}/{cfg.prune_iters}, restored from {partial.path}")
+    try:
+        return prune(model, weights, sparsity, cfg, retrain, top1, log, std0=std0, start=done, masks=masks,
+                     after_step=partial.save), done
+    except KeyboardInterrupt:
+        if partial.path.is_file():
+            log(f"interrupted; the finished pruning steps are kept in {partial.path}: run the same command to continue")
+        raise
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's tensors: which weights a compression started from."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class PartialCompression:
+    """The pruning steps a compression has finished, kept in ``OUT.partial`` until the .cnnz file is
+    written: safetensors with the weights, masks and random state after the last finished step, the
+    source's fingerprint and the settings. Pruning and its retraining take most of a compression's
+    time; run again with the same source and settings, it continues after that step, to the same bits."""
+    MASK, RNG = "cnnzoo:mask:", "cnnzoo:rng"  # a colon is in no parameter name
+
+    def __init__(self, out: Path, key: dict[str, Any]) -> None:
+        self.path = out.with_name(out.name + ".partial")
+        self.key = json.loads(json.dumps(key, default=str))  # as it reads back from the file
+
+    def restore(self, model: nn.Module, weights: dict[str, nn.Parameter]) -> tuple[int, dict[str, torch.Tensor]]:
+        """(steps done, their masks), with the model's weights and the random state put back; (0, {})
+        when there is nothing to continue."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if not self.path.is_file():
+            return 0, {}
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+            saved = json.loads(meta["key"])
+        except Exception as exc:
+            raise ValueError(f"{self.path} is not a readable partial compression ({exc}); delete it to start over") from exc
+        if saved != self.key:
+            diff = [f"{k} {saved.get(k)!r}, now {self.key.get(k)!r}" for k in sorted(set(saved) | set(self.key))
+                    if saved.get(k) != self.key.get(k)]
+            raise ValueError(f"{self.path} holds an interrupted compression of other weights or settings "
+                             f"({'; '.join(diff)}); run it with those to continue it, or delete the file to start "
+                             "over (nothing was deleted)")
+        tensors = load_file(str(self.path))
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith((self.MASK, self.RNG))})
+        torch.set_rng_state(tensors[self.RNG])
+        masks = {n: tensors[self.MASK + n].bool() for n in weights}
+        return int(meta["steps_done"]), masks
+
+    def save(self, step: int, model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        tensors.update({self.MASK + n: m.to(torch.uint8).contiguous() for n, m in masks.items()})
+        tensors[self.RNG] = torch.get_rng_state()
+        meta = {"key": json.dumps(self.key), "steps_done": str(step)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def share_weights(model: nn.Module, weights: dict[str, nn.Parameter], masks: dict[str, torch.Tensor],
