@@ -318,7 +318,7 @@ def leaderboard_entry(summary: dict[str, Any], cfg: TrainConfig, plan: dict[str,
     seconds = summary["train_seconds"]
     device = f"{summary.get('device_name', summary['device'])}, {summary['threads']} threads" \
         if summary["device"] == "cpu" else summary.get("device_name", summary["device"])
-    return dict(model=cfg.model, family=get_model_cfg(cfg.model)["family"], params=summary["params"],
+    return dict(model=cfg.model, family=get_model_cfg(cfg.model)["family"], dataset=cfg.dataset, params=summary["params"],
                 macs=count_macs(model, input_size), input_size=list(input_size), epochs=summary["epochs"],
                 train_images=summary["train_images"], train_seconds=seconds, test_top1=summary["test_top1"],
                 test_top5=summary["test_top5"],
@@ -458,5 +458,5 @@ def _run_entry_into(board: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any
 def _write_board(board: dict[str, Any], out: Path) -> None:
     write_json(out / "leaderboard.json", board)
     write_text(out / "leaderboard.md", format_leaderboard(board))
-    keys = ("model", "family", "test_top1", "train_seconds", "params", "macs", "device", "date", "command")
+    keys = ("model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device", "date", "command")
     write_json(out / LEAGUE_JSON, [{k: e[k] for k in keys} for e in board["entries"]])

@@ -249,7 +249,9 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
     board = run_league(["resnet20"], tier="cpu", epochs=1, train_subset=128, out=out, data_dir=str(fmnist_small),
                        progress=False)
     (entry,) = json.loads((out / league.LEAGUE_JSON).read_text())
-    assert set(entry) == {"model", "family", "test_top1", "train_seconds", "params", "macs", "device", "date", "command"}
+    assert set(entry) == {"model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device", "date",
+                          "command"}
+    assert entry["dataset"] == "fashion-mnist"
     assert (entry["model"], entry["family"], entry["test_top1"]) == ("resnet20", "ResNet", board["entries"][0]["test_top1"])
     assert "2 threads" in entry["device"] and len(entry["date"]) == 10
     words = shlex.split(entry["command"])
