@@ -136,6 +136,32 @@ def test_measure_speed_times_real_steps():
     assert speed["train_images_per_second"] > 0 and speed["eval_images_per_second"] > 0
 
 
+def test_measure_speed_times_the_recipes_augmentation_and_test_time_flips(monkeypatch):
+    from cnnzoo.data import synthetic_dataset
+    from cnnzoo.train import TrainConfig
+
+    drawn, forwards = [], []
+    real_batches, real_create = league.epoch_batches, league.create_model
+
+    def batches(ds, cfg, *args):
+        for x, y, n in real_batches(ds, cfg, *args):
+            drawn.append((cfg.crop_padding, cfg.flip))
+            yield x, y, n
+
+    def create(*args, **kwargs):
+        net = real_create(*args, **kwargs)
+        net.register_forward_hook(lambda m, i, o: forwards.append(m.training))
+        return net
+
+    monkeypatch.setattr(league, "epoch_batches", batches)
+    monkeypatch.setattr(league, "create_model", create)
+    cfg = TrainConfig(model="lenet5", batch_size=32, threads=1, crop_padding=2, flip=True, tta_flip=True)
+    league.measure_speed(cfg, synthetic_dataset(96, (1, 28, 28), 10, seed=0), steps=2, warmup=1)
+    assert drawn == [(2, True)] * 3  # warm-up and timed steps come from the trainer's augmented batches
+    # 3 training steps; evaluation: a warm-up batch and 3 timed ones, each with its mirror image
+    assert forwards == [True] * 3 + [False] * 8
+
+
 def test_budget_picks_epochs_or_subset_from_measured_speed(fmnist_small, tmp_path, monkeypatch):
     measured = []
 

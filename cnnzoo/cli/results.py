@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
 from cnnzoo.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS, DEFAULT_SUBSET
-from cnnzoo.league import DEFAULT_MODELS, TIERS
+from cnnzoo.league import DEFAULT_MODELS, PLAN_SHARE, TIERS
 from cnnzoo.train import RECIPES, TrainConfig
 
 
@@ -60,7 +60,8 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     how = s.add_mutually_exclusive_group()
     how.add_argument("--epochs", type=int, help=f"epochs per model (default {TrainConfig.epochs})")
     how.add_argument("--budget-minutes", type=float, metavar="M",
-                     help="per model: the epochs (or training subset) that fit M minutes at its measured speed")
+                     help=f"per model: the epochs (or training subset) that fit {100 * PLAN_SHARE:.0f}%% of M minutes at its "
+                          "measured speed")
     s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
     s.add_argument("--device", help="cpu (default; cuda for --tier gpu), cuda or cuda:N")
     s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
