@@ -375,8 +375,8 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
     also written to ``out/leaderboard.json``, ``out/leaderboard.md`` and ``out/league.json`` (the
     entries with the command that reproduces each) after each entry. ``model_kwargs`` go to each
-    model that takes them. A ``tier`` (``TIERS``) gives the models, their constructor arguments and autocast,
-    the recipe, the budget and the threads; arguments given here win over it."""
+    model that takes them. A ``tier`` (``TIERS``) gives the models, their constructor arguments and
+    autocast, the recipe, the budget and the threads; arguments given here win over it."""
     if tier is not None:
         if tier not in TIERS:
             raise ValueError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
