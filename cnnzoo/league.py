@@ -51,9 +51,16 @@ DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "goog
 # The GPU tier: the _cifar variants that the dataset's benchmark table has figures for, 2 minutes
 # each on one GPU (a loan of 15 minutes holds the six).
 TIERS: dict[str, dict[str, Any]] = {
-    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": {}, "zfnet_cifar": {}, "vgg11_cifar": {},
-                         "googlenet_cifar": {}, "resnet20": {}, "resnext11_cifar": {}, "seresnet20": {},
-                         "mobilenet_v1_cifar": dict(model_kwargs=dict(width_mult=0.5), amp=False)},
+    # Members scaled (width, stem stride) to train about 10 epochs in the budget; MobileNet v1 in
+    # fp32, as its depthwise convolutions run slower in bf16 on a CPU.
+    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": dict(model_kwargs=dict(width_mult=0.5)),
+                         "zfnet_cifar": dict(model_kwargs=dict(width_mult=0.375)),
+                         "vgg11_cifar": dict(model_kwargs=dict(width_mult=0.5)),
+                         "googlenet_cifar": dict(model_kwargs=dict(stem_stride=2, width_mult=0.1875)),
+                         "resnet20": {},
+                         "resnext11_cifar": dict(model_kwargs=dict(widths=[16, 32, 64], groups=8, base_width=8)),
+                         "seresnet20": {},
+                         "mobilenet_v1_cifar": dict(model_kwargs=dict(width_mult=0.25), amp=False)},
                 recipe="fast", budget_minutes=15.0, threads=2, device="cpu"),
     "gpu": dict(members={"alexnet_cifar": {}, "vgg16_cifar": {}, "googlenet_cifar": {}, "resnet18_cifar": {},
                          "mobilenet_v1_cifar": {}, "mobilenet_v2_cifar": {}},

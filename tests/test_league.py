@@ -284,13 +284,13 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
     cfg = train_config(_parser().parse_args(words[1:]))
     assert (cfg.opt, cfg.label_smoothing, cfg.threads, cfg.epochs, cfg.train_subset) == ("sgd", 0.1, 2, 1, 128)
     assert cfg.out == str(out / "resnet20")
-    # a member's own settings (MobileNet v1: half width, fp32) reach its run and its command
+    # a member's own settings (MobileNet v1: quarter width, fp32) reach its run and its command
     run_league(["mobilenet_v1_cifar"], tier="cpu", epochs=1, train_subset=128, out=out, data_dir=str(fmnist_small),
                progress=False)
     entry = json.loads((out / league.LEAGUE_JSON).read_text())[-1]
     cfg = train_config(_parser().parse_args(shlex.split(entry["command"])[1:]))
-    assert (entry["model"], cfg.amp, cfg.model_kwargs) == ("mobilenet_v1_cifar", False, {"width_mult": 0.5})
-    assert entry["params"] < 1_000_000  # a half-width MobileNet v1 (3.2M at full width)
+    assert (entry["model"], cfg.amp, cfg.model_kwargs) == ("mobilenet_v1_cifar", False, {"width_mult": 0.25})
+    assert entry["params"] < 300_000  # a quarter-width MobileNet v1 (3.2M at full width)
     with pytest.raises(ValueError, match="unknown tier 'tpu'; known: cpu, gpu"):
         run_league(tier="tpu", out=tmp_path / "x", progress=False)
     assert league.TIERS["gpu"]["device"] == "cuda" and all(

@@ -193,15 +193,18 @@ class CifarAlexNet(_ConvFcNet):
 
     ``widths`` and ``conv1_kernel`` select the variant: AlexNet's single-GPU widths with a 5x5
     conv1, or ZFNet's change — a smaller first filter and the two-GPU widths 96-256-384-384-256.
+    ``width_mult`` scales all five widths (the layout and kernels stay the variant's).
     """
 
     first_conv = "conv1.conv"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.5, hidden: int = 1024,
                  widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256), conv1_kernel: int = 5,
-                 global_pool: str = "avg") -> None:
+                 global_pool: str = "avg", width_mult: float = 1.0) -> None:
         super().__init__()
-        c1, c2, c3, c4, c5 = widths
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        c1, c2, c3, c4, c5 = (max(1, round(c * width_mult)) for c in widths)
         # Batch norm after every convolution (ConvBnAct, no conv bias): AlexNet without it needs
         # hand-tuned learning rates on small images; with it it trains at the usual SGD settings.
         self.conv1 = ConvBnAct(in_chans, c1, conv1_kernel)

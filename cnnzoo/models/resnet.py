@@ -463,8 +463,10 @@ def resnext29_8x16d(**kwargs) -> ResNet:
 def resnext11_cifar(**kwargs) -> ResNet:
     """One bottleneck per stage at planes 32/64/128 (outputs 128/256/512): a ResNeXt small enough to
     train in minutes on a CPU. ``groups`` x ``base_width`` as in the names (default 1x64d, a ResNet
-    bottleneck); at equal parameters: 1x64d, 2x40d, 4x24d, 8x14d (Xie et al. Table 2)."""
-    return ResNet(Bottleneck, [1, 1, 1], widths=(32, 64, 128), stem="cifar", **kwargs)
+    bottleneck); at equal parameters: 1x64d, 2x40d, 4x24d, 8x14d (Xie et al. Table 2). ``widths``
+    sets other planes (the stem is as wide as the first)."""
+    kwargs.setdefault("widths", (32, 64, 128))
+    return ResNet(Bottleneck, [1, 1, 1], stem="cifar", **kwargs)
 
 
 @register_model(**_HU, reference="timm:seresnet18", small_variant="seresnet18_cifar", pool_size=(7, 7))

@@ -100,9 +100,9 @@ def _torchvision_key_map(depths: tuple[int, ...], batch_norm: bool) -> list[tupl
     return rules
 
 
-def _stage_info(depths: tuple[int, ...]) -> list[dict]:
+def _stage_info(depths: tuple[int, ...], widths: tuple[int, ...] = WIDTHS) -> list[dict]:
     """VGG's stages end in the activation of their last convolution, before the max-pool."""
-    return [dict(num_chs=WIDTHS[i], reduction=2 ** i, module=f"stage{i + 1}.conv{depth}") for i, depth in enumerate(depths)]
+    return [dict(num_chs=widths[i], reduction=2 ** i, module=f"stage{i + 1}.conv{depth}") for i, depth in enumerate(depths)]
 
 
 class _VggBase(ZooModel):
@@ -164,7 +164,8 @@ class VGG(_VggBase):
 
 class CifarVGG(_VggBase):
     """The CIFAR VGG: global pooling (any kind but none: fc1 needs a vector), fc1 (``hidden``),
-    ReLU, dropout ``drop_rate``, fc2."""
+    ReLU, dropout ``drop_rate``, fc2. ``width_mult`` scales every stage's width (64-128-256-512-512
+    at 1.0), the one knob that keeps the configuration's depths and 3x3 stacks."""
 
     classifier_name = "fc2"
     global_pools = ("avg", "max", "avgmax")
@@ -177,23 +178,27 @@ class CifarVGG(_VggBase):
         drop_rate: float = 0.5,
         hidden: int = 512,
         global_pool: str = "avg",
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        w = tuple(max(1, round(c * width_mult)) for c in WIDTHS)
         self.num_classes = num_classes
-        self.num_features = WIDTHS[4]
+        self.num_features = w[4]
         self.head_hidden_size = hidden
-        self.feature_info = _stage_info(depths)
-        self.stage1 = VggStage(in_chans, WIDTHS[0], depths[0], batch_norm=True)
-        self.stage2 = VggStage(WIDTHS[0], WIDTHS[1], depths[1], batch_norm=True)
-        self.stage3 = VggStage(WIDTHS[1], WIDTHS[2], depths[2], batch_norm=True)
-        self.stage4 = VggStage(WIDTHS[2], WIDTHS[3], depths[3], batch_norm=True)
+        self.feature_info = _stage_info(depths, w)
+        self.stage1 = VggStage(in_chans, w[0], depths[0], batch_norm=True)
+        self.stage2 = VggStage(w[0], w[1], depths[1], batch_norm=True)
+        self.stage3 = VggStage(w[1], w[2], depths[2], batch_norm=True)
+        self.stage4 = VggStage(w[2], w[3], depths[3], batch_norm=True)
         # The fifth pooling is the global average pool: see the module docstring.
-        self.stage5 = VggStage(WIDTHS[3], WIDTHS[4], depths[4], batch_norm=True, pool=False)
+        self.stage5 = VggStage(w[3], w[4], depths[4], batch_norm=True, pool=False)
         self.global_pool = self._make_pool(global_pool, num_classes)
         # One 512-wide hidden layer instead of two of 4096: the input is a 512-vector rather than a
         # 7x7x512 map, and the ImageNet classifier's 120M weights would be 8x the conv stack's for
         # 10 classes (slow on CPU and easy to overfit on 50k-60k small images).
-        self.fc1 = nn.Linear(WIDTHS[4], hidden)
+        self.fc1 = nn.Linear(w[4], hidden)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
         self.fc2 = classifier(hidden, num_classes)
