@@ -61,11 +61,11 @@ def test_vgg_mini_counts_by_hand_and_errors():
     assert_min_input_is_true_minimum("vgg_mini")
 
 
-def resnext11_params(groups: int, d: int, classes: int = 10) -> int:
-    """Stem 3x3 (1 -> 32) + BN, one bottleneck per stage (planes 32/64/128, outputs 4x) with a
-    projection shortcut, fc. Bottleneck width: groups * int(planes * d / 64)."""
-    total, cin = 1 * 32 * 9 + 2 * 32, 32
-    for planes in (32, 64, 128):
+def resnext11_params(groups: int, d: int, classes: int = 10, planes_per_stage=(32, 64, 128)) -> int:
+    """Stem 3x3 (1 -> first planes) + BN, one bottleneck per stage (planes 32/64/128 by default,
+    outputs 4x) with a projection shortcut, fc. Bottleneck width: groups * int(planes * d / 64)."""
+    total, cin = 1 * planes_per_stage[0] * 9 + 2 * planes_per_stage[0], planes_per_stage[0]
+    for planes in planes_per_stage:
         w, out = groups * (planes * d // 64), 4 * planes
         total += cin * w + 2 * w + 9 * w * w // groups + 2 * w + w * out + 2 * out + cin * out + 2 * out
         cin = out
@@ -83,6 +83,14 @@ def test_resnext11_cardinality_at_equal_parameters():
         assert model.layer1[0].conv2.groups == groups
         assert model.layer1[0].conv2.out_channels == groups * (d // 2)
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_resnext11_narrower_planes():
+    # the CPU league's ResNeXt: planes 16/32/64, 8 groups of 8d-wide paths
+    model = cnnzoo.create_model("resnext11_cifar", widths=[16, 32, 64], groups=8, base_width=8, num_classes=10, in_chans=1)
+    assert n_params(model) == resnext11_params(8, 8, planes_per_stage=(16, 32, 64)) == 85_018
+    assert [model.get_submodule(f"layer{i}")[0].conv2.out_channels for i in (1, 2, 3)] == [16, 32, 64]
+    assert model.num_features == 256 and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_seresnet20_se_reduction():

@@ -186,3 +186,14 @@ def test_registry():
         assert get_model_cfg(name)["small_variant"] == name.split("_")[0] + "_cifar"
     with pytest.raises(ValueError, match="alexnet_cifar"):
         cnnzoo.create_model("alexnet")(torch.randn(1, 3, 32, 32))
+
+
+def test_cifar_width_mult_scales_the_five_convolutions():
+    zf = cnnzoo.create_model("zfnet_cifar", width_mult=0.375, in_chans=1)
+    widths = [getattr(zf, f"conv{i}").conv.out_channels for i in range(1, 6)]
+    assert widths == [36, 96, 144, 144, 96]  # ZFNet's 96-256-384-384-256, times 0.375
+    assert zf.conv1.conv.kernel_size == (3, 3) and zf(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    alex = cnnzoo.create_model("alexnet_cifar", width_mult=0.5)
+    assert [alex.conv1.conv.out_channels, alex.conv5.conv.out_channels] == [32, 128]
+    with pytest.raises(ValueError, match="width_mult must be > 0, got -1"):
+        cnnzoo.create_model("alexnet_cifar", width_mult=-1)

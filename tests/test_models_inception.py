@@ -346,3 +346,16 @@ def test_reference_file_with_aux_heads_loads_with_or_without_them(tmp_path, name
     with pytest.warns(UserWarning, match="freshly initialised"):
         five = cnnzoo.create_model(name, num_classes=5, aux_logits=True, pretrained=path)
     assert five.get_classifier().out_features == 5
+
+
+def test_cifar_googlenet_stem_stride_halves_every_stage():
+    model = cnnzoo.create_model("googlenet_cifar", stem_stride=2, in_chans=1, num_classes=10)
+    maps = model.forward_intermediates(torch.randn(2, 1, 28, 28), intermediates_only=True)
+    assert [m.shape[-1] for m in maps] == [14, 7, 4]
+    assert [f["reduction"] for f in model.feature_info] == [2, 4, 8]
+    plain = cnnzoo.create_model("googlenet_cifar", in_chans=1, num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2 and only with small_input=True, got 3"):
+        cnnzoo.create_model("googlenet_cifar", stem_stride=3)
+    with pytest.raises(ValueError, match="only with small_input=True, got 2"):
+        cnnzoo.create_model("googlenet", stem_stride=2)

@@ -247,3 +247,15 @@ def test_airbench_trains_and_runs_at_min_input():
     losses = sgd_losses("vgg_airbench", batch=32, steps=12, lr=0.05)
     assert min(losses[-3:]) < 0.7 * losses[0], losses
     assert_min_input_is_true_minimum("vgg_airbench")
+
+
+def test_cifar_vgg_width_mult_scales_every_stage():
+    half = cnnzoo.create_model("vgg11_cifar", width_mult=0.5, in_chans=1)
+    widths = [getattr(half, f"stage{i}")[0].conv.out_channels for i in range(1, 6)]
+    assert widths == [32, 64, 128, 256, 256]
+    assert half.fc1.in_features == half.num_features == 256 and half.feature_info[-1]["num_chs"] == 256
+    assert half(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    full = cnnzoo.create_model("vgg11_cifar")
+    assert n_params(half) < 0.3 * n_params(full)  # conv weights scale with the square of the width
+    with pytest.raises(ValueError, match="width_mult must be > 0, got 0"):
+        cnnzoo.create_model("vgg11_cifar", width_mult=0)
