@@ -376,6 +376,14 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     return padded[batch, chans, rows, cols]
 
 
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The batch moved ``dy`` pixels down and ``dx`` right (negative: up, left), zero fill: the
+    same fill as ``random_crop``'s, so a test-time shift shows what training showed."""
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    return F.pad(x, (p,) * 4)[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(x.shape[0], generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)

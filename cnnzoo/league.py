@@ -35,7 +35,7 @@ from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, fit_input_size, resume_training, train,
-                          train_command, training_loss)
+                          train_command, training_loss, tta_views)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
@@ -83,8 +83,8 @@ PUBLISHED_FASHION_MNIST: list[tuple[str, str, float]] = [
 # The settings that make two runs the same experiment. Threads, device and AMP change the speed
 # (and float rounding), not the experiment, so a league may be continued on another machine.
 SETTING_KEYS = ("model", "dataset", "epochs", "train_subset", "seed", "batch_size", "lr", "opt", "momentum",
-                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "tta_flip", "test_subset",
-                "model_kwargs")
+                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "tta_flip", "tta_shift",
+                "test_subset", "model_kwargs")
 
 PLAN_FILE = "league_plan.json"
 # A few timed steps are a short sample of a long run (a CPU's clock and its neighbours vary): the
@@ -195,11 +195,9 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 8, w
 
     @torch.inference_mode()
     def infer(x: torch.Tensor, y: torch.Tensor) -> None:
-        x = normalize(x.to(device)).contiguous(memory_format=memory_format)
         with autocast:
-            net(x)
-            if cfg.tta_flip:
-                net(x.flip(3))
+            for view in tta_views(x.to(device), cfg.tta_flip, cfg.tta_shift):
+                net(normalize(view).contiguous(memory_format=memory_format))
 
     plain = list(iterate_batches(ds, cfg.batch_size))
     infer(*plain[0])
@@ -212,9 +210,10 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 8, w
 
 
 def settings_difference(requested: TrainConfig, saved: dict[str, Any]) -> list[str]:
-    """``key: saved -> requested`` for each setting of SETTING_KEYS that differs."""
-    want = asdict(requested)
-    return [f"{k} {saved.get(k)!r} -> {want[k]!r}" for k in SETTING_KEYS if saved.get(k) != want[k]]
+    """``key: saved -> requested`` for each setting of SETTING_KEYS that differs. A setting that a
+    run's config predates counts as its default (what that run did)."""
+    want, saved = asdict(requested), {**asdict(TrainConfig()), **saved}
+    return [f"{k} {saved[k]!r} -> {want[k]!r}" for k in SETTING_KEYS if saved[k] != want[k]]
 
 
 def entry_state(cfg: TrainConfig) -> str:
@@ -428,7 +427,7 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
 
 # The settings of a recipe that the leaderboard records beside its entries.
 RECIPE_COLUMNS = ("opt", "lr", "momentum", "weight_decay", "sched", "warmup_epochs", "batch_size", "label_smoothing",
-                  "crop_padding", "flip", "tta_flip")
+                  "crop_padding", "flip", "tta_flip", "tta_shift")
 
 
 def _check_length(epochs: int | None, budget_minutes: float | None) -> None:

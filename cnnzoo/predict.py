@@ -53,11 +53,11 @@ def load_model(checkpoint: str | Path | None = None, model_name: str | None = No
 
 def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = None, *, data_dir: str | None = None,
                         model_name: str | None = None, model_kwargs: dict[str, Any] | None = None,
-                        batch_size: int = 512, tta_flip: bool = False,
+                        batch_size: int = 512, tta_flip: bool = False, tta_shift: int = 0,
                         pretrained: bool | str | Path | None = None) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint (or of ``model_name`` with ``pretrained`` weights) on the
     test split of ``dataset`` (default: its own); ``tta_flip`` averages each image's logits with its
-    mirror image's. ImageNet weights on an image folder are scored image by image with the
+    mirror image's, ``tta_shift`` with its moved copies (``train.tta_views``). ImageNet weights on an image folder are scored image by image with the
     reference's preprocessing (``evaluate_imagenet_folder``)."""
     model, meta = load_model(checkpoint, model_name, pretrained=pretrained, model_kwargs=model_kwargs)
     source = str(checkpoint or model.pretrained_cfg.get("weights") or model_name)
@@ -68,6 +68,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
     if dataset == "imagefolder" and cfg.get("label_names") and checkpoint is None:
         if data_dir is None:
             raise ValueError("--dataset imagefolder needs --data-dir DIR (ImageNet's val folder: one folder per class)")
+        if tta_shift:
+            raise ValueError("--tta-shift applies to datasets held in memory, not to scoring ImageNet weights on a folder")
         res = evaluate_imagenet_folder(model, data_dir, batch_size=batch_size, tta_flip=tta_flip)
         return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, **res)
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
@@ -77,7 +79,7 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
     if len(ds.classes) != cfg["num_classes"]:
         raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
     ds.images = resize_to(ds.images, cfg["input_size"][1:])
-    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size, tta_flip=tta_flip)
+    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size, tta_flip=tta_flip, tta_shift=tta_shift)
     return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, images=len(ds), **res)
 
 

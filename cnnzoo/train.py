@@ -35,7 +35,8 @@ from cnnzoo import distributed as dist_util
 from cnnzoo import stream
 from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_files, save_train_state, save_weights,
                                write_json, write_text)
-from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
+from cnnzoo.data import (ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split,
+                         translate)
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone,
@@ -126,6 +127,8 @@ class TrainConfig:
     crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
     flip: bool = _opt(False, "random horizontal flips")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
+    tta_shift: int = _opt(0, "also evaluate on each image moved this many pixels up, down, left and right (zero "
+                             "fill), logits averaged over all views; 0: off", metavar="PIXELS")
     # bookkeeping
     eval_batch_size: int | None = _opt(None, "images per evaluation batch; None: 1024 for data held in memory, "
                                              "the training batch size for images decoded per batch")
@@ -303,11 +306,20 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def tta_views(x: torch.Tensor, flip: bool = False, shift: int = 0) -> list[torch.Tensor]:
+    """The views whose logits test-time augmentation averages: the image, moved ``shift`` pixels
+    each way if asked, and the mirror image of each if ``flip``."""
+    moves = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else [])
+    views = [translate(x, dy, dx) for dy, dx in moves]
+    return views + [v.flip(3) for v in views] if flip else views
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, ds: ImageDataset, normalize: Normalize, batch_size: int = 1024,
-             device: str | torch.device = "cpu", world: World | None = None, tta_flip: bool = False) -> dict[str, float]:
+             device: str | torch.device = "cpu", world: World | None = None, tta_flip: bool = False,
+             tta_shift: int = 0) -> dict[str, float]:
     """Top-1, top-5 (top-k with k = min(5, classes)) and mean cross-entropy over ``ds``; with
-    ``tta_flip`` the logits are the mean of the image's and its mirror image's.
+    ``tta_flip`` / ``tta_shift`` the logits are the mean over the image's views (``tta_views``).
     In a world of several ranks each scores every ``world.size``-th image and the sums are added
     up, so that every rank returns the numbers of the whole set at 1/N of the work."""
     world = world or World()
@@ -322,10 +334,9 @@ def evaluate(model: nn.Module, ds: ImageDataset, normalize: Normalize, batch_siz
     else:
         batches = iterate_batches(ds, batch_size, indices=shard)
     for x, y in batches:
-        x, y = normalize(x.to(device)), y.to(device)
-        logits = model(x)
-        if tta_flip:
-            logits = (logits + model(x.flip(3))) / 2
+        x, y = x.to(device), y.to(device)
+        views = tta_views(x, tta_flip, tta_shift)
+        logits = sum(model(normalize(v)) for v in views) / len(views)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         topk = logits.topk(k, dim=1).indices
         correct1 += (topk[:, 0] == y).sum().item()
@@ -555,6 +566,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     torch.manual_seed(cfg.seed)
     if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
         raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
+    if cfg.tta_shift < 0 or cfg.crop_padding < 0:
+        raise ValueError(f"--tta-shift and --crop-padding must be >= 0, got {cfg.tta_shift} and {cfg.crop_padding}")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     if initial is not None:
@@ -810,7 +823,7 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
     loss_total, correct_total, seen_total = dist_util.all_reduce_sum(
         world, [totals.loss_sum, totals.correct, totals.images], run.device)
     run.test = test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, world,
-                               cfg.tta_flip)
+                               cfg.tta_flip, cfg.tta_shift)
     row = dict(epoch=epoch + 1, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
                test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
                lr=run.opt.param_groups[0]["lr"], epoch_seconds=totals.seconds,
@@ -854,7 +867,7 @@ def finish(run: Run) -> dict[str, Any]:
     cfg, data = run.cfg, run.data
     if math.isnan(run.test["top1"]):  # resumed a finished run: report its final weights
         run.test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, run.world,
-                            cfg.tta_flip)
+                            cfg.tta_flip, cfg.tta_shift)
     test = run.test
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=run.best_top1, params=run.params,
@@ -863,7 +876,8 @@ def finish(run: Run) -> dict[str, Any]:
                    run_dir=str(run.out), threads=torch.get_num_threads(), device=str(run.device),
                    device_name=dist_util.device_name(run.device), finished=time.strftime("%Y-%m-%d", time.gmtime()),
                    amp=cfg.amp,
-                   world_size=run.world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip)
+                   world_size=run.world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip,
+                   tta_shift=cfg.tta_shift)
     if run.world.is_main:
         write_json(run.out / "summary.json", summary)
     return summary

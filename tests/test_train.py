@@ -238,6 +238,33 @@ def test_flip_tta_averages_the_mirror_images_logits():
     assert tta["top1"] != plain["top1"]
 
 
+def test_shift_tta_averages_the_image_moved_each_way():
+    from cnnzoo.data import ImageDataset, Normalize, translate
+
+    x = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    assert translate(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [1, 2, 3], [4, 5, 6]]  # down, zero fill
+    assert translate(x, 0, -1)[0, 0].tolist() == [[2, 3, 0], [5, 6, 0], [8, 9, 0]]  # left
+    views = train_mod.tta_views(x, flip=True, shift=1)
+    assert len(views) == 10 and torch.equal(views[5], x.flip(3)) and torch.equal(views[6], translate(x, 1, 0).flip(3))
+
+    class TopLeft(torch.nn.Module):  # looks at one corner pixel: moving the image changes its answer
+        def forward(self, x):
+            corner = x[:, 0, 0, 0]
+            return torch.stack([corner, -corner], dim=1)
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g)
+    ds = ImageDataset(images, torch.zeros(64, dtype=torch.long), ["a", "b"])
+    norm = Normalize((0.5,), (0.25,))
+    got = train_mod.evaluate(TopLeft(), ds, norm, tta_shift=2)
+    logits = sum(TopLeft()(norm(translate(images, dy, dx))) for dy, dx in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))) / 5
+    assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ds.labels).item(), rel=1e-5)
+    assert got["top1"] == pytest.approx((logits.argmax(1) == 0).float().mean().item())
+    assert got["top1"] != train_mod.evaluate(TopLeft(), ds, norm)["top1"]
+    with pytest.raises(ValueError, match="--tta-shift and --crop-padding must be >= 0, got -1 and 0"):
+        train_mod.train(train_mod.TrainConfig(tta_shift=-1, out=None), progress=False)
+
+
 def test_recipe_sets_defaults_and_flags_win():
     cfg = TrainConfig.from_recipe("fast", epochs=2)
     assert cfg.recipe == "fast" and cfg.model == "vgg_airbench" and cfg.epochs == 2

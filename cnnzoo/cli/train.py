@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> Any:
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
                               model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip,
-                              pretrained=pretrained_arg(args))
+                              tta_shift=args.tta_shift, pretrained=pretrained_arg(args))
     print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
           f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
     return res
@@ -151,6 +151,8 @@ def add_eval_predict_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data-dir")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--tta-flip", action="store_true", help="average each image's logits with its mirror image's")
+    s.add_argument("--tta-shift", type=int, default=0, metavar="PIXELS",
+                   help="also average over the image moved this many pixels up, down, left and right")
     add_json(s)
     s.set_defaults(func=cmd_eval)
 
