@@ -5,7 +5,8 @@
 # - the README's two commands as a user runs them, once per training seed: train MODEL with
 #   --seed S (TRAIN_ARGS, default "--epochs 12"), then compress that run with the defaults:
 #     TRAIN_MODEL=lenet5_caffe bash benchmarks/compress_seeds.sh - [OUT_DIR]
-# Then the mean and standard deviation of the ratio and of the points lost.
+# Then the mean and standard deviation of the ratio and of the points lost. A seed whose report is
+# already in OUT_DIR is not run again, so two invocations with different SEEDS can share the cores.
 # Environment: SEEDS (default "0 1 2 3 4"), THREADS (default 1: the thread count changes the
 # rounding, so 1- and 2-thread runs of one seed differ), CNNZOO (default "python -m cnnzoo").
 # Extra `cnnzoo compress` arguments go in COMPRESS_ARGS, e.g. COMPRESS_ARGS="--sparsity c5=0.96".
@@ -28,6 +29,7 @@ for seed in $SEEDS; do
   else
     run="$RUN"; compress_seed=(--seed "$seed")
   fi
+  [[ -f "$OUT/seed$seed.report.json" ]] && continue
   echo "\$ cnnzoo compress --checkpoint $run --out $OUT/seed$seed.cnnz --threads $THREADS ${compress_seed[*]} ${EXTRA[*]}" >&2
   $CNNZOO compress --checkpoint "$run" --out "$OUT/seed$seed.cnnz" --threads "$THREADS" "${compress_seed[@]}" \
     "${EXTRA[@]}" --no-progress > /dev/null

@@ -53,12 +53,12 @@ DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "goog
 TIERS: dict[str, dict[str, Any]] = {
     # Members scaled (width, stem stride) to train about 10 epochs in the budget; MobileNet v1 in
     # fp32, as its depthwise convolutions run slower in bf16 on a CPU.
-    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": dict(model_kwargs=dict(width_mult=0.5)),
+    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": dict(model_kwargs=dict(width_mult=0.375)),
                          "zfnet_cifar": dict(model_kwargs=dict(width_mult=0.375)),
                          "vgg11_cifar": dict(model_kwargs=dict(width_mult=0.5)),
                          "googlenet_cifar": dict(model_kwargs=dict(stem_stride=2, width_mult=0.1875)),
                          "resnet20": {},
-                         "resnext11_cifar": dict(model_kwargs=dict(widths=[16, 32, 64], groups=8, base_width=8)),
+                         "resnext11_cifar": dict(model_kwargs=dict(groups=8, base_width=8, stem_stride=2)),
                          "seresnet20": {},
                          "mobilenet_v1_cifar": dict(model_kwargs=dict(width_mult=0.25), amp=False)},
                 recipe="fast", budget_minutes=15.0, threads=2, device="cpu"),
@@ -144,13 +144,13 @@ def plan_budget(budget_seconds: float, train_images_per_second: float, eval_imag
                 estimated_seconds=round(n / train_images_per_second + eval_seconds, 1))
 
 
-def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 8, warmup: int = 2) -> dict[str, float]:
+def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, warmup: int = 4) -> dict[str, float]:
     """Training and evaluation images per second of ``cfg.model``, timed on real batches.
 
     The same work as the trainer does per step (the epoch's batches with their augmentation,
     normalise, forward, loss with auxiliary heads, backward, optimiser step) at the same batch size,
     input size, memory format, threads and device; ``warmup`` steps first, so that one-off costs
-    (allocation, kernel selection) are not counted. Evaluation is timed on the same images in
+    (kernel selection, the memory allocator settling on its buffers) are not counted. Evaluation is timed on the same images in
     inference mode, with the mirror images too when the recipe averages over them.
     """
     if cfg.threads:

@@ -91,6 +91,13 @@ def test_resnext11_narrower_planes():
     assert n_params(model) == resnext11_params(8, 8, planes_per_stage=(16, 32, 64)) == 85_018
     assert [model.get_submodule(f"layer{i}")[0].conv2.out_channels for i in (1, 2, 3)] == [16, 32, 64]
     assert model.num_features == 256 and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # a stride-2 stem: the same weights, every stage at half the size
+    halved = cnnzoo.create_model("resnext11_cifar", groups=8, base_width=8, stem_stride=2, num_classes=10, in_chans=1)
+    maps = halved.forward_intermediates(torch.randn(2, 1, 28, 28), intermediates_only=True)
+    assert [m.shape[-1] for m in maps] == [14, 7, 4] and [f["reduction"] for f in halved.feature_info] == [2, 4, 8]
+    assert n_params(halved) == resnext11_params(8, 8)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2 and only with stem='cifar', got 2"):
+        cnnzoo.create_model("resnet18", stem_stride=2)
 
 
 def test_seresnet20_se_reduction():

@@ -214,7 +214,8 @@ class ResNet(ZooModel):
 
     ``widths`` are the stages' ``planes`` (block outputs are ``planes * block.expansion``); the
     stem has ``widths[0]`` filters. ``stem="imagenet"``: 7x7 stride-2 convolution and 3x3 stride-2
-    max-pool; ``"cifar"``: one 3x3 stride-1 convolution. ``shortcut``: "B" (projection where the
+    max-pool; ``"cifar"``: one 3x3 convolution of stride ``stem_stride`` (1, or 2 to run every
+    stage at half the input size, a quarter of the work, as the ImageNet stem does by 4). ``shortcut``: "B" (projection where the
     shape changes), "A" (zero padding) or "none" (a plain network). ``groups``/``base_width`` make
     a ResNeXt; ``se_width`` (channels -> SE bottleneck width) adds squeeze-and-excitation.
     ``zero_init_residual`` starts the last batch norm of every residual branch at scale 0, so that
@@ -244,8 +245,11 @@ input), then each layer.
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
+        if stem_stride not in (1, 2) or (stem_stride != 1 and stem != "cifar"):
+            raise ValueError(f"stem_stride must be 1 or 2 and only with stem='cifar', got {stem_stride}")
         if zero_init_residual and shortcut == "none":
             raise ValueError("zero_init_residual needs shortcuts: a plain network's blocks would output zeros")
         if len(layers) != len(widths):
@@ -258,12 +262,13 @@ input), then each layer.
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
-        # The ImageNet stem halves twice (strided convolution, then max-pool); the CIFAR stem keeps the size.
-        reduction = 2 if stem == "imagenet" else 1
+        # The ImageNet stem halves twice (strided convolution, then max-pool); the CIFAR stem keeps the
+        # size, or halves it once with stem_stride 2.
+        reduction = 2 if stem == "imagenet" else stem_stride
         stages = [("relu", stem_width, reduction)]
         reduction *= 2 if stem == "imagenet" else 1
         self.stem_modules = ("conv1", "bn1")
