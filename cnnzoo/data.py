@@ -381,6 +381,8 @@ def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     same fill as ``random_crop``'s, so a test-time shift shows what training showed."""
     h, w = x.shape[-2:]
     p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
     return F.pad(x, (p,) * 4)[..., p - dy:p - dy + h, p - dx:p - dx + w]
 
 

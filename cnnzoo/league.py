@@ -83,8 +83,8 @@ PUBLISHED_FASHION_MNIST: list[tuple[str, str, float]] = [
 # The settings that make two runs the same experiment. Threads, device and AMP change the speed
 # (and float rounding), not the experiment, so a league may be continued on another machine.
 SETTING_KEYS = ("model", "dataset", "epochs", "train_subset", "seed", "batch_size", "lr", "opt", "momentum",
-                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "tta_flip", "tta_shift",
-                "test_subset", "model_kwargs")
+                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "tta_flip",
+                "tta_shift", "test_subset", "model_kwargs")
 
 PLAN_FILE = "league_plan.json"
 # A few timed steps are a short sample of a long run (a CPU's clock and its neighbours vary): the
@@ -150,8 +150,9 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
     The same work as the trainer does per step (the epoch's batches with their augmentation,
     normalise, forward, loss with auxiliary heads, backward, optimiser step) at the same batch size,
     input size, memory format, threads and device; ``warmup`` steps first, so that one-off costs
-    (kernel selection, the memory allocator settling on its buffers) are not counted. Evaluation is timed on the same images in
-    inference mode, with the mirror images too when the recipe averages over them.
+    (kernel selection, the memory allocator settling on its buffers) are not counted. Evaluation is
+    timed on the same images in inference mode, on every view the recipe's test-time augmentation
+    averages over.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -57,8 +57,9 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
                         pretrained: bool | str | Path | None = None) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint (or of ``model_name`` with ``pretrained`` weights) on the
     test split of ``dataset`` (default: its own); ``tta_flip`` averages each image's logits with its
-    mirror image's, ``tta_shift`` with its moved copies (``train.tta_views``). ImageNet weights on an image folder are scored image by image with the
-    reference's preprocessing (``evaluate_imagenet_folder``)."""
+    mirror image's, ``tta_shift`` with its moved copies (``train.tta_views``). ImageNet weights on
+    an image folder are scored image by image with the reference's preprocessing
+    (``evaluate_imagenet_folder``)."""
     model, meta = load_model(checkpoint, model_name, pretrained=pretrained, model_kwargs=model_kwargs)
     source = str(checkpoint or model.pretrained_cfg.get("weights") or model_name)
     dataset = dataset or meta.get("dataset")
@@ -69,7 +70,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
         if data_dir is None:
             raise ValueError("--dataset imagefolder needs --data-dir DIR (ImageNet's val folder: one folder per class)")
         if tta_shift:
-            raise ValueError("--tta-shift applies to datasets held in memory, not to scoring ImageNet weights on a folder")
+            raise ValueError("--tta-shift applies to datasets held in memory, not to ImageNet weights scored on a "
+                             "folder")
         res = evaluate_imagenet_folder(model, data_dir, batch_size=batch_size, tta_flip=tta_flip)
         return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, **res)
     ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],

@@ -87,7 +87,8 @@ def test_resnext11_cardinality_at_equal_parameters():
 
 def test_resnext11_narrower_planes():
     # the CPU league's ResNeXt: planes 16/32/64, 8 groups of 8d-wide paths
-    model = cnnzoo.create_model("resnext11_cifar", widths=[16, 32, 64], groups=8, base_width=8, num_classes=10, in_chans=1)
+    model = cnnzoo.create_model("resnext11_cifar", widths=[16, 32, 64], groups=8, base_width=8, num_classes=10,
+                                in_chans=1)
     assert n_params(model) == resnext11_params(8, 8, planes_per_stage=(16, 32, 64)) == 85_018
     assert [model.get_submodule(f"layer{i}")[0].conv2.out_channels for i in (1, 2, 3)] == [16, 32, 64]
     assert model.num_features == 256 and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)

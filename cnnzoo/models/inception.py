@@ -281,7 +281,8 @@ class GoogLeNet(_InceptionNet):
         self.inception5b = InceptionV1Block(self.inception5a.out_channels, c(384), c(192), c(384), c(48), c(128), c(128))
         self.num_features = self.inception5b.out_channels
         self.stage_modules = tuple(n for n, _ in self.named_children() if n.startswith("inception"))
-        stem = [("stem.conv1", c(192), stem_stride)] if small_input else [("stem.conv1", c(64), 2), ("stem.conv3", c(192), 4)]
+        stem = ([("stem.conv1", c(192), stem_stride)] if small_input
+                else [("stem.conv1", c(64), 2), ("stem.conv3", c(192), 4)])
         r = stem[-1][2] * (1 if small_input else 2)
         self.feature_info = last_per_reduction(stem + [("inception3b", self.inception3b.out_channels, r),
                                                        ("inception4e", self.inception4e.out_channels, 2 * r),

@@ -215,8 +215,9 @@ class ResNet(ZooModel):
     ``widths`` are the stages' ``planes`` (block outputs are ``planes * block.expansion``); the
     stem has ``widths[0]`` filters. ``stem="imagenet"``: 7x7 stride-2 convolution and 3x3 stride-2
     max-pool; ``"cifar"``: one 3x3 convolution of stride ``stem_stride`` (1, or 2 to run every
-    stage at half the input size, a quarter of the work, as the ImageNet stem does by 4). ``shortcut``: "B" (projection where the
-    shape changes), "A" (zero padding) or "none" (a plain network). ``groups``/``base_width`` make
+    stage at half the input size, a quarter of the work, as the ImageNet stem does by 4).
+    ``shortcut``: "B" (projection where the shape changes), "A" (zero padding) or "none" (a plain
+    network). ``groups``/``base_width`` make
     a ResNeXt; ``se_width`` (channels -> SE bottleneck width) adds squeeze-and-excitation.
     ``zero_init_residual`` starts the last batch norm of every residual branch at scale 0, so that
     each block begins as its shortcut (Goyal et al. 2017): a deep net then starts as a shallow one.

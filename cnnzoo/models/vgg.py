@@ -102,7 +102,8 @@ def _torchvision_key_map(depths: tuple[int, ...], batch_norm: bool) -> list[tupl
 
 def _stage_info(depths: tuple[int, ...], widths: tuple[int, ...] = WIDTHS) -> list[dict]:
     """VGG's stages end in the activation of their last convolution, before the max-pool."""
-    return [dict(num_chs=widths[i], reduction=2 ** i, module=f"stage{i + 1}.conv{depth}") for i, depth in enumerate(depths)]
+    return [dict(num_chs=widths[i], reduction=2 ** i, module=f"stage{i + 1}.conv{depth}")
+            for i, depth in enumerate(depths)]
 
 
 class _VggBase(ZooModel):
