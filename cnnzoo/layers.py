@@ -240,6 +240,14 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+def scale_widths(widths: tuple[int, ...], width_mult: float) -> tuple[int, ...]:
+    """Each width times ``width_mult``, rounded to the nearest channel (at least 1): a plain width
+    multiplier, for the networks whose papers set no rounding rule of their own."""
+    if width_mult <= 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    return tuple(max(1, round(c * width_mult)) for c in widths)
+
+
 def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
     """Per-block drop rates rising linearly from 0 (first block) to ``rate`` (last), as in Huang et
     al.'s linear decay rule: early blocks compute features every later block needs."""

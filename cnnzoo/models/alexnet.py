@@ -69,7 +69,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights
+from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights, scale_widths
 from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import TV_TAGS, register_model
 
@@ -202,9 +202,7 @@ class CifarAlexNet(_ConvFcNet):
                  widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256), conv1_kernel: int = 5,
                  global_pool: str = "avg", width_mult: float = 1.0) -> None:
         super().__init__()
-        if width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        c1, c2, c3, c4, c5 = (max(1, round(c * width_mult)) for c in widths)
+        c1, c2, c3, c4, c5 = scale_widths(widths, width_mult)
         # Batch norm after every convolution (ConvBnAct, no conv bias): AlexNet without it needs
         # hand-tuned learning rates on small images; with it it trains at the usual SGD settings.
         self.conv1 = ConvBnAct(in_chans, c1, conv1_kernel)

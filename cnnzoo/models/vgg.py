@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnzoo.layers import GlobalPool2d, MaxPool2d, init_weights
+from cnnzoo.layers import GlobalPool2d, MaxPool2d, init_weights, scale_widths
 from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import TV_TAGS, register_model
 
@@ -182,9 +182,7 @@ class CifarVGG(_VggBase):
         width_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        if width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        w = tuple(max(1, round(c * width_mult)) for c in WIDTHS)
+        w = scale_widths(WIDTHS, width_mult)
         self.num_classes = num_classes
         self.num_features = w[4]
         self.head_hidden_size = hidden
