@@ -121,23 +121,30 @@ def resolve_models(patterns: list[str] | None) -> list[str]:
 
 
 def plan_budget(budget_seconds: float, train_images_per_second: float, eval_images_per_second: float,
-                train_images: int, test_images: int, batch_size: int = 128) -> dict[str, Any]:
+                train_images: int, test_images: int, batch_size: int = 128, eval_every: int = 1) -> dict[str, Any]:
     """Epochs and training images that fit ``budget_seconds``, from measured speeds.
 
-    An epoch costs ``train_images / train_speed`` seconds of training plus one evaluation of the
-    test set (the trainer evaluates after every epoch). As many whole epochs of the full training
-    set as fit, at least one; when even one does not fit, one epoch of a seeded subset of the
-    training set sized to the time left after the evaluation, in whole batches (at least one).
+    An epoch costs ``train_images / train_speed`` seconds of training, and each evaluation of the
+    test set (after every ``eval_every``-th epoch and after the last, as the trainer does) its own.
+    As many whole epochs of the full training set as fit, at least one; when even one does not fit,
+    one epoch of a seeded subset of the training set sized to the time left after the evaluation,
+    in whole batches (at least one).
     """
     if budget_seconds <= 0 or train_images_per_second <= 0 or eval_images_per_second <= 0:
         raise ValueError(f"budget and speeds must be positive, got budget {budget_seconds} s, "
                          f"{train_images_per_second} / {eval_images_per_second} img/s")
     eval_seconds = test_images / eval_images_per_second
-    epoch_seconds = train_images / train_images_per_second + eval_seconds
-    if epoch_seconds <= budget_seconds:
-        epochs = max(1, math.floor(budget_seconds / epoch_seconds))
+
+    def seconds(epochs: int) -> float:
+        evaluations = -(-epochs // eval_every) if eval_every else 1
+        return epochs * train_images / train_images_per_second + evaluations * eval_seconds
+
+    if seconds(1) <= budget_seconds:
+        epochs = 1
+        while seconds(epochs + 1) <= budget_seconds:
+            epochs += 1
         return dict(epochs=epochs, train_images=train_images, train_subset=None,
-                    estimated_seconds=round(epochs * epoch_seconds, 1))
+                    estimated_seconds=round(seconds(epochs), 1))
     fit = math.floor((budget_seconds - eval_seconds) * train_images_per_second / batch_size) * batch_size
     n = min(train_images, max(batch_size, fit))
     return dict(epochs=1, train_images=n, train_subset=n if n < train_images else None,
@@ -307,7 +314,8 @@ def _plan_entry(cfg: TrainConfig, budget_minutes: float, data: Callable[[str], t
         speed = measure_speed(cfg, ds)
         plan = dict(**basis, **speed,
                     **plan_budget(budget_minutes * 60 * PLAN_SHARE, speed["train_images_per_second"],
-                                  speed["eval_images_per_second"], len(ds), test_images))
+                                  speed["eval_images_per_second"], len(ds), test_images,
+                                  eval_every=cfg.eval_every))
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / PLAN_FILE, plan)
         if progress:

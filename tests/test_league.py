@@ -118,6 +118,11 @@ def test_plan_budget_arithmetic():
     assert plan_budget(60, 1000, 10000, 10000, 10000) == dict(epochs=5, train_images=10000, train_subset=None,
                                                               estimated_seconds=55.0)
     assert plan_budget(11, 1000, 10000, 10000, 10000)["epochs"] == 1
+    # Evaluating after the last epoch only (10 s per epoch + 1 s once), or after every second one.
+    assert plan_budget(64, 1000, 10000, 10000, 10000, eval_every=0) == dict(
+        epochs=6, train_images=10000, train_subset=None, estimated_seconds=61.0)
+    assert plan_budget(64, 1000, 10000, 10000, 10000, eval_every=2)["estimated_seconds"] == 63.0
+    assert plan_budget(64, 1000, 10000, 10000, 10000)["epochs"] == 5
     # One epoch does not fit 5 s: 4 s of training left after the evaluation = 3,968 images (31 batches).
     assert plan_budget(5, 1000, 10000, 10000, 10000) == dict(epochs=1, train_images=3968, train_subset=3968,
                                                              estimated_seconds=5.0)

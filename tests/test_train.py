@@ -262,14 +262,31 @@ def test_shift_tta_averages_the_image_moved_each_way():
     assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ds.labels).item(), rel=1e-5)
     assert got["top1"] == pytest.approx((logits.argmax(1) == 0).float().mean().item())
     assert got["top1"] != train_mod.evaluate(TopLeft(), ds, norm)["top1"]
-    with pytest.raises(ValueError, match="--tta-shift and --crop-padding must be >= 0, got -1 and 0"):
+    with pytest.raises(ValueError, match="--eval-every must be >= 0, got -1, 0 and 1"):
         train_mod.train(train_mod.TrainConfig(tta_shift=-1, out=None), progress=False)
+
+
+def test_eval_every_scores_the_named_epochs_and_the_last(fmnist_small, tmp_path):
+    summary = train(small_cfg(fmnist_small, tmp_path / "run", epochs=3, eval_every=2), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["test_top1"] for r in rows][0] == "nan" and all(float(r["test_top1"]) > 0.1 for r in rows[1:])
+    assert summary["test_top1"] == pytest.approx(float(rows[2]["test_top1"]), abs=1e-6)
+    best = max(float(r["test_top1"]) for r in rows[1:])
+    assert summary["best_test_top1"] == pytest.approx(best, abs=1e-6)
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors")[1]["test_top1"] == pytest.approx(best, abs=1e-6)
+    only_last = train(small_cfg(fmnist_small, tmp_path / "last", epochs=2, eval_every=0), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "last" / "metrics.csv")))
+    assert rows[0]["test_top1"] == "nan" and float(rows[1]["test_top1"]) == pytest.approx(only_last["test_top1"])
+    with pytest.raises(ValueError, match="--eval-every must be >= 0, got 0, 0 and -2"):
+        train(small_cfg(fmnist_small, tmp_path / "bad", eval_every=-2), progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_recipe_sets_defaults_and_flags_win():
     cfg = TrainConfig.from_recipe("fast", epochs=2)
     assert cfg.recipe == "fast" and cfg.model == "vgg_airbench" and cfg.epochs == 2
     assert cfg.opt == "sgd" and cfg.sched == "linear" and cfg.tta_flip and cfg.flip
+    assert cfg.tta_shift == 1 and cfg.eval_every == 0
     with pytest.raises(ValueError, match="unknown recipe 'quick'.*fast"):
         TrainConfig.from_recipe("quick")
 
