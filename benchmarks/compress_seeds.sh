@@ -40,12 +40,25 @@ import json, statistics, sys
 from pathlib import Path
 
 out, seeds = Path(sys.argv[1]), sys.argv[2:]
-rows = [json.loads((out / f"seed{s}.report.json").read_text())["totals"] for s in seeds]
+reports = [json.loads((out / f"seed{s}.report.json").read_text()) for s in seeds]
+rows = [r["totals"] for r in reports]
 print("| seed | ratio | top-1 before | pruned | quantized | loss (points) |\n|---|---:|---:|---:|---:|---:|")
 for s, t in zip(seeds, rows):
     print(f"| {s} | {t['ratio']:.1f}x | {t['top1_before']:.4f} | {t['top1_pruned']:.4f} | "
           f"{t['top1_quantized']:.4f} | {t['top1_loss_points']:.2f} |")
-ratios, losses = [t["ratio"] for t in rows], [t["top1_loss_points"] for t in rows]
+losses = [t["top1_loss_points"] for t in rows]
 sd = statistics.stdev(losses) if len(losses) > 1 else 0.0
-print(f"| **mean** | {statistics.mean(ratios):.1f}x | | | | {statistics.mean(losses):.2f} (sd {sd:.2f}) |")
+mean = lambda key: statistics.mean(t[key] for t in rows)
+print(f"| **mean** | {mean('ratio'):.1f}x | | | | {mean('top1_loss_points'):.2f} (sd {sd:.2f}, max {max(losses):.2f}) |")
+
+# Per stage, as Han et al.'s Table 1: the size after each stage (conv/fc weights in that stage's
+# format, the rest as the file stores it) and the test top-1 after it; Huffman coding is lossless.
+def ratio(key):
+    return statistics.mean(r["totals"]["fp32_bytes"] / (sum(l[key] for l in r["layers"]) + r["totals"]["dense_bytes"])
+                           for r in reports)
+print("\n| stage | ratio (mean) | test top-1 (mean) |\n|---|---:|---:|")
+print(f"| before | 1x | {mean('top1_before'):.4f} |")
+print(f"| pruning + retraining | {ratio('pruned_bytes'):.1f}x | {mean('top1_pruned'):.4f} |")
+print(f"| + quantization, centroids fine-tuned | {ratio('quantized_bytes'):.1f}x | {mean('top1_quantized'):.4f} |")
+print(f"| + Huffman coding (the file) | {mean('ratio'):.1f}x | {mean('top1_quantized'):.4f} |")
 PY

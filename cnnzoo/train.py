@@ -58,7 +58,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # speed records (airbench): a small VGG with a whitened stem, Nesterov SGD with a short warm-up
     # and a linear decay to zero (a one-cycle schedule: most of the accuracy comes in the last,
     # low-learning-rate epochs), label smoothing, random crop and flip, and test-time averaging
-    # over flips and 1-pixel shifts, evaluated once at the end (ten views cost 8% of training each).
+    # over flips and 1-pixel shifts, scored once at the end (ten views cost as much as 1.5 epochs).
     # bfloat16 autocast runs this network 1.8x faster on a CPU with AVX512-BF16 (--no-amp without).
     "fast": dict(model="vgg_airbench", epochs=15, batch_size=256, opt="sgd", lr=0.2, momentum=0.9,
                  weight_decay=5e-4, sched="linear", warmup_epochs=1.0, label_smoothing=0.1, crop_padding=2,

@@ -407,6 +407,11 @@ def test_compress_config_fills_only_what_was_not_given_from_the_model_defaults()
     assert cfg.final_epochs == SCHEDULE_DEFAULTS["final_epochs"] and cfg.weight_decay == 0.0
     generic = CompressConfig(lr=0.01).for_model("resnet20")
     assert generic.lr == 0.01 and generic.centroid_lr == SCHEDULE_DEFAULTS["centroid_lr"]
+    assert (generic.crop_padding, generic.flip) == (0, False)
+    # the paper's LeNet-5 retrains on crops and flips unless told not to
+    paper = CompressConfig().for_model("lenet5_caffe")
+    assert (paper.crop_padding, paper.flip) == (2, True)
+    assert CompressConfig(crop_padding=0, flip=False).for_model("lenet5_caffe").flip is False
     with pytest.raises(ValueError, match="--prune-iters must be >= 1, got 0"):
         compress("unused", "unused.cnnz", prune_iters=0)
 

@@ -44,8 +44,10 @@ def _add_schedule_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--distill", action=argparse.BooleanOptionalAction,
                    help="retrain against the uncompressed model's softened outputs too (knowledge distillation; "
                         "default: per model, else off)")
-    s.add_argument("--crop-padding", type=int, default=0, help="retrain on random crops shifted up to N pixels")
-    s.add_argument("--flip", action="store_true", help="retrain on random horizontal flips too")
+    s.add_argument("--crop-padding", type=int,
+                   help="retrain on random crops shifted up to N pixels (default: per model, else 0)")
+    s.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                   help="retrain on random horizontal flips too (default: per model, else off)")
     s.add_argument("--channels-last", action="store_true",
                    help="retrain in channels-last layout: faster convolutions on the CPU, another rounding path")
 

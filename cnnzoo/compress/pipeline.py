@@ -43,12 +43,13 @@ MODEL_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                           schedule={"final_epochs": 3.0, "quant_epochs": 1.0, "lr": 3e-4, "distill": True}),
     "lenet_300_100": dict(sparsity={"fc1": 0.92, "fc2": 0.88, "fc3": 0.5}, bits={"fc": 4}),
     # the paper's "LeNet-5" (Caffe's): its kept fractions for conv1 and fc2, conv2 and fc1 moved to fit
+    # (crops and flips in retraining: 0.42 points lost against 0.55 with crops only, 0.79 with neither)
     "lenet5_caffe": dict(sparsity={"conv1": 0.34, "conv2": 0.8, "fc1": 0.95, "fc2": 0.8}, bits={"conv": 6, "fc": 4},
-                         schedule={"lr": 3e-3, "distill": True}),
+                         schedule={"lr": 3e-3, "distill": True, "crop_padding": 2, "flip": True}),
 }
 GENERIC_DEFAULTS = dict(sparsity={"conv": 0.65, "fc": 0.9}, bits={"conv": 8, "fc": 5})  # the paper's AlexNet bits
 SCHEDULE_DEFAULTS: dict[str, Any] = {"final_epochs": 8.0, "quant_epochs": 2.0, "lr": 1e-3, "centroid_lr": 1e-4,
-                                     "weight_decay": 0.0, "distill": False}
+                                     "weight_decay": 0.0, "distill": False, "crop_padding": 0, "flip": False}
 
 
 @dataclass
@@ -80,8 +81,8 @@ class CompressConfig:
     batch_size: int = 128               # images per step
     distill: bool | None = None         # add the KL divergence to the uncompressed model's softened outputs
     temperature: float = 4.0            # distillation's softening of both outputs (Hinton et al. 2015)
-    crop_padding: int = 0               # random translation, pixels
-    flip: bool = False                  # random horizontal flips
+    crop_padding: int | None = None     # random translation, pixels
+    flip: bool | None = None            # random horizontal flips
     channels_last: bool = False         # faster CPU convolutions, but another rounding path
     seed: int = 0                       # pruning step i retrains with seed + i, the centroids with seed + quant_seed
     quant_seed: int = 1000
@@ -97,7 +98,7 @@ class CompressConfig:
             raise ValueError(f"--init must be one of {INITS}, got {self.init!r}")
         if self.prune_iters < 1:
             raise ValueError(f"--prune-iters must be >= 1, got {self.prune_iters}")
-        if self.crop_padding < 0:
+        if self.crop_padding is not None and self.crop_padding < 0:
             raise ValueError(f"--crop-padding must be >= 0, got {self.crop_padding}")
 
 
