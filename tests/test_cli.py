@@ -34,14 +34,14 @@ def test_train_prints_final_line_and_json(fmnist_small, tmp_path, capsys):
 def test_train_recipe_with_overrides_and_eval_with_flip_tta(fmnist_small, tmp_path, capsys):
     run = tmp_path / "fast"
     code, out, _ = run_cli(capsys, "train", "--recipe", "fast", "--data-dir", str(fmnist_small), "--epochs", "1",
-                           "--train-subset", "512", "--lr", "0.1", "--out", str(run), "--no-progress", "--json")
+                           "--train-subset", "512", "--lr", "0.1", "--no-amp", "--out", str(run), "--no-progress", "--json")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"] == "fast" and config["model"] == "vgg_airbench" and config["lr"] == 0.1
-    assert config["tta_flip"] and summary["tta_flip"]
+    assert config["tta_flip"] and summary["tta_flip"] and summary["tta_shift"] == 1 and not config["amp"]
     code, out, _ = run_cli(capsys, "eval", "--checkpoint", str(run), "--data-dir", str(fmnist_small), "--tta-flip",
-                           "--json")
+                           "--tta-shift", "1", "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(summary["test_top1"])
 
 
