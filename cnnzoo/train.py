@@ -484,6 +484,11 @@ class RunData:
         return cfg.eval_batch_size or (cfg.batch_size if isinstance(self.test_ds, StreamSource) else 1024)
 
 
+def not_evaluated() -> dict[str, float]:
+    """The scores of weights not yet evaluated: NaN in metrics.csv, null in last.safetensors."""
+    return dict(top1=math.nan, top5=math.nan, loss=math.nan)
+
+
 @dataclass
 class Run:
     """A run between its steps: what was built, and where it stands."""
@@ -505,7 +510,7 @@ class Run:
     best_top1: float = -1.0
     train_seconds: float = 0.0
     rows: list[list[str]] = field(default_factory=list)
-    test: dict[str, float] = field(default_factory=lambda: dict(top1=math.nan, top5=math.nan, loss=math.nan))
+    test: dict[str, float] = field(default_factory=not_evaluated)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -833,8 +838,8 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
     if done == cfg.epochs or (cfg.eval_every and done % cfg.eval_every == 0):
         run.test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, world,
                             cfg.tta_flip, cfg.tta_shift, cfg.amp)
-    else:  # not evaluated: NaN in metrics.csv, null in last.safetensors
-        run.test = dict(top1=math.nan, top5=math.nan, loss=math.nan)
+    else:
+        run.test = not_evaluated()
     test = run.test
     row = dict(epoch=done, train_loss=loss_total / seen_total, train_top1=correct_total / seen_total,
                test_loss=test["loss"], test_top1=test["top1"], test_top5=test["top5"],
