@@ -300,3 +300,24 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
         run_league(tier="tpu", out=tmp_path / "x", progress=False)
     assert league.TIERS["gpu"]["device"] == "cuda" and all(
         league.published_figure(m)[1] for m in league.TIERS["gpu"]["members"])
+
+
+@pytest.mark.parametrize("name, tier", [("league.json", "cpu"), ("league-gpu.json", "gpu")])
+def test_committed_league_entries_name_their_tier_member_and_a_command_that_trains_it(name, tier):
+    """docs/league*.json, behind the README's chart and tables: every entry's command parses as
+    `cnnzoo train` and trains that entry's model of its tier, with the member's settings."""
+    import shlex
+    from pathlib import Path
+
+    from cnnzoo.cli.train import train_config
+
+    entries = json.loads((Path(__file__).parent.parent / "docs" / name).read_text())
+    members = league.TIERS[tier]["members"]
+    assert sorted(e["model"] for e in entries) == sorted(members)
+    for e in entries:
+        words = shlex.split(e["command"])
+        assert words[:2] == ["cnnzoo", "train"], e["command"]
+        cfg = train_config(_parser().parse_args(words[1:]))
+        assert cfg.model == e["model"] and cfg.model_kwargs == members[e["model"]].get("model_kwargs", {})
+        assert cfg.device == league.TIERS[tier]["device"] and cfg.data_dir is None
+        assert 0.9 < e["test_top1"] <= 1 and e["train_seconds"] <= league.TIERS[tier]["budget_minutes"] * 60 * 1.35
