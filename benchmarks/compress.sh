@@ -20,9 +20,11 @@ for model in $MODELS; do
     lenet_300_100) train=(--epochs 10); squeeze=() ;;
     # the fast recipe's optimiser and augmentation, 8 epochs; retraining on a 15,000-image subset
     alexnet_cifar) train=(--recipe fast --epochs 8); squeeze=(--train-subset 15000 --prune-iters 3 --prune-epochs 1) ;;
-    # the CPU league's VGG-11 at half width (its command in docs/league.json); retraining on 30,000 images
-    vgg11_cifar)   train=(--model-kwargs width_mult=0.5 --epochs 11 --batch-size 256 --lr 0.2 --opt sgd --weight-decay 0.0005
-                          --sched linear --label-smoothing 0.1 --crop-padding 2 --flip --tta-flip --seed 0 --threads 2 --amp)
+    # the CPU league's VGG-11 at half width: its command in docs/league.json, less --model and --out;
+    # retraining on 30,000 images
+    vgg11_cifar)   read -ra train <<< "$($PY -c 'import json, shlex, sys
+words = shlex.split(next(e["command"] for e in json.load(open("docs/league.json")) if e["model"] == sys.argv[1]))
+i = words.index("--out"); print(shlex.join(words[4:i] + words[i + 2:]))' "$model")"
                    squeeze=(--train-subset 30000 --prune-iters 3 --prune-epochs 1) ;;
     *) echo "no training settings for $model (lenet5, lenet5_caffe, lenet_300_100, alexnet_cifar, vgg11_cifar)" >&2; exit 2 ;;
   esac
