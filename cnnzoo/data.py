@@ -391,6 +391,18 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image with a ``size`` x ``size`` square of zeros (black, Fashion-MNIST's background) at a
+    random centre, cut off where it passes the border (DeVries & Taylor 2017, Cutout)."""
+    n, _, h, w = x.shape
+    top = torch.randint(0, h, (n,), generator=generator) - size // 2
+    left = torch.randint(0, w, (n,), generator=generator) - size // 2
+    rows = torch.arange(h)[None, :] - top[:, None]  # (n, h): row offset inside the square
+    cols = torch.arange(w)[None, :] - left[:, None]
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0)
+
+
 class Normalize:
     """uint8 batch -> float32 batch, ``(x / 255 - mean) / std`` per channel, in one fused step."""
 
@@ -404,7 +416,7 @@ class Normalize:
 
 
 def iterate_batches(ds: ImageDataset, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                    crop_padding: int = 0, flip: bool = False, drop_last: bool = False,
+                    crop_padding: int = 0, flip: bool = False, cutout: int = 0, drop_last: bool = False,
                     indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images, labels) batches; augmentation is applied to each batch as a tensor.
 
@@ -422,4 +434,6 @@ def iterate_batches(ds: ImageDataset, batch_size: int, *, shuffle: bool = False,
             x = random_crop(x, crop_padding, generator)
         if flip:
             x = random_flip(x, generator)
+        if cutout:
+            x = random_cutout(x, cutout, generator)
         yield x, y

@@ -64,8 +64,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                  weight_decay=5e-4, sched="linear", warmup_epochs=1.0, label_smoothing=0.1, crop_padding=2,
                  flip=True, tta_flip=True, tta_shift=1, eval_every=0, amp=True),
 }
-# The same recipe on the network of twice the width (4x the MACs), longer.
-RECIPES["fast-long"] = dict(RECIPES["fast"], model="vgg_airbench_wide", epochs=13)
+# The same network for the 15-minute budget: more epochs, and Cutout (DeVries & Taylor 2017) against
+# the overfitting they bring (by epoch 15 of `fast` the training accuracy, augmented, already
+# passes the test's by 1.5 points).
+RECIPES["fast-long"] = dict(RECIPES["fast"], epochs=55, cutout=8)
 
 # What build_optimizer and build_scheduler know.
 OPTIMIZERS = ("adamw", "sgd")
@@ -127,6 +129,8 @@ class TrainConfig:
     # augmentation, on whole uint8 batches
     crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
     flip: bool = _opt(False, "random horizontal flips")
+    cutout: int = _opt(0, "black out a square of this side at a random place in each image (pixels); 0: off",
+                       metavar="PIXELS")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
     tta_shift: int = _opt(0, "also evaluate on each image moved this many pixels up, down, left and right (zero "
                              "fill), logits averaged over all views; 0: off", metavar="PIXELS")
@@ -395,14 +399,15 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         return
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     steps = math.ceil(len(ds) / cfg.batch_size)
-    augment = bool(cfg.crop_padding or cfg.flip)
+    augment = bool(cfg.crop_padding or cfg.flip or cfg.cutout)
     for step in range(first_step, steps):
         batch = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
         n = len(batch)
         lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
         if augment:  # augment the global batch, then slice: the same pixels as one process sees
             g = torch.Generator().manual_seed(((cfg.seed * 100003 + epoch) * 1000003 + step) % 2**63)
-            x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip, indices=batch))
+            x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                     cutout=cfg.cutout, indices=batch))
             yield x[lo:hi], y[lo:hi], n
         else:
             x, y = next(iterate_batches(ds, n, indices=batch[lo:hi]))
@@ -576,9 +581,9 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     torch.manual_seed(cfg.seed)
     if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
         raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
-    if min(cfg.tta_shift, cfg.crop_padding, cfg.eval_every) < 0:
-        raise ValueError(f"--tta-shift, --crop-padding and --eval-every must be >= 0, got {cfg.tta_shift}, "
-                         f"{cfg.crop_padding} and {cfg.eval_every}")
+    if min(cfg.tta_shift, cfg.crop_padding, cfg.cutout, cfg.eval_every) < 0:
+        raise ValueError(f"--tta-shift, --crop-padding, --cutout and --eval-every must be >= 0, got {cfg.tta_shift}, "
+                         f"{cfg.crop_padding}, {cfg.cutout} and {cfg.eval_every}")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     if initial is not None:

@@ -65,6 +65,9 @@ def test_recipe_values_apply_unless_a_flag_is_given():
     assert (cfg.epochs, cfg.amp, cfg.momentum) == (2, False, 0.5)
     cfg = train_config(parse("train", "--recipe", "fast"))
     assert cfg.amp is True and cfg.epochs == recipe["epochs"]
+    cfg = train_config(parse("train", "--recipe", "fast-long"))
+    assert (cfg.model, cfg.cutout, cfg.epochs) == (recipe["model"], RECIPES["fast-long"]["cutout"], 55)
+    assert train_config(parse("train", "--recipe", "fast-long", "--cutout", "0")).cutout == 0
 
 
 def test_generated_flag_reads_help_and_choices_from_field_metadata():

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from cnnzoo.data import (Normalize, decode_image, iterate_batches, load_dataset, load_imagefolder, random_crop,
-                         random_flip, read_idx, resize_to, synthetic_dataset)
+                         random_cutout, random_flip, read_idx, resize_to, synthetic_dataset)
 from tests.idx import write_idx
 
 
@@ -162,6 +162,21 @@ def test_random_flip_flips_about_half():
     out = random_flip(x, g)
     flipped = (out[:, 0, 0, 0] != x[:, 0, 0, 0])
     assert torch.equal(out[flipped], x[flipped].flip(-1)) and 400 < flipped.sum() < 600
+
+
+def test_random_cutout_blacks_out_one_square_per_image_cut_at_the_border():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((500, 2, 10, 10), 200, dtype=torch.uint8)
+    out = random_cutout(x, 4, g)
+    zero = out[:, 0] == 0
+    assert torch.equal(out[:, 0] == 0, out[:, 1] == 0) and torch.equal(out[~(out == 0)], x[~(out == 0)])
+    for mask in zero:  # one axis-aligned rectangle of at most 4x4: whole square inside, cut at the edges
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert len(rows) <= 4 and len(cols) <= 4 and mask.sum() == len(rows) * len(cols)
+        assert len(rows) == 0 or (rows.max() - rows.min() + 1 == len(rows) and (len(rows) == 4 or 0 in rows or 9 in rows))
+    areas = zero.sum((1, 2))
+    assert (areas == 16).float().mean() > 0.4 and areas.min() >= 4  # a centre on the image keeps >= 2x2
+    assert torch.equal(random_cutout(x, 4, torch.Generator().manual_seed(0)), out)
 
 
 def test_normalize_and_batches():

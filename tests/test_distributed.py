@@ -49,6 +49,23 @@ def test_rank_shards_are_disjoint_and_make_up_the_global_batch(fmnist_small):
     assert torch.equal(next(epoch_batches(ds, cfg, 1, 2, World()))[1], whole[2])
 
 
+def test_augmented_batches_are_cut_from_the_global_batch(fmnist_small):
+    from cnnzoo.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", "train", data_dir=fmnist_small).subset(200, 0)
+    cfg = TrainConfig(batch_size=64, seed=5, crop_padding=2, flip=True, cutout=8)
+    whole = [x for x, _, _ in epoch_batches(ds, cfg, 1, 0, World())]
+    parts = [[x for x, _, _ in epoch_batches(ds, cfg, 1, 0, World(rank=r, size=2))] for r in range(2)]
+    for step, x in enumerate(whole):
+        assert torch.equal(torch.cat([p[step] for p in parts]), x)
+    # the same crops and flips without Cutout: the batches differ only where Cutout blacked pixels out
+    uncut = [x for x, _, _ in epoch_batches(ds, TrainConfig(batch_size=64, seed=5, crop_padding=2, flip=True),
+                                            1, 0, World())]
+    for x, u in zip(whole, uncut):
+        changed = x != u
+        assert changed.any() and (x[changed] == 0).all()
+
+
 # Runs under torchrun: train (rank 0 sends itself SIGTERM at its 5th training step) or resume.
 DDP_RUNNER = r"""
 import json, os, signal, sys

@@ -470,5 +470,5 @@ def vgg_airbench(**kwargs) -> AirbenchVGG:
                 year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_wide",
                 pool_size=(3, 3))
 def vgg_airbench_wide(**kwargs) -> AirbenchVGG:
-    """vgg_airbench at twice the width (64/128/256): the ``fast-long`` recipe's network."""
+    """vgg_airbench at twice the width (64/128/256), four times the MACs."""
     return AirbenchVGG(widths=(64, 128, 256), **kwargs)
