@@ -2,8 +2,10 @@
 same run, and one tiny experiment end to end (JSON schema, figure, resuming trains nothing)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +134,23 @@ def test_tiny_experiment_end_to_end_and_resumed(fmnist_small, tmp_path, monkeypa
     with pytest.raises(ValueError, match="other settings"):
         run_experiment("stack3x3", **{**common, "train_subset": 256})
     assert calls == []
+
+
+COMMITTED = sorted((Path(__file__).parent.parent / "docs" / "experiments").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_results_reproduce_by_their_commands_and_their_finding_is_computed(path):
+    """docs/experiments/*.json, behind the README's figures: each run's command trains that variant
+    of the experiment as it is defined now, and the means and the finding follow from the runs."""
+    saved = json.loads(path.read_text())
+    exp = EXPERIMENTS[saved["name"]]
+    assert [v["name"] for v in saved["variants"]] == [v.name for v in exp.variants]
+    for v, spec in zip(saved["variants"], exp.variants):
+        assert len(v["runs"]) >= 3
+        for run in v["runs"]:
+            cfg = train_config(build_parser().parse_args(shlex.split(run["command"])[1:]))
+            expected = run_config(exp, spec, run["seed"], "x", threads=cfg.threads)
+            assert dataclasses.replace(cfg, out=None) == dataclasses.replace(expected, out=None), run["command"]
+        assert (v["top1_mean"], v["top1_std"]) == pytest.approx(mean_std([r["test_top1"] for r in v["runs"]]))
+    assert saved["finding"] == finding(exp, saved["variants"])
