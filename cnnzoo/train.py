@@ -581,9 +581,10 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     torch.manual_seed(cfg.seed)
     if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
         raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
-    if min(cfg.tta_shift, cfg.crop_padding, cfg.cutout, cfg.eval_every) < 0:
-        raise ValueError(f"--tta-shift, --crop-padding, --cutout and --eval-every must be >= 0, got {cfg.tta_shift}, "
-                         f"{cfg.crop_padding}, {cfg.cutout} and {cfg.eval_every}")
+    counts = {"--tta-shift": cfg.tta_shift, "--crop-padding": cfg.crop_padding, "--cutout": cfg.cutout,
+              "--eval-every": cfg.eval_every}
+    if any(v < 0 for v in counts.values()):
+        raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     if initial is not None:
