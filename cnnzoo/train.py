@@ -652,6 +652,9 @@ def _data_loader(cfg: TrainConfig, load_size: tuple[int, int, int] | None) -> st
             return "stream"
         raise ValueError("--auto-augment and --color-jitter act on each image as it is decoded: they need "
                          "--data-loader stream (or auto) with --dataset imagefolder or webdataset")
+    if loader == "stream" and cfg.cutout:
+        raise ValueError(f"--cutout {cfg.cutout} works on images held in memory; this run decodes them per batch "
+                         f"(--data-loader {cfg.data_loader}): pass --cutout 0, or --data-loader memory if they fit")
     return loader
 
 
@@ -660,9 +663,6 @@ def _stream_run_data(cfg: TrainConfig, load_size: tuple[int, int, int], crop_pct
     input_size = fit_input_size(cfg.model, load_size, cfg.input_size)
     tf = stream.SampleTransform(tuple(input_size[1:]), input_size[0], cfg.seed, crop_pct, True, cfg.auto_augment,
                                 cfg.color_jitter, cfg.skip_bad_images)
-    if cfg.cutout:
-        raise ValueError(f"--cutout {cfg.cutout} works on images held in memory; this run decodes them per batch "
-                         f"(--data-loader {cfg.data_loader}): pass --cutout 0, or --data-loader memory if they fit")
     if cfg.data_dir is None:
         raise ValueError(f"--dataset {cfg.dataset} needs --data-dir (imagefolder: DIR holding train/<class>/*; "
                          f"webdataset: 'DIR/train-{{000000..000009}}.tar')")
