@@ -2,7 +2,8 @@
 # A recipe's figures of BENCHMARKS.md over five seeds: `cnnzoo train --recipe RECIPE --seed S` for
 # each seed, then each seed's test top-1 and training seconds, their mean, spread and minimum.
 #   bash benchmarks/recipe_seeds.sh [RECIPE] [OUT_DIR]        (RECIPE default: fast)
-# A seed whose summary.json is in OUT_DIR is not run again. Run nothing else meanwhile: the
+# A seed whose summary.json is in OUT_DIR is not run again; an interrupted one (SIGTERM writes its
+# checkpoint) is continued with `cnnzoo train --resume`. Run nothing else meanwhile: the
 # training seconds are the figure. Environment: SEEDS (default "0 1 2 3 4"), THREADS (default 2),
 # TRAIN_ARGS (extra `cnnzoo train` arguments, e.g. "--epochs 16"), CNNZOO (default "python -m cnnzoo").
 set -euo pipefail
@@ -15,9 +16,13 @@ THREADS=${THREADS:-2}
 read -ra EXTRA <<< "${TRAIN_ARGS:-}"
 for seed in $SEEDS; do
   [[ -f "$OUT/seed$seed/summary.json" ]] && continue
-  args=(--recipe "$RECIPE" "${EXTRA[@]}" --seed "$seed" --threads "$THREADS")
-  echo "\$ cnnzoo train ${args[*]} --out $OUT/seed$seed" >&2
-  $CNNZOO train "${args[@]}" --out "$OUT/seed$seed" --no-progress > /dev/null
+  if [[ -f "$OUT/seed$seed/config.json" ]]; then
+    args=(--resume "$OUT/seed$seed")
+  else
+    args=(--recipe "$RECIPE" "${EXTRA[@]}" --seed "$seed" --threads "$THREADS" --out "$OUT/seed$seed")
+  fi
+  echo "\$ cnnzoo train ${args[*]}" >&2
+  $CNNZOO train "${args[@]}" --no-progress > /dev/null
 done
 
 $PY - "$OUT" $SEEDS <<'PY'
