@@ -147,7 +147,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "mobilenet",
         "How do MobileNet's width multiplier and input resolution trade accuracy for operations (Howard et al. "
         "2017, Tables 6-7), and what do depthwise-separable convolutions cost against full ones (Table 4)?",
-        dict(BASE_RECIPE, epochs=3, train_subset=10000, test_subset=5000),
+        dict(ONE_CYCLE_RECIPE, epochs=2, train_subset=15000, test_subset=5000, eval_every=0),
         (Variant("1.0-32", _mobilenet(1.0, 32), ("width", "resolution", "separable"), _MOBILENET_224),
          Variant("0.75-32", _mobilenet(0.75, 32), ("width",), _paper("6", "0.75 MobileNet-224", 0.684, 325e6, 2.6e6)),
          Variant("0.5-32", _mobilenet(0.5, 32), ("width",), _paper("6", "0.5 MobileNet-224", 0.637, 149e6, 1.3e6)),
