@@ -243,6 +243,17 @@ def test_airbench_wide_doubles_the_widths():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_airbench_depths_add_residual_convolutions():
+    # each convolution past a stage's second adds conv 3x3 + BN at the stage's width, same shapes
+    base, deep = cnnzoo.create_model("vgg_airbench"), cnnzoo.create_model("vgg_airbench", depths=(2, 3, 4))
+    assert n_params(deep) - n_params(base) == 9 * 64 * 64 + 2 * 64 + 2 * (9 * 128 * 128 + 2 * 128)
+    assert len(deep.stage1.residuals) == 0 and len(deep.stage3.residuals) == 2
+    x = torch.randn(2, 1, 28, 28)
+    assert deep.stage2(deep.stage1(deep.stem(x))).shape == (2, 64, 6, 6) and deep(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 2 convolutions, got depth=1"):
+        cnnzoo.create_model("vgg_airbench", depths=(1, 2, 2))
+
+
 def test_airbench_trains_and_runs_at_min_input():
     losses = sgd_losses("vgg_airbench", batch=32, steps=12, lr=0.05)
     assert min(losses[-3:]) < 0.7 * losses[0], losses

@@ -34,8 +34,11 @@ def test_short_run_learns_and_writes_the_run_folder(fmnist_small, tmp_path):
     assert meta["classes"][9] == "Ankle boot" and meta["model"] == "lenet5"
 
 
-def test_resume_continues_to_identical_weights(fmnist_small, tmp_path, monkeypatch):
-    full = train(small_cfg(fmnist_small, tmp_path / "full", epochs=3), progress=False)
+# with --lookahead the state also holds the slow weights, which differ from the trained ones
+# between its updates (an epoch here is not a multiple of 5 steps)
+@pytest.mark.parametrize("extra", [{}, {"lookahead": 0.8}], ids=["plain", "lookahead"])
+def test_resume_continues_to_identical_weights(fmnist_small, tmp_path, monkeypatch, extra):
+    full = train(small_cfg(fmnist_small, tmp_path / "full", epochs=3, **extra), progress=False)
     # Interrupt the second run right after its first checkpoint.
     real_save = train_mod.save_train_state
     calls = []
@@ -48,7 +51,7 @@ def test_resume_continues_to_identical_weights(fmnist_small, tmp_path, monkeypat
 
     monkeypatch.setattr(train_mod, "save_train_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(small_cfg(fmnist_small, tmp_path / "cut", epochs=3), progress=False)
+        train(small_cfg(fmnist_small, tmp_path / "cut", epochs=3, **extra), progress=False)
     monkeypatch.setattr(train_mod, "save_train_state", real_save)
     assert len(list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))) == 1
     resumed = resume_training(tmp_path / "cut", progress=False)
@@ -200,6 +203,36 @@ def test_mid_epoch_checkpoints_record_the_step(fmnist_small, tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # Schedules, flip test-time averaging, recipes
+
+
+def test_lookahead_pulls_back_every_5_steps_and_ends_on_the_slow_weights():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    hook = train_mod.Lookahead(net, decay=0.8, total_steps=12)
+    assert "1.num_batches_tracked" not in hook.slow  # integers are not averaged
+    weight = net[0].weight
+    for step in range(1, 13):
+        with torch.no_grad():
+            weight.add_(1.0)  # a "training step"
+        before = weight.detach().clone()
+        hook.step = step
+        hook()
+        if step in (5, 10, 12):  # every 5th step and the last
+            keep = 0.8 * (step / 12) ** 3
+            expected = keep * previous_slow + (1 - keep) * before
+            assert torch.allclose(weight, expected) and torch.equal(hook.slow["0.weight"], weight)
+            previous_slow = weight.detach().clone()
+        else:
+            assert torch.equal(weight, before)  # between updates the weights train freely
+        if step == 1:
+            previous_slow = start["0.weight"]
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in hook.slow.items())
+
+
+def test_lookahead_must_be_a_decay(fmnist_small, tmp_path):
+    with pytest.raises(ValueError, match=r"--lookahead is a decay in \[0, 1\), got 1.5"):
+        train(small_cfg(fmnist_small, tmp_path / "run", lookahead=1.5), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_linear_schedule_warms_up_then_falls_to_zero():

@@ -407,20 +407,29 @@ class WhitenedStem(nn.Module):
 class AirbenchStage(nn.Module):
     """conv 3x3 -> 2x2 max-pool -> BN -> GELU -> conv 3x3 -> BN -> GELU. Pooling right after the
     first convolution runs the normalisation, activation and second convolution at a quarter of
-    the pixels, which is where a CPU spends its time."""
+    the pixels, which is where a CPU spends its time. A ``depth`` past 2 adds that many more
+    conv -> BN -> GELU layers, each added to its input (a residual), at the same quarter resolution."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 2) -> None:
         super().__init__()
+        if depth < 2:
+            raise ValueError(f"an airbench stage has at least 2 convolutions, got depth={depth}")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.pool = MaxPool2d(2)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = nn.GELU()
+        self.residuals = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.GELU())
+            for _ in range(depth - 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.pool(self.conv1(x))))
-        return self.act(self.bn2(self.conv2(x)))
+        x = self.act(self.bn2(self.conv2(x)))
+        for layer in self.residuals:
+            x = x + layer(x)
+        return x
 
 
 class AirbenchVGG(ZooModel):
@@ -434,14 +443,15 @@ class AirbenchVGG(ZooModel):
     stage_modules = ("stage1", "stage2", "stage3")
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10, in_chans: int = 1,
-                 stem_kernel: int = 2, global_pool: str = "max", drop_rate: float = 0.0) -> None:
+                 stem_kernel: int = 2, global_pool: str = "max", drop_rate: float = 0.0,
+                 depths: tuple[int, int, int] = (2, 2, 2)) -> None:
         super().__init__()
         self.num_features = widths[2]
         self.stem = WhitenedStem(in_chans, stem_kernel)
         stem_width = self.stem.conv.out_channels
-        self.stage1 = AirbenchStage(stem_width, widths[0])
-        self.stage2 = AirbenchStage(widths[0], widths[1])
-        self.stage3 = AirbenchStage(widths[1], widths[2])
+        self.stage1 = AirbenchStage(stem_width, widths[0], depths[0])
+        self.stage2 = AirbenchStage(widths[0], widths[1], depths[1])
+        self.stage3 = AirbenchStage(widths[1], widths[2], depths[2])
         self.feature_info = [dict(num_chs=stem_width, reduction=1, module="stem")] + [
             dict(num_chs=w, reduction=2 ** (i + 1), module=f"stage{i + 1}") for i, w in enumerate(widths)]
         self._init_head(num_classes, global_pool, drop_rate, bias=False)  # airbench's classifier has no bias
