@@ -420,16 +420,24 @@ class AirbenchStage(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = nn.GELU()
-        self.residuals = nn.ModuleList(nn.Sequential(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.GELU())
-            for _ in range(depth - 2))
+        self.residuals = nn.Sequential(*(AirbenchResidual(out_channels) for _ in range(depth - 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.pool(self.conv1(x))))
-        x = self.act(self.bn2(self.conv2(x)))
-        for layer in self.residuals:
-            x = x + layer(x)
-        return x
+        return self.residuals(self.act(self.bn2(self.conv2(x))))
+
+
+class AirbenchResidual(nn.Module):
+    """x + GELU(BN(conv 3x3 (x))): a convolution added to a stage past its second, at its width."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.bn(self.conv(x)))
 
 
 class AirbenchVGG(ZooModel):
