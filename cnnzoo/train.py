@@ -790,8 +790,6 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
         # then the mean over the global batch
         share = n / world.size
         guard.step = step
-        if run.lookahead is not None:
-            run.lookahead.step = epoch * run.steps_per_epoch + step + 1
         outputs, loss = train_step(run.model, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, share),
                                    run.opt, amp=cfg.amp, scheduler=run.sched,
                                    hooks=StepHooks(after_loss=guard, after_step=run.lookahead))
@@ -850,10 +848,11 @@ class Lookahead:
         self.fast = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}  # views of the weights
         self.slow = {k: v.detach().clone() for k, v in self.fast.items()}
         self.decay, self.total = decay, total_steps
-        self.step = 0  # the global step just taken (1-based), set by the trainer
+        self.step = 0  # steps taken
 
     @torch.no_grad()
     def __call__(self) -> None:
+        self.step += 1
         if self.step % self.EVERY and self.step != self.total:
             return
         weight = 1 - self.decay * (self.step / self.total) ** 3
@@ -861,12 +860,13 @@ class Lookahead:
             self.slow[name].lerp_(fast, weight)
             fast.copy_(self.slow[name])
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self.slow.items()}
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "slow": {k: v.detach().cpu().clone() for k, v in self.slow.items()}}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
         for name, slow in self.slow.items():
-            slow.copy_(state[name])
+            slow.copy_(state["slow"][name])
 
 
 def interrupted(run: Run, stop: StopRequest, epoch: int, done: int) -> None:

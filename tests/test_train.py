@@ -215,7 +215,6 @@ def test_lookahead_pulls_back_every_5_steps_and_ends_on_the_slow_weights():
         with torch.no_grad():
             weight.add_(1.0)  # a "training step"
         before = weight.detach().clone()
-        hook.step = step
         hook()
         if step in (5, 10, 12):  # every 5th step and the last
             keep = 0.8 * (step / 12) ** 3
