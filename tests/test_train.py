@@ -210,7 +210,7 @@ def test_lookahead_pulls_back_every_5_steps_and_ends_on_the_slow_weights():
     start = {k: v.clone() for k, v in net.state_dict().items()}
     hook = train_mod.Lookahead(net, decay=0.8, total_steps=12)
     assert "1.num_batches_tracked" not in hook.slow  # integers are not averaged
-    weight = net[0].weight
+    weight, previous_slow = net[0].weight, start["0.weight"]
     for step in range(1, 13):
         with torch.no_grad():
             weight.add_(1.0)  # a "training step"
@@ -223,8 +223,6 @@ def test_lookahead_pulls_back_every_5_steps_and_ends_on_the_slow_weights():
             previous_slow = weight.detach().clone()
         else:
             assert torch.equal(weight, before)  # between updates the weights train freely
-        if step == 1:
-            previous_slow = start["0.weight"]
     assert all(torch.equal(net.state_dict()[k], v) for k, v in hook.slow.items())
 
 
