@@ -42,6 +42,7 @@ from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone,
                              published_normalization, read_initial_checkpoint)
 from cnnzoo.hub import weights_origin
+from cnnzoo.optim import MUON_MOMENTUM, Muon
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
 
@@ -70,7 +71,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPES["fast-long"] = dict(RECIPES["fast"], epochs=45, cutout=8)
 
 # What build_optimizer and build_scheduler know.
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "step", "none")
 
 
@@ -118,8 +119,11 @@ class TrainConfig:
     epochs: int = _opt(12, "passes over the training set (epochs)")
     batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
     lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
-    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov)", choices=OPTIMIZERS)
-    momentum: float = _opt(0.9, "SGD momentum (sgd only)")
+    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov) | muon (Muon on convolution filters, Nesterov SGD "
+                             "at --lr on the rest)", choices=OPTIMIZERS)
+    momentum: float = _opt(0.9, "SGD momentum (sgd, and muon's SGD part)")
+    muon_lr: float = _opt(0.08, "muon: peak learning rate of the convolution filters; each step moves a filter "
+                                "bank by about this fraction of its norm")
     weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
                                      "not on biases or norm layers")
     sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
@@ -271,7 +275,7 @@ def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Ten
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The trainable parameters (frozen ones are left out) in groups: weights with weight decay,
-    biases and norm scales without; with ``backbone_lr_scale`` != 1, each split again into the
+    biases and norm scales without (and with ``--opt muon`` the convolution filters apart); with ``backbone_lr_scale`` != 1, each split again into the
     backbone's (lr x scale) and the classifier's (lr). The schedule multiplies every group's lr."""
     if cfg.backbone_lr_scale < 0:
         raise ValueError(f"--backbone-lr-scale must be >= 0, got {cfg.backbone_lr_scale}")
@@ -284,14 +288,22 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         parts = [([p for p in trainable if id(p) not in head], cfg.backbone_lr_scale),
                  ([p for p in trainable if id(p) in head], 1.0)]
     # Weight decay regularises weights; on biases and norm scales it only fights the optimiser.
+    # Muon moves convolution filters by their norm's fraction, so they need no decay.
     groups = []
     for params, scale in parts:
-        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
+        filters = {id(p) for p in params if cfg.opt == "muon" and p.ndim == 4}
+        groups += [{"params": [p for p in params if id(p) in filters], "muon": True, "lr": cfg.muon_lr * scale,
+                    "momentum": MUON_MOMENTUM},
+                   {"params": [p for p in params if p.ndim > 1 and id(p) not in filters],
+                    "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale}]
+    groups = [g for g in groups if g["params"] or not g.get("muon")]
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.opt == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.opt == "muon":
+        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {cfg.opt!r}")
 
 

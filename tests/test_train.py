@@ -36,7 +36,8 @@ def test_short_run_learns_and_writes_the_run_folder(fmnist_small, tmp_path):
 
 # with --lookahead the state also holds the slow weights, which differ from the trained ones
 # between its updates (an epoch here is not a multiple of 5 steps)
-@pytest.mark.parametrize("extra", [{}, {"lookahead": 0.8}], ids=["plain", "lookahead"])
+@pytest.mark.parametrize("extra", [{}, {"lookahead": 0.8}, {"opt": "muon", "muon_lr": 0.05}],
+                         ids=["plain", "lookahead", "muon"])
 def test_resume_continues_to_identical_weights(fmnist_small, tmp_path, monkeypatch, extra):
     full = train(small_cfg(fmnist_small, tmp_path / "full", epochs=3, **extra), progress=False)
     # Interrupt the second run right after its first checkpoint.
