@@ -275,8 +275,9 @@ def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Ten
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The trainable parameters (frozen ones are left out) in groups: weights with weight decay,
-    biases and norm scales without (and with ``--opt muon`` the convolution filters apart); with ``backbone_lr_scale`` != 1, each split again into the
-    backbone's (lr x scale) and the classifier's (lr). The schedule multiplies every group's lr."""
+    biases and norm scales without, and under ``--opt muon`` the convolution filters apart; with
+    ``backbone_lr_scale`` != 1, each split again into the backbone's (lr x scale) and the
+    classifier's (lr). The schedule multiplies every group's lr."""
     if cfg.backbone_lr_scale < 0:
         raise ValueError(f"--backbone-lr-scale must be >= 0, got {cfg.backbone_lr_scale}")
     if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:

@@ -180,7 +180,7 @@ def test_bad_model_data_or_option_leave_no_run_folder(fmnist_small, tmp_path, mo
         train(TrainConfig(model="resnet5O", data_dir=str(fmnist_small)), progress=False)
     with pytest.raises(FileNotFoundError, match="fashion-mnist data not found in .*nowhere"):
         train(small_cfg(tmp_path / "nowhere", tmp_path / "no-data"), progress=False)
-    with pytest.raises(ValueError, match="--opt must be one of adamw, sgd, got 'adam'"):
+    with pytest.raises(ValueError, match="--opt must be one of adamw, sgd, muon, got 'adam'"):
         train(small_cfg(fmnist_small, tmp_path / "bad-opt", opt="adam"), progress=False)
     assert list(tmp_path.iterdir()) == []
 
