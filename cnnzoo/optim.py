@@ -32,7 +32,8 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 class Muon(torch.optim.Optimizer):
     """Muon on the groups with ``muon=True``, Nesterov SGD with L2 ``weight_decay`` on the others.
 
-    torch.optim.Muon takes 2-D parameters only; a filter bank (out, in, kh, kw) is orthogonalised
+    One optimizer for both, so that the schedule, checkpoints and resume see one object as they do
+    with SGD. torch.optim.Muon takes 2-D parameters only; a filter bank (out, in, kh, kw) is orthogonalised
     here as the (out, in*kh*kw) matrix it multiplies patches by. As in airbench, each such
     parameter is rescaled to norm sqrt(out) before its step (a no-op for the function where a
     batch norm follows), so ``lr`` is the step's size relative to the weights throughout training.

@@ -293,12 +293,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = []
     for params, scale in parts:
         filters = {id(p) for p in params if cfg.opt == "muon" and p.ndim == 4}
-        groups += [{"params": [p for p in params if id(p) in filters], "muon": True, "lr": cfg.muon_lr * scale,
-                    "momentum": MUON_MOMENTUM},
-                   {"params": [p for p in params if p.ndim > 1 and id(p) not in filters],
+        if filters:
+            groups.append({"params": [p for p in params if id(p) in filters], "muon": True,
+                           "lr": cfg.muon_lr * scale, "momentum": MUON_MOMENTUM})
+        groups += [{"params": [p for p in params if p.ndim > 1 and id(p) not in filters],
                     "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale}]
-    groups = [g for g in groups if g["params"] or not g.get("muon")]
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.opt == "adamw":
