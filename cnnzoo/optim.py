@@ -33,8 +33,8 @@ class Muon(torch.optim.Optimizer):
     """Muon on the groups with ``muon=True``, Nesterov SGD with L2 ``weight_decay`` on the others.
 
     One optimizer for both, so that the schedule, checkpoints and resume see one object as they do
-    with SGD. torch.optim.Muon takes 2-D parameters only; a filter bank (out, in, kh, kw) is orthogonalised
-    here as the (out, in*kh*kw) matrix it multiplies patches by. As in airbench, each such
+    with SGD. torch.optim.Muon takes 2-D parameters only; a filter bank (out, in, kh, kw) is
+    orthogonalised here as the (out, in*kh*kw) matrix it multiplies patches by. As in airbench, each such
     parameter is rescaled to norm sqrt(out) before its step (a no-op for the function where a
     batch norm follows), so ``lr`` is the step's size relative to the weights throughout training.
     """
@@ -66,7 +66,10 @@ class Muon(torch.optim.Optimizer):
                 g = p.grad
                 if not group["muon"] and group["weight_decay"]:
                     g = g.add(p, alpha=group["weight_decay"])
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # not setdefault: that would allocate every step
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
                 buf.mul_(momentum).add_(g)
                 g = g.add(buf, alpha=momentum)  # Nesterov
                 if group["muon"]:
