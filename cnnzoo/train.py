@@ -139,8 +139,8 @@ class TrainConfig:
     cutout: int = _opt(0, "black out a square of this side at a random place in each image (pixels); 0: off",
                        metavar="PIXELS")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
-    tta_shift: int = _opt(0, "also evaluate on each image moved this many pixels up, down, left and right (zero "
-                             "fill), logits averaged over all views; 0: off", metavar="PIXELS")
+    tta_shift: int = _opt(0, "also evaluate on each image moved 1 to this many pixels up, down, left and right "
+                             "(zero fill), logits averaged over all views; 0: off", metavar="PIXELS")
     # bookkeeping
     eval_every: int = _opt(1, "evaluate the test set after every this many epochs and after the last (epochs); "
                               "0: after the last only", metavar="EPOCHS")
@@ -330,9 +330,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
 
 
 def tta_views(x: torch.Tensor, flip: bool = False, shift: int = 0) -> list[torch.Tensor]:
-    """The views whose logits test-time augmentation averages: the image, moved ``shift`` pixels
-    each way if asked, and the mirror image of each if ``flip``."""
-    moves = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else [])
+    """The views whose logits test-time augmentation averages: the image, moved 1 to ``shift``
+    pixels each way if asked, and the mirror image of each if ``flip``."""
+    moves = [(0, 0)] + [move for d in range(1, shift + 1) for move in ((d, 0), (-d, 0), (0, d), (0, -d))]
     views = [translate(x, dy, dx) for dy, dx in moves]
     return views + [v.flip(3) for v in views] if flip else views
 

@@ -3,7 +3,11 @@ builds a model, model_arguments in the registry, the top-level help, argparse on
 import argparse
 import dataclasses
 import json
+import os
 import re
+import resource
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -254,3 +258,42 @@ def test_constructors_taking_any_keyword_are_not_second_guessed(monkeypatch):
         registry.check_model_kwargs(name, {"anything": 1})  # no error: the constructor decides
     assert model_kwargs_for(["lenet5", "test_open_net"], {"act": "tanh"}) == {
         "lenet5": {"act": "tanh"}, "test_open_net": {"act": "tanh"}}
+
+
+# --------------------------------------------------------------------------------------------------
+# the process the command runs in
+
+_CHURN = """
+import resource, torch
+from cnnzoo.cli.common import keep_freed_memory
+print(keep_freed_memory())
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+counts = []
+for _ in range(4):  # ten 16 MiB tensors, made and freed together as a step's activations are
+    before = faults()
+    kept = [torch.ones(4 << 20) for _ in range(10)]
+    del kept
+    counts.append(faults() - before)
+print(counts[-1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_the_command_keeps_freed_memory_for_the_next_step(switch):
+    env = {**os.environ, "CNNZOO_KEEP_FREED_MEMORY": switch}
+    took, faults = subprocess.run([sys.executable, "-c", _CHURN], env=env, capture_output=True, text=True,
+                                  check=True).stdout.split()
+    pages = (10 * 16 << 20) // resource.getpagesize()
+    if switch == "1":  # the third step and later reuse the memory the first ones freed
+        assert took == "True" and int(faults) < pages // 20
+    else:  # glibc's default hands it back and faults every page in again
+        assert took == "False" and int(faults) > pages // 2
+
+
+def test_every_command_runs_with_freed_memory_kept(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("cnnzoo.cli.keep_freed_memory", lambda: calls.append(True))
+    assert main(["models", "lenet5"]) == 0
+    assert calls == [True]

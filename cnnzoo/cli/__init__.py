@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from cnnzoo.cli import analyse, bench, compress, experiment, explore, export, results, train, visualize
-from cnnzoo.cli.common import run_command
+from cnnzoo.cli.common import keep_freed_memory, run_command
 
 DESCRIPTION = """\
 cnnzoo: the classic convolutional image classifiers (LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet and
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    keep_freed_memory()
+    return run_command(args)
 
 
 __all__ = ["build_parser", "main"]

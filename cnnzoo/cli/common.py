@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import ctypes
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -11,8 +13,27 @@ from typing import Any
 # A comma starts a new item only where KEY= follows, so values may hold commas: widths=(16,32,64).
 _ITEM_START = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
 
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on a 64-bit system.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 << 20
+
 # What a user can fix (bad names, missing files, mismatched checkpoints): one line, exit status 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, FloatingPointError)
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep the memory a process frees, not hand it back to the system.
+    Each batch frees its activations; by default glibc hands most of that memory back and the
+    next batch faults it in again, page by page, which made ``cnnzoo eval`` 1.5x slower
+    (BENCHMARKS.md, "The fast recipes"). The process's memory then stays at its peak. Not done where ``CNNZOO_KEEP_FREED_MEMORY=0``; False where it did not take
+    (another C library, or switched off)."""
+    if os.environ.get("CNNZOO_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    # Both fixed: setting either stops glibc adapting the other, and a low mmap threshold would
+    # send every tensor over 128 KiB to mmap, which faults in as before.
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def _literal(text: str) -> Any:

@@ -152,7 +152,7 @@ def add_eval_predict_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--tta-flip", action="store_true", help="average each image's logits with its mirror image's")
     s.add_argument("--tta-shift", type=int, default=0, metavar="PIXELS",
-                   help="also average over the image moved this many pixels up, down, left and right")
+                   help="also average over the image moved 1 to this many pixels up, down, left and right")
     add_json(s)
     s.set_defaults(func=cmd_eval)
 
