@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import typing
@@ -285,6 +284,8 @@ def test_the_command_keeps_freed_memory_for_the_next_step(switch):
     env = {**os.environ, "CNNZOO_KEEP_FREED_MEMORY": switch}
     took, faults = subprocess.run([sys.executable, "-c", _CHURN], env=env, capture_output=True, text=True,
                                   check=True).stdout.split()
+    import resource  # POSIX only
+
     pages = (10 * 16 << 20) // resource.getpagesize()
     if switch == "1":  # the third step and later reuse the memory the first ones freed
         assert took == "True" and int(faults) < pages // 20

@@ -24,8 +24,9 @@ def keep_freed_memory() -> bool:
     """Have glibc's allocator keep the memory a process frees, not hand it back to the system.
     Each batch frees its activations; by default glibc hands most of that memory back and the
     next batch faults it in again, page by page, which made ``cnnzoo eval`` 1.5x slower
-    (BENCHMARKS.md, "The fast recipes"). The process's memory then stays at its peak. Not done where ``CNNZOO_KEEP_FREED_MEMORY=0``; False where it did not take
-    (another C library, or switched off)."""
+    (BENCHMARKS.md, "The fast recipes"). The process's memory then stays at its peak. Not done
+    where ``CNNZOO_KEEP_FREED_MEMORY=0``; False where it did not take (another C library, or
+    switched off)."""
     if os.environ.get("CNNZOO_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
