@@ -7,6 +7,9 @@ from cnnzoo.data import FASHION_MNIST_DIR, FASHION_MNIST_INSTALL
 
 # Two cores: keep each test process to them, and tests quiet and repeatable.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite runs hundreds of commands in this one process: kept, each one's peak memory would stay
+# with it (7 GB by the end). tests/test_cli_args.py checks the setting in processes of its own.
+os.environ.setdefault("CNNZOO_KEEP_FREED_MEMORY", "0")
 
 
 @pytest.fixture(scope="session")
