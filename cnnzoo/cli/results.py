@@ -53,7 +53,8 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"model names or wildcards (default: {' '.join(DEFAULT_MODELS)})")
     s.add_argument("--tier", choices=sorted(TIERS),
                    help="a fixed league: cpu = one member per family, the fast recipe, 15 minutes each on 2 threads; "
-                        "gpu = the _cifar variants with published figures, 1.6 minutes each on CUDA (--models, "
+                        "gpu = the _cifar variants with published figures, 1.6 minutes each on CUDA, the MobileNets "
+                        "their own epochs (--models, "
                         "--recipe, --epochs/--budget-minutes, --threads and --device still win)")
     s.add_argument("--dataset", default="fashion-mnist")
     s.add_argument("--data-dir")
