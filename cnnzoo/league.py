@@ -89,7 +89,7 @@ PUBLISHED_FASHION_MNIST: list[tuple[str, str, float]] = [
 # (and float rounding), not the experiment, so a league may be continued on another machine.
 SETTING_KEYS = ("model", "dataset", "epochs", "train_subset", "seed", "batch_size", "lr", "opt", "momentum",
                 "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "cutout",
-                "tta_flip", "tta_shift", "test_subset", "model_kwargs")
+                "cutout_off_epochs", "tta_flip", "tta_shift", "test_subset", "model_kwargs")
 
 PLAN_FILE = "league_plan.json"
 # A few timed steps are a short sample of a long run (a CPU's clock and its neighbours vary): the

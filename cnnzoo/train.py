@@ -67,8 +67,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # The same network for the 15-minute budget: more epochs, and Cutout (DeVries & Taylor 2017) against
 # the overfitting they bring (by epoch 15 of `fast` the training accuracy, augmented, already
-# passes the test's by 1.5 points). 45 epochs: 55 scored no higher and overran 15 minutes on a slower CPU.
-RECIPES["fast-long"] = dict(RECIPES["fast"], epochs=45, cutout=8)
+# passes the test's by 1.5 points), off for the last third, where the low learning rate fits the
+# images as the test shows them (8 or 22 epochs off scored lower). 45 epochs: 55 scored no higher and
+# overran 15 minutes on a slower CPU. 2-pixel shifts too at test time (18 views instead of 10).
+RECIPES["fast-long"] = dict(RECIPES["fast"], epochs=45, cutout=8, cutout_off_epochs=15, tta_shift=2)
 
 # What build_optimizer and build_scheduler know.
 OPTIMIZERS = ("adamw", "sgd", "muon")
@@ -138,6 +140,8 @@ class TrainConfig:
     flip: bool = _opt(False, "random horizontal flips")
     cutout: int = _opt(0, "black out a square of this side at a random place in each image (pixels); 0: off",
                        metavar="PIXELS")
+    cutout_off_epochs: int = _opt(0, "train the last this many epochs without Cutout, on images like the test's "
+                                     "(epochs); 0: Cutout throughout", metavar="EPOCHS")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
     tta_shift: int = _opt(0, "also evaluate on each image moved 1 to this many pixels up, down, left and right "
                              "(zero fill), logits averaged over all views; 0: off", metavar="PIXELS")
@@ -415,7 +419,8 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         return
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     steps = math.ceil(len(ds) / cfg.batch_size)
-    augment = bool(cfg.crop_padding or cfg.flip or cfg.cutout)
+    cutout = cfg.cutout if epoch < cfg.epochs - cfg.cutout_off_epochs else 0
+    augment = bool(cfg.crop_padding or cfg.flip or cutout)
     for step in range(first_step, steps):
         batch = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
         n = len(batch)
@@ -423,7 +428,7 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         if augment:  # augment the global batch, then slice: the same pixels as one process sees
             g = torch.Generator().manual_seed(((cfg.seed * 100003 + epoch) * 1000003 + step) % 2**63)
             x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip,
-                                     cutout=cfg.cutout, indices=batch))
+                                     cutout=cutout, indices=batch))
             yield x[lo:hi], y[lo:hi], n
         else:
             x, y = next(iterate_batches(ds, n, indices=batch[lo:hi]))
@@ -599,7 +604,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
         raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
     counts = {"--tta-shift": cfg.tta_shift, "--crop-padding": cfg.crop_padding, "--cutout": cfg.cutout,
-              "--eval-every": cfg.eval_every}
+              "--cutout-off-epochs": cfg.cutout_off_epochs, "--eval-every": cfg.eval_every}
     if any(v < 0 for v in counts.values()):
         raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
     if not 0 <= cfg.lookahead < 1:

@@ -297,6 +297,27 @@ def test_shift_tta_averages_the_image_moved_each_way():
         train_mod.train(train_mod.TrainConfig(tta_shift=-1, cutout=-8, out=None), progress=False)
 
 
+def test_cutout_off_epochs_trains_the_last_epochs_on_uncut_images(fmnist_small):
+    from dataclasses import replace
+
+    from cnnzoo.data import load_dataset
+    from cnnzoo.distributed import World
+
+    ds = load_dataset("fashion-mnist", "train", data_dir=fmnist_small).subset(200, 0)
+    late_off = TrainConfig(batch_size=64, seed=5, crop_padding=2, flip=True, cutout=8, epochs=3, cutout_off_epochs=1)
+    throughout, never = replace(late_off, cutout_off_epochs=0), replace(late_off, cutout=0)
+
+    def batches(cfg, epoch):
+        return [x for x, _, _ in train_mod.epoch_batches(ds, cfg, epoch, 0, World())]
+
+    # before the last epoch: Cutout as without the option; in it: the same crops and flips, uncut
+    assert all(torch.equal(a, b) for a, b in zip(batches(late_off, 1), batches(throughout, 1)))
+    assert not all(torch.equal(a, b) for a, b in zip(batches(late_off, 1), batches(never, 1)))
+    assert all(torch.equal(a, b) for a, b in zip(batches(late_off, 2), batches(never, 2)))
+    with pytest.raises(ValueError, match="^--cutout-off-epochs must be >= 0, got -1$"):
+        train(TrainConfig(cutout_off_epochs=-1, out=None), progress=False)
+
+
 def test_eval_every_scores_the_named_epochs_and_the_last(fmnist_small, tmp_path):
     summary = train(small_cfg(fmnist_small, tmp_path / "run", epochs=3, eval_every=2), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
