@@ -49,10 +49,10 @@ DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "goog
 # MobileNet v1 runs at quarter width in fp32: its depthwise convolutions are slower in bf16 on a CPU
 # (172 against 291 img/s at full width), and at full width it fits 2 epochs in the budget.
 # The GPU tier: the _cifar variants that the dataset's benchmark table has figures for, 1.6 minutes
-# each on one GPU. A member may also set its own recipe and TrainConfig settings ("settings"; with
-# "epochs" it is not planned): the MobileNets stop at 0.941 / 0.938 in 1.6 minutes (18 / 15 epochs),
-# so they train to convergence with Cutout (fast-long), v1 at twice the input size, where its last
-# stage sees 4x4 rather than 2x2 (0.951 in 24 epochs against 0.948 in 40 at 28x28).
+# each on one GPU. A member may set other TrainConfig fields ("settings"; with "epochs" its own
+# epochs, not the budget's): the MobileNets stop at 0.941 / 0.938 in 1.6 minutes (18 / 15 epochs),
+# so they train to convergence, with Cutout, v1 at twice the input size, where its last stage sees
+# 4x4 rather than 2x2 (0.951 in 24 epochs against 0.948 in 40 at 28x28).
 TIERS: dict[str, dict[str, Any]] = {
     # Members scaled (width, stem stride) to train about 10 epochs in the budget; MobileNet v1 in
     # fp32, as its depthwise convolutions run slower in bf16 on a CPU.
@@ -66,9 +66,9 @@ TIERS: dict[str, dict[str, Any]] = {
                          "mobilenet_v1_cifar": dict(model_kwargs=dict(width_mult=0.25), amp=False)},
                 recipe="fast", budget_minutes=15.0, threads=2, device="cpu"),
     "gpu": dict(members={"alexnet_cifar": {}, "vgg16_cifar": {}, "googlenet_cifar": {}, "resnet18_cifar": {},
-                         "mobilenet_v1_cifar": dict(recipe="fast-long", settings=dict(
-                             epochs=24, input_size=(1, 56, 56), crop_padding=4, cutout=16)),
-                         "mobilenet_v2_cifar": dict(recipe="fast-long", settings=dict(epochs=30))},
+                         "mobilenet_v1_cifar": dict(settings=dict(epochs=24, input_size=(1, 56, 56), crop_padding=4,
+                                                                  cutout=16)),
+                         "mobilenet_v2_cifar": dict(settings=dict(epochs=30, cutout=8))},
                 recipe="fast", budget_minutes=1.6, threads=None, device="cuda"),
 }
 LEAGUE_JSON = "league.json"  # the entries behind the README's chart: copy to docs/league.json
@@ -399,17 +399,14 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     also written to ``out/leaderboard.json``, ``out/leaderboard.md`` and ``out/league.json`` (the
     entries with the command that reproduces each) after each entry. ``model_kwargs`` go to each
     model that takes them. A ``tier`` (``TIERS``) gives the models, their constructor arguments,
-    autocast, recipe and settings, the budget and the threads; arguments given here win over it."""
+    autocast and settings, the recipe, the budget and the threads; arguments given here win over it."""
     members: dict[str, dict[str, Any]] = {}
     own_epochs: set[str] = set()  # members that train their own epochs rather than the tier's budget
     if tier is not None:
         if tier not in TIERS:
             raise ValueError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
         t = TIERS[tier]
-        models = models or list(t["members"])
-        # the recipe given here, else the member's own, else the tier's
-        members = {m: {**member, "recipe": recipe or member.get("recipe", t["recipe"])}
-                   for m, member in t["members"].items()}
+        models, members = models or list(t["members"]), t["members"]
         recipe, threads, device = recipe or t["recipe"], threads or t["threads"], device or t["device"]
         if epochs is None and budget_minutes is None:
             budget_minutes = t["budget_minutes"]
@@ -422,7 +419,7 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     out = Path(out)
     configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
                              device=device, amp=members.get(m, {}).get("amp") if amp is None else amp, threads=threads,
-                             seed=seed, recipe=members.get(m, {}).get("recipe", recipe), model_kwargs=per_model[m],
+                             seed=seed, recipe=recipe, model_kwargs=per_model[m],
                              settings=members.get(m, {}).get("settings")) for m in names]
     planned = set(names) - own_epochs if budget_minutes is not None else set()
     # Check every entry already on disk before any training time is spent.

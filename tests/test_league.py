@@ -302,22 +302,21 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
         league.published_figure(m)[1] for m in league.TIERS["gpu"]["members"])
 
 
-def test_a_tier_member_with_its_own_recipe_and_epochs_trains_them_instead_of_the_budget(fmnist_small, tmp_path,
-                                                                                         monkeypatch):
-    tier = dict(members={"lenet5": dict(recipe="fast-long", settings=dict(epochs=1, cutout=4))},
+def test_a_tier_member_with_its_own_epochs_trains_them_instead_of_the_budget(fmnist_small, tmp_path, monkeypatch):
+    tier = dict(members={"lenet5": dict(settings=dict(epochs=1, cutout=4))},
                 recipe="fast", budget_minutes=0.01, threads=1, device="cpu")
     monkeypatch.setitem(league.TIERS, "test", tier)
     out = tmp_path / "tier"
     board = run_league(tier="test", train_subset=128, out=out, data_dir=str(fmnist_small), progress=False)
     config = json.loads((out / "lenet5" / "config.json").read_text())
-    assert (config["recipe"], config["epochs"], config["cutout"], config["train_subset"]) == ("fast-long", 1, 4, 128)
+    assert (config["recipe"], config["epochs"], config["cutout"], config["train_subset"]) == ("fast", 1, 4, 128)
     assert not (out / "lenet5" / league.PLAN_FILE).exists()  # not planned: the budget would give other epochs
     assert "--cutout 4" in board["entries"][0]["command"]
-    # a recipe given here wins over the member's (its settings still apply)
-    run_league(tier="test", recipe="fast", train_subset=128, out=tmp_path / "given", data_dir=str(fmnist_small),
+    # arguments given here win over the member's settings
+    run_league(tier="test", epochs=2, train_subset=128, out=tmp_path / "given", data_dir=str(fmnist_small),
                progress=False)
     config = json.loads((tmp_path / "given" / "lenet5" / "config.json").read_text())
-    assert (config["recipe"], config["epochs"], config["cutout"]) == ("fast", 1, 4)
+    assert (config["epochs"], config["cutout"]) == (2, 4)
 
 
 @pytest.mark.parametrize("name, tier", [("league.json", "cpu"), ("league-gpu.json", "gpu")])
@@ -339,9 +338,8 @@ def test_committed_league_entries_name_their_tier_member_and_a_command_that_trai
         assert cfg.model == e["model"] and cfg.model_kwargs == members[e["model"]].get("model_kwargs", {})
         assert cfg.device == league.TIERS[tier]["device"] and cfg.data_dir is None
         assert 0.9 < e["test_top1"] <= 1
-        member = members[e["model"]]
-        recipe = league.TrainConfig.from_recipe(member.get("recipe", league.TIERS[tier]["recipe"]))
-        own = member.get("settings", {})
+        own = members[e["model"]].get("settings", {})
+        recipe = league.TrainConfig.from_recipe(league.TIERS[tier]["recipe"])
         assert {k: getattr(cfg, k) for k in own} == own and cfg.cutout == own.get("cutout", recipe.cutout)
         if "epochs" not in own:  # trained for the tier's budget
             assert e["train_seconds"] <= league.TIERS[tier]["budget_minutes"] * 60 * 1.35
