@@ -417,11 +417,12 @@ class Normalize:
 
 def iterate_batches(ds: ImageDataset, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                     crop_padding: int = 0, flip: bool = False, cutout: int = 0, drop_last: bool = False,
-                    indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    indices: torch.Tensor | None = None, flips: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images, labels) batches; augmentation is applied to each batch as a tensor.
 
     ``indices`` restricts the pass to a subset (a rank's shard); ``shuffle`` permutes it with
-    ``generator`` so that the order is a function of the seed and epoch only.
+    ``generator`` so that the order is a function of the seed and epoch only. ``flips`` (one bool
+    per image of ``ds``), with ``flip``, says which images to mirror instead of a coin per batch.
     """
     idx = indices if indices is not None else torch.arange(len(ds))
     if shuffle:
@@ -432,7 +433,9 @@ def iterate_batches(ds: ImageDataset, batch_size: int, *, shuffle: bool = False,
         x, y = ds.images[b], ds.labels[b]
         if crop_padding:
             x = random_crop(x, crop_padding, generator)
-        if flip:
+        if flip and flips is not None:
+            x = torch.where(flips[b][:, None, None, None], x.flip(-1), x)
+        elif flip:
             x = random_flip(x, generator)
         if cutout:
             x = random_cutout(x, cutout, generator)

@@ -138,6 +138,9 @@ class TrainConfig:
     # augmentation, on whole uint8 batches
     crop_padding: int = _opt(0, "random translation of up to this many pixels (pad and crop); 0: off")
     flip: bool = _opt(False, "random horizontal flips")
+    alternate_flip: bool = _opt(False, "with --flip: mirror each image in every other epoch, from a random first "
+                                       "epoch per image, instead of at random each epoch: every image is seen both "
+                                       "ways in any two epochs (Jordan 2024)")
     cutout: int = _opt(0, "black out a square of this side at a random place in each image (pixels); 0: off",
                        metavar="PIXELS")
     cutout_off_epochs: int = _opt(0, "train the last this many epochs without Cutout, on images like the test's "
@@ -420,6 +423,7 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
     steps = math.ceil(len(ds) / cfg.batch_size)
     cutout = cfg.cutout if epoch < cfg.epochs - cfg.cutout_off_epochs else 0
+    flips = alternate_flips(len(ds), cfg.seed, epoch) if cfg.flip and cfg.alternate_flip else None
     augment = bool(cfg.crop_padding or cfg.flip or cutout)
     for step in range(first_step, steps):
         batch = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
@@ -428,11 +432,18 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         if augment:  # augment the global batch, then slice: the same pixels as one process sees
             g = torch.Generator().manual_seed(((cfg.seed * 100003 + epoch) * 1000003 + step) % 2**63)
             x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip,
-                                     cutout=cutout, indices=batch))
+                                        flips=flips, cutout=cutout, indices=batch))
             yield x[lo:hi], y[lo:hi], n
         else:
             x, y = next(iterate_batches(ds, n, indices=batch[lo:hi]))
             yield x, y, n
+
+
+def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of ``n`` images to mirror in ``epoch``: a seeded coin per image in even epochs, its
+    opposite in odd ones."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 100003 + 7)) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 class StopRequest:
@@ -609,6 +620,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
         raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
     if not 0 <= cfg.lookahead < 1:
         raise ValueError(f"--lookahead is a decay in [0, 1), got {cfg.lookahead}")
+    if cfg.alternate_flip and not cfg.flip:
+        raise ValueError("--alternate-flip chooses which images --flip mirrors: add --flip")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     if initial is not None:
@@ -678,6 +691,9 @@ def _data_loader(cfg: TrainConfig, load_size: tuple[int, int, int] | None) -> st
             return "stream"
         raise ValueError("--auto-augment and --color-jitter act on each image as it is decoded: they need "
                          "--data-loader stream (or auto) with --dataset imagefolder or webdataset")
+    if loader == "stream" and cfg.alternate_flip:
+        raise ValueError(f"--alternate-flip works on images held in memory; this run decodes them per batch "
+                         f"(--data-loader {cfg.data_loader}), each flipped at random: add --data-loader memory")
     if loader == "stream" and cfg.cutout:
         raise ValueError(f"--cutout {cfg.cutout} works on images held in memory; this run decodes them per batch "
                          f"(--data-loader {cfg.data_loader}): pass --cutout 0, or --data-loader memory if they fit")

@@ -186,6 +186,8 @@ def test_auto_streams_when_the_decoded_set_passes_the_budget(folder):
         load_run_data(TrainConfig(**cfg, data_loader="memory", color_jitter=0.1), False)
     with pytest.raises(ValueError, match="--cutout 8 works on images held in memory.*--data-loader stream"):
         load_run_data(TrainConfig(**cfg, data_loader="stream", cutout=8), False)
+    with pytest.raises(ValueError, match="--alternate-flip works on images held in memory.*--data-loader stream"):
+        load_run_data(TrainConfig(**cfg, data_loader="stream", flip=True, alternate_flip=True), False)
 
 
 def test_big_jpeg_is_decoded_at_a_reduced_dct_scale(tmp_path):

@@ -318,6 +318,27 @@ def test_cutout_off_epochs_trains_the_last_epochs_on_uncut_images(fmnist_small):
         train(TrainConfig(cutout_off_epochs=-1, out=None), progress=False)
 
 
+def test_alternate_flip_shows_each_image_mirrored_in_every_other_epoch(fmnist_small):
+    from cnnzoo.data import load_dataset
+    from cnnzoo.distributed import World
+
+    ds = load_dataset("fashion-mnist", "train", data_dir=fmnist_small).subset(200, 0)
+    alternating = TrainConfig(batch_size=64, seed=5, flip=True, alternate_flip=True, epochs=3)
+
+    def images(cfg, epoch, mirror=False):  # the epoch's images as a sorted list, order aside
+        x = torch.cat([x for x, _, _ in train_mod.epoch_batches(ds, cfg, epoch, 0, World())])
+        return sorted(bytes(im.flip(-1).numpy() if mirror else im.numpy()) for im in x)
+
+    first = train_mod.alternate_flips(len(ds), 5, 0)
+    assert 60 < int(first.sum()) < 140  # a coin per image
+    assert images(alternating, 1) == images(alternating, 0, mirror=True)
+    assert images(alternating, 2) == images(alternating, 0)
+    coin = TrainConfig(batch_size=64, seed=5, flip=True, epochs=3)
+    assert images(coin, 1) != images(coin, 0, mirror=True)
+    with pytest.raises(ValueError, match="^--alternate-flip chooses which images --flip mirrors: add --flip$"):
+        train(TrainConfig(alternate_flip=True, out=None), progress=False)
+
+
 def test_eval_every_scores_the_named_epochs_and_the_last(fmnist_small, tmp_path):
     summary = train(small_cfg(fmnist_small, tmp_path / "run", epochs=3, eval_every=2), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
