@@ -145,6 +145,10 @@ class TrainConfig:
                        metavar="PIXELS")
     cutout_off_epochs: int = _opt(0, "train the last this many epochs without Cutout, on images like the test's "
                                      "(epochs); 0: Cutout throughout", metavar="EPOCHS")
+    low_res: int = _opt(0, "progressive resizing (Howard 2018): train the first --low-res-epochs epochs on images "
+                           "scaled down to this side (bilinear, antialiased), cheaper per step; 0: off",
+                        metavar="PIXELS")
+    low_res_epochs: int = _opt(0, "how many epochs, from the first, --low-res applies to", metavar="EPOCHS")
     tta_flip: bool = _opt(False, "evaluate on each image and its mirror image, logits averaged")
     tta_shift: int = _opt(0, "also evaluate on each image moved 1 to this many pixels up, down, left and right "
                              "(zero fill), logits averaged over all views; 0: off", metavar="PIXELS")
@@ -439,6 +443,21 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
             yield x, y, n
 
 
+def check_low_res(cfg: TrainConfig, input_size: tuple[int, int, int]) -> None:
+    """--low-res between the model's smallest input and the training input, and given with its epochs."""
+    if bool(cfg.low_res) != bool(cfg.low_res_epochs):
+        raise ValueError(f"progressive resizing needs both --low-res (got {cfg.low_res}) and --low-res-epochs "
+                         f"(got {cfg.low_res_epochs})")
+    if not cfg.low_res:
+        return
+    _, min_h, min_w = get_model_cfg(cfg.model)["min_input_size"]
+    if not max(min_h, min_w) <= cfg.low_res <= min(input_size[1:]):
+        raise ValueError(f"--low-res {cfg.low_res}: {cfg.model} trains on {input_size[1]}x{input_size[2]} images and "
+                         f"takes {min_h}x{min_w} at the least; give a side in between")
+    if cfg.low_res_epochs > cfg.epochs:
+        raise ValueError(f"--low-res-epochs {cfg.low_res_epochs} is more than the run's --epochs {cfg.epochs}")
+
+
 def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Which of ``n`` images to mirror in ``epoch``: a seeded coin per image in even epochs, its
     opposite in odd ones."""
@@ -615,7 +634,8 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
         raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
     counts = {"--tta-shift": cfg.tta_shift, "--crop-padding": cfg.crop_padding, "--cutout": cfg.cutout,
-              "--cutout-off-epochs": cfg.cutout_off_epochs, "--eval-every": cfg.eval_every}
+              "--cutout-off-epochs": cfg.cutout_off_epochs, "--eval-every": cfg.eval_every,
+              "--low-res": cfg.low_res, "--low-res-epochs": cfg.low_res_epochs}
     if any(v < 0 for v in counts.values()):
         raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
     if not 0 <= cfg.lookahead < 1:
@@ -624,6 +644,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
         raise ValueError("--alternate-flip chooses which images --flip mirrors: add --flip")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
+    check_low_res(cfg, data.input_size)
     if initial is not None:
         data = initial.fit_normalization(data)
     elif cfg.pretrained or cfg.weights:
@@ -818,7 +839,10 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
     seen = int(saved.images)
     guard = LossGuard(run, stop, epoch)
     for step, (x, y, n) in enumerate(bar, start=first):
-        x = run.data.normalize(x.to(device, non_blocking=True)).contiguous(memory_format=run.memory_format)
+        x = run.data.normalize(x.to(device, non_blocking=True))
+        if epoch < cfg.low_res_epochs:
+            x = F.interpolate(x, size=(cfg.low_res, cfg.low_res), mode="bilinear", antialias=True)
+        x = x.contiguous(memory_format=run.memory_format)
         y = y.to(device, non_blocking=True)
         # the loss is a sum over this rank's images / share: DDP's gradient average over ranks is
         # then the mean over the global batch

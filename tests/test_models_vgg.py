@@ -237,6 +237,17 @@ def test_airbench_stem_whitens_patches_and_freezes():
     assert torch.equal(model.stem.conv.weight[4:], -model.stem.conv.weight[:4])
 
 
+def test_airbench_stem_act_puts_a_gelu_after_the_whitening():
+    # airbench's GELU after the whitened stem: no new parameters, the stem's output through a GELU
+    torch.manual_seed(0)
+    plain, gelu = cnnzoo.create_model("vgg_airbench"), cnnzoo.create_model("vgg_airbench", stem_act=True)
+    assert n_params(gelu) == n_params(plain)
+    gelu.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(gelu.stem(x), torch.nn.functional.gelu(plain.stem(x)))
+    assert not torch.equal(gelu(x), plain(x))
+
+
 def test_airbench_wide_doubles_the_widths():
     model = cnnzoo.create_model("vgg_airbench_wide")
     assert [model.stage1.conv1.out_channels, model.stage2.conv1.out_channels, model.fc.in_features] == [64, 128, 256]

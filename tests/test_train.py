@@ -339,6 +339,38 @@ def test_alternate_flip_shows_each_image_mirrored_in_every_other_epoch(fmnist_sm
         train(TrainConfig(alternate_flip=True, out=None), progress=False)
 
 
+def test_low_res_trains_the_first_epochs_on_scaled_down_images(fmnist_small, tmp_path, monkeypatch):
+    from cnnzoo.data import load_dataset
+    from cnnzoo.distributed import World
+
+    seen = []
+
+    def recording_step(model, x, y, *args, **kwargs):
+        seen.append(x.clone())
+        return train_step(model, x, y, *args, **kwargs)
+
+    train_step = train_mod.train_step
+    monkeypatch.setattr(train_mod, "train_step", recording_step)
+    cfg = small_cfg(fmnist_small, tmp_path / "run", model="vgg_airbench", epochs=3, train_subset=128, crop_padding=2,
+                    low_res=14, low_res_epochs=2)
+    summary = train(cfg, progress=False)
+    assert [tuple(x.shape[2:]) for x in seen] == [(14, 14)] * 4 + [(28, 28)] * 2  # 2 steps an epoch
+    assert summary["input_size"] == [1, 28, 28] and summary["test_top1"] > 0.1  # scored at full size
+    # the epoch's augmented batch, normalised, then scaled down
+    ds = load_dataset("fashion-mnist", "train", data_dir=fmnist_small).subset(128, 0)
+    first, _, _ = next(train_mod.epoch_batches(ds, cfg, 1, 0, World()))
+    norm = train_mod.Normalize(*ds.channel_stats())
+    want = torch.nn.functional.interpolate(norm(first), size=(14, 14), mode="bilinear", antialias=True)
+    assert torch.allclose(seen[2], want, atol=1e-5)
+    for bad, message in [(dict(low_res=14), r"needs both --low-res \(got 14\) and --low-res-epochs \(got 0\)"),
+                         (dict(low_res=8, low_res_epochs=1), "--low-res 8: vgg_airbench trains on 28x28 images and "
+                                                             "takes 9x9 at the least"),
+                         (dict(low_res=14, low_res_epochs=4), "--low-res-epochs 4 is more than the run's --epochs 3")]:
+        with pytest.raises(ValueError, match=message):
+            train(small_cfg(fmnist_small, tmp_path / "bad", model="vgg_airbench", epochs=3, **bad), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_every_scores_the_named_epochs_and_the_last(fmnist_small, tmp_path):
     summary = train(small_cfg(fmnist_small, tmp_path / "run", epochs=3, eval_every=2), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))

@@ -381,12 +381,14 @@ class WhitenedStem(nn.Module):
     """A frozen kxk convolution (no padding) whose filters whiten the image's kxk patches: the
     eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), each with its negative, so a
     following ReLU-like activation loses nothing. Set from data by ``init_from_data``; until then
-    an ordinary trainable convolution. (Jordan 2024, airbench, after Coates & Ng 2011.)"""
+    an ordinary trainable convolution. ``act``: a GELU after it, as airbench has. (Jordan 2024,
+    airbench, after Coates & Ng 2011.)"""
 
-    def __init__(self, in_channels: int, kernel_size: int = 2) -> None:
+    def __init__(self, in_channels: int, kernel_size: int = 2, act: bool = False) -> None:
         super().__init__()
         patch = in_channels * kernel_size * kernel_size
         self.conv = nn.Conv2d(in_channels, 2 * patch, kernel_size, padding=0)
+        self.act = nn.GELU() if act else nn.Identity()
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
@@ -401,7 +403,7 @@ class WhitenedStem(nn.Module):
         self.conv.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.act(self.conv(x))
 
 
 class AirbenchStage(nn.Module):
@@ -452,10 +454,10 @@ class AirbenchVGG(ZooModel):
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10, in_chans: int = 1,
                  stem_kernel: int = 2, global_pool: str = "max", drop_rate: float = 0.0,
-                 depths: tuple[int, int, int] = (2, 2, 2)) -> None:
+                 depths: tuple[int, int, int] = (2, 2, 2), stem_act: bool = False) -> None:
         super().__init__()
         self.num_features = widths[2]
-        self.stem = WhitenedStem(in_chans, stem_kernel)
+        self.stem = WhitenedStem(in_chans, stem_kernel, stem_act)
         stem_width = self.stem.conv.out_channels
         self.stage1 = AirbenchStage(stem_width, widths[0], depths[0])
         self.stage2 = AirbenchStage(widths[0], widths[1], depths[1])
