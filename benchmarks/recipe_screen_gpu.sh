@@ -10,9 +10,10 @@ set -uo pipefail
 RECIPE=${1:-fast-long}
 OUT=${OUT:-runs/screen}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
-VARIANTS=${VARIANTS:-"--cutout-off-epochs 0 --tta-shift 1
---cutout-off-epochs 8 --tta-shift 1
---cutout-off-epochs 15 --tta-shift 1"}
+# default: how many of 45 epochs of vgg_airbench to leave without Cutout
+VARIANTS=${VARIANTS:-"--model vgg_airbench --epochs 45 --cutout-off-epochs 0 --tta-shift 1
+--model vgg_airbench --epochs 45 --cutout-off-epochs 8 --tta-shift 1
+--model vgg_airbench --epochs 45 --cutout-off-epochs 15 --tta-shift 1"}
 export PYTHON=${PYTHON:-python3} THREADS=1
 device=(--device "${DEVICE:-cuda}" --data-dir "${CNNZOO_FASHION_MNIST:?set CNNZOO_FASHION_MNIST}")
 seeds=($SEEDS)

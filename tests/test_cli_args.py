@@ -69,7 +69,7 @@ def test_recipe_values_apply_unless_a_flag_is_given():
     cfg = train_config(parse("train", "--recipe", "fast"))
     assert cfg.amp is True and cfg.epochs == recipe["epochs"]
     cfg = train_config(parse("train", "--recipe", "fast-long"))
-    assert (cfg.model, cfg.cutout, cfg.epochs) == (recipe["model"], RECIPES["fast-long"]["cutout"], 45)
+    assert (cfg.model, cfg.cutout, cfg.epochs, cfg.lr) == ("vgg_airbench_96", 8, 34, recipe["lr"])
     assert train_config(parse("train", "--recipe", "fast-long", "--cutout", "0")).cutout == 0
 
 

@@ -187,7 +187,7 @@ def test_runs_at_min_input_size_and_rejects_smaller(name):
 
 
 def test_registry():
-    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench", "vgg_airbench_wide", "vgg_mini"])
+    assert cnnzoo.list_models("vgg*") == sorted(list(IMAGENET) + CIFAR + ["vgg_airbench", "vgg_airbench_96", "vgg_airbench_wide", "vgg_mini"])
     for name in list(IMAGENET) + CIFAR:
         cfg = get_model_cfg(name)
         assert cfg["family"] == "VGG"
@@ -252,6 +252,17 @@ def test_airbench_wide_doubles_the_widths():
     model = cnnzoo.create_model("vgg_airbench_wide")
     assert [model.stage1.conv1.out_channels, model.stage2.conv1.out_channels, model.fc.in_features] == [64, 128, 256]
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_airbench_96_is_vgg_airbench_at_widths_32_96_192():
+    # the same construction, so the same weights from the same seed as --model-kwargs "widths=(32,96,192)"
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("vgg_airbench_96")
+    torch.manual_seed(0)
+    same = cnnzoo.create_model("vgg_airbench", widths=(32, 96, 192))
+    assert [model.stage1.conv1.out_channels, model.stage2.conv1.out_channels, model.fc.in_features] == [32, 96, 192]
+    assert model.state_dict().keys() == same.state_dict().keys()
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_airbench_depths_add_residual_convolutions():
