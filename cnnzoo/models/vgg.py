@@ -478,26 +478,25 @@ class AirbenchVGG(ZooModel):
         return x
 
 
-@register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
-                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench",
-                pool_size=(3, 3))
+# what the airbench variants share in the registry
+_AIRBENCH_CFG = dict(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
+                     year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), pool_size=(3, 3))
+
+
+@register_model(small_variant="vgg_airbench", **_AIRBENCH_CFG)
 def vgg_airbench(**kwargs) -> AirbenchVGG:
     """airbench's whitened-stem VGG at widths 32/64/128: the fast recipe's network for 28x28 images."""
     return AirbenchVGG(**kwargs)
 
 
-@register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
-                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_96",
-                pool_size=(3, 3))
+@register_model(small_variant="vgg_airbench_96", **_AIRBENCH_CFG)
 def vgg_airbench_96(**kwargs) -> AirbenchVGG:
     """vgg_airbench with its last two stages 1.5x as wide (32/96/192), 1.7x the MACs: the
     fast-long recipe's network."""
     return AirbenchVGG(widths=(32, 96, 192), **kwargs)
 
 
-@register_model(family="VGG", paper="Jordan 2024, 94% on CIFAR-10 in 3.29 seconds on a single GPU (airbench)",
-                year=2024, input_size=(1, 28, 28), min_input_size=(1, 9, 9), small_variant="vgg_airbench_wide",
-                pool_size=(3, 3))
+@register_model(small_variant="vgg_airbench_wide", **_AIRBENCH_CFG)
 def vgg_airbench_wide(**kwargs) -> AirbenchVGG:
     """vgg_airbench at twice the width (64/128/256), four times the MACs."""
     return AirbenchVGG(widths=(64, 128, 256), **kwargs)
