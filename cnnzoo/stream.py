@@ -15,13 +15,17 @@ uninterrupted one would, and N ranks train on what one process would.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import io
 import math
 import multiprocessing as mp
 import os
 import random
+import select
 import sys
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -352,7 +356,8 @@ def worker_options(workers: int) -> dict[str, Any]:
     """DataLoader arguments for ``workers`` loader processes. They are forked from a small server
     process that has imported torch once (its 290 MB then shared by all): forked from the trainer,
     each would share the trainer's heap copy-on-write, and the trainer's next allocations would copy
-    it page by page (1 GB more at the evaluation after an epoch of mobilenet_v1 at 224)."""
+    it page by page (1 GB more at the evaluation after an epoch of mobilenet_v1 at 224). Each
+    worker ends as soon as the trainer does, however it dies (``exit_with``)."""
     if not workers:
         return dict(num_workers=0)
     if getattr(mp.current_process(), "_inheriting", False):  # this is a fresh worker importing the main script
@@ -363,13 +368,17 @@ def worker_options(workers: int) -> dict[str, Any]:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["cnnzoo.stream"])
-    return dict(num_workers=workers, prefetch_factor=2, multiprocessing_context=ctx, worker_init_fn=_worker_init)
+    return dict(num_workers=workers, prefetch_factor=2, multiprocessing_context=ctx,
+                worker_init_fn=functools.partial(_worker_init, os.getpid()))
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
-def _worker_init(worker_id: int) -> None:
+def _worker_init(trainer: int, worker_id: int) -> None:
+    # A worker's parent is the server, not the trainer, so torch's parent-death check never fires, and
+    # it holds the server's "clients alive" pipe, so a killed trainer would leave both running for ever.
+    exit_with(trainer)
     # The objects inherited from the server, out of the collector's reach: its passes would write
     # to every page holding one, copying them all into each worker (1 MB more per step, measured).
     gc.freeze()
@@ -379,6 +388,35 @@ def _worker_init(worker_id: int) -> None:
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     except (AttributeError, OSError):  # not glibc
         pass
+
+
+def exit_with(pid: int) -> None:
+    """End this process (``os._exit``) as soon as process ``pid`` has ended, however it ended: a
+    daemon thread waits on a pidfd (Linux >= 5.3), elsewhere polls the pid once a second."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfds here
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _running(pid):
+                time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid taken by another user's process
+        return False
+    return True
 
 
 def collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

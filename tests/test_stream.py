@@ -13,7 +13,7 @@ from cnnzoo.cli import main
 from cnnzoo.data import load_imagefolder, stratified_split
 from cnnzoo.shards import shard_datasets
 from cnnzoo.stream import (GlobalBatchSampler, SampleTransform, StreamDataset, choose_loader, decode_bytes,
-                           folder_datasets, train_sample)
+                           exit_with, folder_datasets, train_sample)
 from cnnzoo.train import TrainConfig, load_run_data, resume_training, train
 
 CLASSES = ("cat", "dog", "fox")
@@ -156,6 +156,88 @@ class _ParentPid(StreamDataset):
         import os
 
         return torch.zeros(1, dtype=torch.uint8), os.getppid(), None
+
+
+def _group(pgid):
+    """{pid: parent pid} of the processes of process group ``pgid``, from /proc; zombies, which hold
+    no files or memory and wait for whoever adopted them, are left out."""
+    procs = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent, group = stat.read_text().rpartition(")")[2].split()[:3]
+        except OSError:  # ended meanwhile
+            continue
+        if int(group) == pgid and state != "Z":
+            procs[int(stat.parent.name)] = int(parent)
+    return procs
+
+
+def _describe(pids):
+    def cmdline(pid):
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:
+            return "?"
+    return "; ".join(f"{pid}: {cmdline(pid)}" for pid in pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc (Linux)")
+def test_no_loader_process_outlives_a_killed_trainer(folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "cnnzoo", "train", "--model", "lenet5", "--dataset", "imagefolder", "--data-dir",
+           str(folder), "--input-size", "1", "32", "32", "--data-loader", "stream", "--workers", "2", "--epochs",
+           "1000", "--batch-size", "16", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the loader's workers run: children of the trainer's children (the forkserver)
+            group = _group(p.pid)
+            if sum(parent in group and parent != p.pid for parent in group.values()) >= 2:
+                break
+            assert p.poll() is None and time.monotonic() < deadline, "the run ended or stalled before its workers ran"
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)  # the trainer alone, as the OOM killer does
+        try:
+            p.communicate(timeout=10)  # end of file: no process holds its stdout any more
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"stdout still open 10 s after the trainer's death: {_describe(_group(p.pid))}")
+        deadline = time.monotonic() + 5
+        while _group(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group(p.pid), f"outlived the trainer: {_describe(_group(p.pid))}"
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.kill()
+        print(p.communicate()[0].decode()[-3000:])  # shown when the test fails
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polled"])
+def test_exit_with_ends_the_process_when_the_watched_one_ends(pidfd, monkeypatch):
+    import os
+    import subprocess
+    import threading
+
+    ended = threading.Event()
+    monkeypatch.setattr(os, "_exit", lambda code: ended.set())
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")
+    watched = subprocess.Popen(["sleep", "60"])
+    try:
+        exit_with(watched.pid)
+        assert not ended.wait(0.3)
+    finally:
+        watched.kill()
+        watched.wait()
+    assert ended.wait(5)
 
 
 def test_val_split_is_stratified_seeded_and_disjoint(folder):
