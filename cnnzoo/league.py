@@ -33,6 +33,7 @@ from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
 from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
+from cnnzoo.precision import Amp, resolve_precision
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, fit_input_size, resume_training, train,
                           train_command, training_loss, tta_views)
@@ -42,7 +43,8 @@ DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "goog
                   "resnet18_cifar", "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
 
 # A tier: a fixed league, one member per family, each trained with one recipe for one time budget.
-# A member may set its constructor's arguments (model_kwargs) and bf16 autocast (amp) apart.
+# A member may set its constructor's arguments (model_kwargs) and bf16 autocast (amp) apart; the
+# others take the recipe's ("auto": bf16 where the device computes it natively, fp32 elsewhere).
 # The CPU tier's members are the families' own small forms (each paper's stem, stage layout and
 # defining block, scaled in width, depth or input only): CIFAR ResNet-20 and its SE and ResNeXt
 # forms, the CIFAR layouts of AlexNet, ZFNet, VGG-11 and MobileNet v1, GoogLeNet at a quarter width.
@@ -180,7 +182,8 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
     net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
     net.to(device, memory_format=memory_format).train()
     opt = build_optimizer(net, cfg)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    amp = resolve_precision(cfg.amp, device).amp  # as the run will train
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -189,7 +192,7 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         x = normalize(x.to(device)).contiguous(memory_format=memory_format)
         y = y.to(device)
-        train_step(net, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, len(y)), opt, amp=cfg.amp)
+        train_step(net, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, len(y)), opt, amp=amp)
 
     def timed(run: Callable[[torch.Tensor, torch.Tensor], Any], batches: Iterable) -> float:
         sync()
@@ -269,7 +272,7 @@ def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any
 
 
 def league_config(model: str, *, epochs: int | None, train_subset: int | None, out: Path, dataset: str,
-                  data_dir: str | None, device: str, amp: bool | None, threads: int | None, seed: int,
+                  data_dir: str | None, device: str, amp: Amp | None, threads: int | None, seed: int,
                   recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
                   settings: dict[str, Any] | None = None) -> TrainConfig:
     """The default recipe (or the named one) for ``model``; only what the league varies is set, and
@@ -360,7 +363,7 @@ def leaderboard_entry(summary: dict[str, Any], cfg: TrainConfig, plan: dict[str,
                 images_per_second=round(summary["epochs"] * summary["train_images"] / seconds, 1) if seconds else None,
                 measured_images_per_second=plan["train_images_per_second"] if plan else None,
                 run_dir=summary["run_dir"], published=top1, published_model=label, device=device,
-                date=summary.get("finished"), command=train_command(cfg))
+                precision=summary.get("precision"), date=summary.get("finished"), command=train_command(cfg))
 
 
 def format_leaderboard(board: dict[str, Any]) -> str:
@@ -392,7 +395,7 @@ def format_leaderboard(board: dict[str, Any]) -> str:
 
 def run_league(models: list[str] | None = None, *, epochs: int | None = None, budget_minutes: float | None = None,
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
-               device: str | None = None, amp: bool | None = None, threads: int | None = None, seed: int = 0,
+               device: str | None = None, amp: Amp | None = None, threads: int | None = None, seed: int = 0,
                train_subset: int | None = None, recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
                tier: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
@@ -429,10 +432,12 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
         entry_state(cfg)
     out.mkdir(parents=True, exist_ok=True)
     first = configs[0]
+    precision = resolve_precision(first.amp, device)  # the first entry's, as the board's title reports it
     board: dict[str, Any] = dict(
         settings=dict(dataset=dataset, data_dir=data_dir, budget_minutes=budget_minutes,
                       epochs=epochs if epochs is not None or budget_minutes is not None else first.epochs,
-                      train_subset=train_subset, seed=seed, device=device, amp=first.amp, threads=threads, models=names,
+                      train_subset=train_subset, seed=seed, device=device, amp=precision.amp, precision=precision.record(),
+                      threads=threads, models=names,
                       recipe_name=recipe, recipe={k: getattr(first, k) for k in RECIPE_COLUMNS}),
         entries=[], pending=list(names))
     data = _BudgetData(dataset, data_dir, seed)
@@ -497,5 +502,6 @@ def _run_entry_into(board: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any
 def _write_board(board: dict[str, Any], out: Path) -> None:
     write_json(out / "leaderboard.json", board)
     write_text(out / "leaderboard.md", format_leaderboard(board))
-    keys = ("model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device", "date", "command")
+    keys = ("model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device", "precision", "date",
+            "command")
     write_json(out / LEAGUE_JSON, [{k: e[k] for k in keys} for e in board["entries"]])

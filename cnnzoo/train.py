@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parame
                              published_normalization, read_initial_checkpoint)
 from cnnzoo.hub import weights_origin
 from cnnzoo.optim import MUON_MOMENTUM, Muon
+from cnnzoo.precision import Precision, resolve_precision
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
 
@@ -60,10 +61,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # and a linear decay to zero (a one-cycle schedule: most of the accuracy comes in the last,
     # low-learning-rate epochs), label smoothing, random crop and flip, and test-time averaging
     # over flips and 1-pixel shifts, scored once at the end (ten views cost as much as 1.5 epochs).
-    # bfloat16 autocast runs this network 1.8x faster on a CPU with AVX512-BF16 (--no-amp without).
+    # bfloat16 autocast runs this network 1.8x faster on a CPU with AVX512-BF16, and 10x slower
+    # where bf16 is emulated (AVX2): "auto" uses it only where the device has it (precision.py).
     "fast": dict(model="vgg_airbench", epochs=15, batch_size=256, opt="sgd", lr=0.2, momentum=0.9,
                  weight_decay=5e-4, sched="linear", warmup_epochs=1.0, label_smoothing=0.1, crop_padding=2,
-                 flip=True, tta_flip=True, tta_shift=1, eval_every=0, amp=True),
+                 flip=True, tta_flip=True, tta_shift=1, eval_every=0, amp="auto"),
 }
 # The 15-minute budget: the network with its last two stages 1.5x as wide (at 45 epochs 0.9507
 # against 0.9493 over five seeds; more width at fewer epochs scored no higher), 34 epochs, the most its
@@ -161,7 +163,9 @@ class TrainConfig:
     seed: int = _opt(0, "seed of weights, data order, subsets and augmentation")
     threads: int | None = _opt(None, "torch intra-op CPU threads; None: all cores")
     device: str = _opt("cpu", "cpu | cuda | cuda:N")
-    amp: bool = _opt(False, "bfloat16 autocast for forward and loss (no loss scaling needed)")
+    amp: bool | Literal["auto"] = _opt(
+        False, "bfloat16 autocast for forward and loss (no loss scaling needed); auto: where the device computes "
+               "bf16 natively (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX), fp32 elsewhere")
     channels_last: bool = _opt(True, "NHWC memory format (LeNet-5 trains 1.15-1.25x faster on CPU)")
     # reliability and scale
     checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only",
@@ -561,6 +565,7 @@ class Run:
     sched: torch.optim.lr_scheduler.LambdaLR
     steps_per_epoch: int
     out: Path                         # the run folder
+    precision: Precision              # bf16 autocast or fp32, resolved once at the start
     epoch: int = 0                    # where the run starts: epoch, and step within it (a resume)
     step: int = 0
     totals: EpochTotals = field(default_factory=EpochTotals)
@@ -586,16 +591,20 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, progress:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "train_state.pt").is_file():
         raise FileNotFoundError(f"--resume {run_dir}: no run there (config.json and train_state.pt missing)")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg = TrainConfig.from_dict(saved)
     cfg.out = str(run_dir)
     if epochs is not None:
         cfg.epochs = epochs
-    return train(cfg, state=load_train_state(run_dir / "train_state.pt"), progress=progress)
+    return train(cfg, state=load_train_state(run_dir / "train_state.pt"), progress=progress,
+                 precision=saved.get("precision"))
 
 
-def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bool = True,
+          precision: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the run summary (also in summary.json).
-    ``state`` (from train_state.pt) continues a run instead of starting one.
+    ``state`` (from train_state.pt) continues a run instead of starting one, and ``precision``
+    (config.json's record) keeps the precision it started in rather than resolving ``cfg.amp`` again.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process is one rank of a
     DistributedDataParallel run; only rank 0 writes files and prints.
@@ -614,7 +623,7 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
                 cfg = TrainConfig.from_dict({**asdict(cfg), "threads": torch.get_num_threads()})
         with StopRequest() as stop:
             progress = progress and world.is_main
-            run = build_run(cfg, state, world, progress)
+            run = build_run(cfg, state, world, progress, precision)
             for epoch in range(run.epoch, cfg.epochs):
                 totals = train_epoch(run, epoch, stop, progress)
                 end_epoch(run, epoch, totals, progress)
@@ -626,7 +635,8 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
         dist_util.close(world, wait_for_peers=finished)
 
 
-def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, progress: bool) -> Run:
+def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, progress: bool,
+              recorded_precision: dict[str, Any] | None = None) -> Run:
     """Data, model, optimiser and schedule first, so that a wrong name, a missing dataset or a bad
     option fails before the run folder exists; then the folder, and the state of a resumed run."""
     if cfg.threads:
@@ -651,12 +661,16 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     elif cfg.pretrained or cfg.weights:
         data = published_normalization(data, cfg.model)
     device = run_device(cfg, world)
+    # every rank computes in rank 0's precision, printed with its reason before any step
+    precision = dist_util.broadcast_object(world, resolve_precision(cfg.amp, device, recorded_precision))
+    if progress:
+        print(f"precision: {precision.reason}", flush=True)
     net, meta, params = build_model(cfg, data, world, device, initial if state is None else None)
     steps_per_epoch = math.ceil(len(data.train_ds) / cfg.batch_size)
     opt = build_optimizer(net, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch)
     out = prepare_run_dir(cfg, resuming=state is not None, world=world)
-    run = Run(cfg, world, data, device, net, net, meta, params, opt, sched, steps_per_epoch, out)
+    run = Run(cfg, world, data, device, net, net, meta, params, opt, sched, steps_per_epoch, out, precision)
     if cfg.lookahead:
         run.lookahead = Lookahead(net, cfg.lookahead, cfg.epochs * steps_per_epoch)
     if state is not None:
@@ -666,6 +680,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
                                              "mean": data.mean, "std": data.std,
                                              "classes": data.train_ds.classes, "params": params,
                                              "pretrained_from": meta.get("pretrained_from"),
+                                             "precision": precision.record(),
                                              **({"initial_weights": initial.record()} if initial else {})})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:
@@ -850,7 +865,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
         share = n / world.size
         guard.step = step
         outputs, loss = train_step(run.model, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, share),
-                                   run.opt, amp=cfg.amp, scheduler=run.sched,
+                                   run.opt, amp=run.precision.amp, scheduler=run.sched,
                                    hooks=StepHooks(after_loss=guard, after_step=run.lookahead))
         loss_sum += loss.detach() * share
         correct += (main_logits(outputs).detach().argmax(1) == y).sum()
@@ -950,7 +965,7 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
     done = epoch + 1
     if done == cfg.epochs or (cfg.eval_every and done % cfg.eval_every == 0):
         run.test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, world,
-                            cfg.tta_flip, cfg.tta_shift, cfg.amp)
+                            cfg.tta_flip, cfg.tta_shift, run.precision.amp)
     else:
         run.test = not_evaluated()
     test = run.test
@@ -999,7 +1014,7 @@ def finish(run: Run) -> dict[str, Any]:
     cfg, data = run.cfg, run.data
     if math.isnan(run.test["top1"]):  # resumed a finished run: report its final weights
         run.test = evaluate(run.net, data.test_ds, data.normalize, data.eval_batch_size(cfg), run.device, run.world,
-                            cfg.tta_flip, cfg.tta_shift, cfg.amp)
+                            cfg.tta_flip, cfg.tta_shift, run.precision.amp)
     test = run.test
     summary = dict(model=cfg.model, dataset=cfg.dataset, epochs=cfg.epochs, test_top1=test["top1"],
                    test_top5=test["top5"], test_loss=test["loss"], best_test_top1=run.best_top1, params=run.params,
@@ -1007,7 +1022,7 @@ def finish(run: Run) -> dict[str, Any]:
                    test_images=len(data.test_ds), input_size=list(data.input_size), skipped_images=data.skipped,
                    run_dir=str(run.out), threads=torch.get_num_threads(), device=str(run.device),
                    device_name=dist_util.device_name(run.device), finished=time.strftime("%Y-%m-%d", time.gmtime()),
-                   amp=cfg.amp,
+                   amp=run.precision.amp, precision=run.precision.record(),
                    world_size=run.world.size, deterministic=cfg.deterministic, tta_flip=cfg.tta_flip,
                    tta_shift=cfg.tta_shift)
     if run.world.is_main:

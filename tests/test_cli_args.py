@@ -67,10 +67,36 @@ def test_recipe_values_apply_unless_a_flag_is_given():
     assert cfg.flip is recipe["flip"] and cfg.tta_flip is recipe["tta_flip"]
     assert (cfg.epochs, cfg.amp, cfg.momentum) == (2, False, 0.5)
     cfg = train_config(parse("train", "--recipe", "fast"))
-    assert cfg.amp is True and cfg.epochs == recipe["epochs"]
+    assert cfg.amp == "auto" and cfg.epochs == recipe["epochs"]
     cfg = train_config(parse("train", "--recipe", "fast-long"))
     assert (cfg.model, cfg.cutout, cfg.epochs, cfg.lr) == ("vgg_airbench_96", 8, 34, recipe["lr"])
     assert train_config(parse("train", "--recipe", "fast-long", "--cutout", "0")).cutout == 0
+
+
+def test_amp_flag_forces_bf16_or_fp32_or_leaves_the_choice_to_the_device(capsys):
+    assert parse("train").amp is None and train_config(parse("train")).amp is False
+    assert train_config(parse("train", "--amp", "--epochs", "2")).amp is True  # a bare --amp: bf16
+    assert train_config(parse("train", "--amp", "auto")).amp == "auto"
+    assert train_config(parse("train", "--no-amp")).amp is False
+    assert train_config(parse("train", "--recipe", "fast", "--amp")).amp is True
+    for argv, error in ((["--amp", "yes"], "argument --amp/--no-amp: invalid choice: 'yes' (choose from 'auto')"),
+                        (["--no-amp", "auto"], "--no-amp takes no value, got 'auto'")):
+        with pytest.raises(SystemExit) as exc:
+            parse("train", *argv)
+        assert exc.value.code == 2 and error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("amp, words", [("auto", ["--amp", "auto"]), (True, ["--amp"]), (False, [])])
+def test_train_command_writes_the_amp_asked_for(amp, words):
+    import shlex
+
+    from cnnzoo.train import train_command
+
+    cfg = TrainConfig.from_recipe("fast", amp=amp, out="runs/x")
+    command = shlex.split(train_command(cfg))
+    at = command.index("--seed")  # --amp comes after --seed, in TrainConfig's field order
+    assert [w for w in command[at:] if w in ("--amp", "--no-amp", "auto")] == words
+    assert train_config(parse(*command[1:])) == dataclasses.replace(cfg, recipe=None)
 
 
 def test_generated_flag_reads_help_and_choices_from_field_metadata():

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 import cnnzoo
 import cnnzoo.league as league
@@ -9,6 +10,7 @@ from cnnzoo.analysis import count_macs
 from cnnzoo.cli import build_parser
 from cnnzoo.cli.common import run_command
 from cnnzoo.league import plan_budget, published_figure, resolve_models, run_league
+from tests.test_train import fake_cpu
 
 
 def _parser():
@@ -167,6 +169,27 @@ def test_measure_speed_times_the_recipes_augmentation_and_test_time_flips(monkey
     assert forwards == [True] * 3 + [False] * 8
 
 
+@pytest.mark.parametrize("bf16, dtype", [("AMX", torch.bfloat16), (None, torch.float32)], ids=["amx", "avx2"])
+def test_measure_speed_times_the_precision_the_run_will_train_in(monkeypatch, bf16, dtype):
+    from cnnzoo.data import synthetic_dataset
+    from cnnzoo.train import TrainConfig
+
+    fake_cpu(monkeypatch, bf16)
+    steps, outputs = [], []
+    real_step, real_create = league.train_step, league.create_model
+    monkeypatch.setattr(league, "train_step", lambda *a, **kw: steps.append(kw["amp"]) or real_step(*a, **kw))
+
+    def create(*args, **kwargs):
+        net = real_create(*args, **kwargs)
+        net.register_forward_hook(lambda m, i, o: outputs.append(o.dtype) if not m.training else None)
+        return net
+
+    monkeypatch.setattr(league, "create_model", create)
+    cfg = TrainConfig(model="lenet5", batch_size=32, threads=1, amp="auto")
+    league.measure_speed(cfg, synthetic_dataset(96, (1, 28, 28), 10, seed=0), steps=2, warmup=1)
+    assert steps == [dtype == torch.bfloat16] * 3 and outputs == [dtype] * 4
+
+
 def test_budget_picks_epochs_or_subset_from_measured_speed(fmnist_small, tmp_path, monkeypatch):
     measured = []
 
@@ -262,12 +285,12 @@ def test_a_named_recipe_trains_every_model_with_it(fmnist_small, tmp_path):
     config = json.loads((out / "lenet5" / "config.json").read_text())
     # the recipe's optimiser and tricks, the league's model: the recipe's own network is set aside
     assert config["model"] == "lenet5" and config["recipe"] == "fast"
-    assert (config["opt"], config["sched"], config["tta_flip"], config["amp"]) == ("sgd", "linear", True, True)
+    assert (config["opt"], config["sched"], config["tta_flip"], config["amp"]) == ("sgd", "linear", True, "auto")
     assert board["settings"]["recipe_name"] == "fast" and board["settings"]["recipe"]["opt"] == "sgd"
     assert "Recipe `fast` (sgd lr 0.2" in (out / "leaderboard.md").read_text()
 
 
-def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(fmnist_small, tmp_path):
+def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(fmnist_small, tmp_path, monkeypatch):
     import shlex
 
     from cnnzoo.cli.train import train_config
@@ -276,25 +299,31 @@ def test_cpu_tier_is_one_member_per_family_and_league_json_reproduces_each_run(f
     families = [get_model_cfg(m)["family"] for m in league.TIERS["cpu"]["members"]]
     assert len(families) == len(set(families)) == 9
     out = tmp_path / "tier"
-    # the tier's recipe and threads, one member, cut short (epochs and a subset given here win)
+    # the tier's recipe and threads, one member, cut short (epochs and a subset given here win), on an
+    # AVX2 CPU: the recipe's bf16 is left to the device, which has none
+    fake_cpu(monkeypatch, None)
     board = run_league(["resnet20"], tier="cpu", epochs=1, train_subset=128, out=out, data_dir=str(fmnist_small),
                        progress=False)
     (entry,) = json.loads((out / league.LEAGUE_JSON).read_text())
-    assert set(entry) == {"model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device", "date",
-                          "command"}
+    assert set(entry) == {"model", "family", "dataset", "test_top1", "train_seconds", "params", "macs", "device",
+                          "precision", "date", "command"}
     assert entry["dataset"] == "fashion-mnist"
     assert (entry["model"], entry["family"], entry["test_top1"]) == ("resnet20", "ResNet", board["entries"][0]["test_top1"])
     assert "2 threads" in entry["device"] and len(entry["date"]) == 10
     words = shlex.split(entry["command"])
     cfg = train_config(_parser().parse_args(words[1:]))
     assert (cfg.opt, cfg.label_smoothing, cfg.threads, cfg.epochs, cfg.train_subset) == ("sgd", 0.1, 2, 1, 128)
-    assert cfg.out == str(out / "resnet20")
+    assert cfg.out == str(out / "resnet20") and cfg.amp == "auto" and "--amp auto" in entry["command"]
+    assert entry["precision"] == dict(amp=False, dtype="float32", cpu_capability="AVX2", device="cpu",
+                                      reason="fp32: this CPU (AVX2) has no native bf16; bf16 would be emulated, ~10x slower")
+    assert board["settings"]["amp"] is False and "bf16 autocast" not in (out / "leaderboard.md").read_text()
     # a member's own settings (MobileNet v1: quarter width, fp32) reach its run and its command
     run_league(["mobilenet_v1_cifar"], tier="cpu", epochs=1, train_subset=128, out=out, data_dir=str(fmnist_small),
                progress=False)
     entry = json.loads((out / league.LEAGUE_JSON).read_text())[-1]
     cfg = train_config(_parser().parse_args(shlex.split(entry["command"])[1:]))
     assert (entry["model"], cfg.amp, cfg.model_kwargs) == ("mobilenet_v1_cifar", False, {"width_mult": 0.25})
+    assert entry["precision"]["reason"] == "fp32: asked for (--no-amp)"
     assert entry["params"] < 300_000  # a quarter-width MobileNet v1 (3.2M at full width)
     with pytest.raises(ValueError, match="unknown tier 'tpu'; known: cpu, gpu"):
         run_league(tier="tpu", out=tmp_path / "x", progress=False)

@@ -1,5 +1,6 @@
 import csv
 import json
+import warnings
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from safetensors.torch import load_file
 
 import cnnzoo.train as train_mod
 from cnnzoo.checkpoint import load_checkpoint
-from cnnzoo.train import NonFiniteLossError, TrainConfig, resume_training, train
+from cnnzoo.train import RECIPES, NonFiniteLossError, TrainConfig, resume_training, train
 
 
 def small_cfg(data_dir, out, **kw):
@@ -420,3 +421,131 @@ def test_every_config_field_has_a_help_text():
     for f in fields(TrainConfig):
         assert f.metadata.get("help", "").strip(), f.name
         assert f.default is not MISSING or f.default_factory is not MISSING, f.name
+
+
+# --------------------------------------------------------------------------------------------------
+# Precision: bf16 autocast where the device has it natively, fp32 elsewhere
+
+
+def fake_cpu(monkeypatch, bf16: str | None, mkldnn_bf16: bool | None = None) -> None:
+    """This CPU as one with ``bf16`` units ("AMX", "AVX512-BF16") or none (an AVX2 CPU; with
+    ``mkldnn_bf16``, a plain AVX-512 one, which mkldnn's flag calls bf16-capable)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: bf16 == "AMX")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16 is not None)
+    mkldnn = bf16 is not None if mkldnn_bf16 is None else mkldnn_bf16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn)
+    capability = "AVX512" if bf16 or mkldnn else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+
+
+@pytest.mark.parametrize("bf16, mkldnn, amp, reason, capability", [
+    ("AMX", None, True, "bf16 autocast: this CPU has AMX (native bf16)", "AVX512"),
+    ("AVX512-BF16", None, True, "bf16 autocast: this CPU has AVX512-BF16 (native bf16)", "AVX512"),
+    (None, None, False, "fp32: this CPU (AVX2) has no native bf16; bf16 would be emulated, ~10x slower", "AVX2"),
+    (None, True, False, "fp32: this CPU (AVX512) has no native bf16; bf16 would be emulated, ~10x slower", "AVX512"),
+], ids=["amx", "avx512-bf16", "avx2", "avx512-without-bf16"])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, bf16, mkldnn, amp, reason, capability):
+    from cnnzoo.precision import resolve_precision
+
+    fake_cpu(monkeypatch, bf16, mkldnn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the automatic choice never warns
+        p = resolve_precision("auto", "cpu")
+    assert (p.amp, p.reason, p.cpu_capability, p.device) == (amp, reason, capability, "cpu")
+    assert p.record() == dict(amp=amp, dtype="bfloat16" if amp else "float32", reason=reason,
+                              cpu_capability=capability, device="cpu")
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["ampere", "turing"])
+def test_auto_precision_on_a_cuda_gpu_asks_it_for_native_bf16(monkeypatch, bf16):
+    import contextlib
+
+    from cnnzoo.precision import resolve_precision
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "GPU")
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext(asked.append(device)))
+    # a GPU before Ampere runs bf16 only by emulation, which torch counts as support unless told not to
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16 or including_emulation)
+    p = resolve_precision("auto", "cuda:1")
+    assert asked == [torch.device("cuda:1")] and (p.amp, p.device) == (bf16, "cuda:1")
+    assert p.reason == ("bf16 autocast: GPU computes bf16 natively" if bf16 else
+                        "fp32: GPU has no native bf16; bf16 would be emulated")
+
+
+def test_forced_precision_runs_as_asked_and_warns_of_emulated_bf16(monkeypatch):
+    from cnnzoo.precision import resolve_precision
+
+    fake_cpu(monkeypatch, None)
+    with pytest.warns(UserWarning, match=r"bf16 autocast on cpu: this CPU \(AVX2\) has no native bf16; bf16 would "
+                                         r"be emulated, ~10x slower \(--amp auto or --no-amp train in fp32\)"):
+        p = resolve_precision(True, "cpu")
+    assert p.amp and p.reason.startswith("bf16 autocast: asked for (--amp); this CPU (AVX2) has no native bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision(False, "cpu").reason == "fp32: asked for (--no-amp)"
+        fake_cpu(monkeypatch, "AMX")
+        assert resolve_precision(True, "cpu").reason == "bf16 autocast: asked for (--amp)"
+    with pytest.raises(ValueError, match="amp must be True, False or 'auto', got 'yes'"):
+        resolve_precision("yes", "cpu")
+
+
+def test_bf16_recipes_choose_by_device_and_the_others_stay_fp32():
+    from cnnzoo import degradation
+    from cnnzoo.experiments import EXPERIMENTS, run_config
+
+    assert RECIPES["fast"]["amp"] == RECIPES["fast-long"]["amp"] == "auto"
+    assert TrainConfig().amp is False  # the default recipe (make demo)
+    assert TrainConfig(**degradation.RECIPE).amp is False
+    for exp in EXPERIMENTS.values():
+        assert all(run_config(exp, v, 0, "runs/x").amp is False for v in exp.variants), exp.name
+
+
+def test_run_records_the_precision_asked_for_and_the_one_resolved(fmnist_small, tmp_path, monkeypatch, capsys):
+    fake_cpu(monkeypatch, None)
+    summary = train(small_cfg(fmnist_small, tmp_path / "run", epochs=1, train_subset=256, amp="auto"))
+    record = dict(amp=False, dtype="float32", reason="fp32: this CPU (AVX2) has no native bf16; bf16 would be "
+                                                     "emulated, ~10x slower", cpu_capability="AVX2", device="cpu")
+    assert "precision: " + record["reason"] in capsys.readouterr().out.splitlines()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["amp"] == "auto" and config["precision"] == record  # as asked for, and as resolved here
+    assert summary["amp"] is False and summary["precision"] == record
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == record
+
+
+def test_resume_keeps_the_recorded_precision_on_another_machine(fmnist_small, tmp_path, monkeypatch):
+    import shutil
+
+    steps = []
+    real_step = train_mod.train_step
+    monkeypatch.setattr(train_mod, "train_step", lambda *a, **kw: steps.append(kw["amp"]) or real_step(*a, **kw))
+    real_save = train_mod.save_train_state
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    # started on a CPU with AMX: "auto" is bf16; cut after the first epoch
+    fake_cpu(monkeypatch, "AMX")
+    monkeypatch.setattr(train_mod, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(fmnist_small, tmp_path / "run", train_subset=256, amp="auto"), progress=False)
+    monkeypatch.setattr(train_mod, "save_train_state", real_save)
+    # the same run as an older version wrote it: config.json without the precision record
+    shutil.copytree(tmp_path / "run", tmp_path / "old")
+    old = json.loads((tmp_path / "old" / "config.json").read_text())
+    del old["precision"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**old, "amp": True}))
+    # continued on an AVX2 CPU: still bf16, with a warning
+    fake_cpu(monkeypatch, None)
+    steps.clear()
+    with pytest.warns(UserWarning, match=r"this CPU \(AVX2\) has no native bf16.*the run started in bf16 and keeps it"):
+        summary = resume_training(tmp_path / "run", progress=False)
+    assert steps and all(steps) and summary["amp"] is True
+    assert summary["precision"]["reason"] == ("bf16 autocast, as recorded when the run started "
+                                              "(bf16 autocast: this CPU has AMX (native bf16))")
+    assert (summary["precision"]["dtype"], summary["precision"]["cpu_capability"]) == ("bfloat16", "AVX2")
+    with pytest.warns(UserWarning, match=r"this CPU \(AVX2\) has no native bf16"):
+        summary = resume_training(tmp_path / "old", progress=False)
+    assert summary["amp"] is True and summary["precision"]["reason"].startswith("bf16 autocast: asked for (--amp)")

@@ -29,6 +29,23 @@ def _default_text(f: dataclasses.Field) -> str:
     return f"default: {default}"
 
 
+class BoolOrWord(argparse.Action):
+    """``--flag`` (True), ``--flag WORD`` (one of ``choices``, e.g. auto) and ``--no-flag`` (False):
+    argparse's BooleanOptionalAction with an optional word."""
+
+    def __init__(self, option_strings: list[str], dest: str, choices: tuple[str, ...], **kwargs: Any) -> None:
+        negatives = ["--no-" + s[2:] for s in option_strings if s.startswith("--")]
+        super().__init__([*option_strings, *negatives], dest, nargs="?", choices=choices, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string is not None and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value, got {values!r}")
+            values = False
+        setattr(namespace, self.dest, True if values is None else values)
+
+
 def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, Any]]:
     """The ``add_argument`` call of one TrainConfig field: ``--kebab-case``, type from the
     annotation, help from ``metadata["help"]`` and the default. Every flag defaults to None (unset),
@@ -40,8 +57,11 @@ def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, A
     kw: dict[str, Any] = dict(dest=f.name, default=None,
                               help=f"{help_text} ({_default_text(f)})".lstrip().replace("%", "%%"))
     items = typing.get_args(kind)
+    words = [w for a in items if typing.get_origin(a) is typing.Literal for w in typing.get_args(a)]
     if kind is bool:
         kw["action"] = argparse.BooleanOptionalAction
+    elif origin in (typing.Union, types.UnionType) and set(items) == {bool, typing.Literal[tuple(words)]}:
+        kw.update(action=BoolOrWord, choices=tuple(words), metavar="|".join(words))  # amp: bool | Literal["auto"]
     elif origin is typing.Literal:
         kw.update(type=type(items[0]), choices=items)
     elif origin in (tuple, list):  # tuple[int, int, int]: exactly 3 values; list[str], tuple[int, ...]: 1 or more
