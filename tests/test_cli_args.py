@@ -84,6 +84,9 @@ def test_amp_flag_forces_bf16_or_fp32_or_leaves_the_choice_to_the_device(capsys)
         with pytest.raises(SystemExit) as exc:
             parse("train", *argv)
         assert exc.value.code == 2 and error in capsys.readouterr().err
+    # the league's flag is the same: unset leaves each tier member's own setting
+    assert [parse("league", *argv).amp for argv in ([], ["--amp"], ["--amp", "auto"], ["--no-amp"])] == [
+        None, True, "auto", False]
 
 
 @pytest.mark.parametrize("amp, words", [("auto", ["--amp", "auto"]), (True, ["--amp"]), (False, [])])

@@ -20,6 +20,23 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 << 20
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, FloatingPointError)
 
 
+class BoolOrWord(argparse.Action):
+    """``--flag`` (True), ``--flag WORD`` (one of ``choices``, e.g. auto) and ``--no-flag`` (False):
+    argparse's BooleanOptionalAction with an optional word."""
+
+    def __init__(self, option_strings: list[str], dest: str, choices: tuple[str, ...], **kwargs: Any) -> None:
+        negatives = ["--no-" + s[2:] for s in option_strings if s.startswith("--")]
+        super().__init__([*option_strings, *negatives], dest, nargs="?", choices=choices, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string is not None and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value, got {values!r}")
+            values = False
+        setattr(namespace, self.dest, True if values is None else values)
+
+
 def keep_freed_memory() -> bool:
     """Have glibc's allocator keep the memory a process frees, not hand it back to the system.
     Each batch frees its activations; by default glibc hands most of that memory back and the

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 from pathlib import Path
 
-from cnnzoo.cli.common import add_json, add_model_kwargs, model_kwargs
+from cnnzoo.cli.common import BoolOrWord, add_json, add_model_kwargs, model_kwargs
 from cnnzoo.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS, DEFAULT_SUBSET
 from cnnzoo.league import DEFAULT_MODELS, PLAN_SHARE, TIERS
 from cnnzoo.train import RECIPES, TrainConfig
@@ -65,7 +65,8 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
                           "measured speed")
     s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
     s.add_argument("--device", help="cpu (default; cuda for --tier gpu), cuda or cuda:N")
-    s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
+    s.add_argument("--amp", action=BoolOrWord, choices=("auto",), metavar="auto", default=None,
+                   help="bfloat16 autocast: --amp, --no-amp, or --amp auto (bf16 where the CPU or GPU has it natively; default: the tier's or recipe's setting)")
     s.add_argument("--recipe", choices=sorted(RECIPES),
                    help="train every model with this named recipe (its model setting aside) instead of the defaults")
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")

@@ -9,8 +9,8 @@ import types
 import typing
 from typing import Any
 
-from cnnzoo.cli.common import (add_json, add_model_kwargs, add_model_source, kwargs_flag, merge_kwargs, model_kwargs,
-                               pretrained_arg)
+from cnnzoo.cli.common import (BoolOrWord, add_json, add_model_kwargs, add_model_source, kwargs_flag, merge_kwargs,
+                               model_kwargs, pretrained_arg)
 from cnnzoo.train import TrainConfig
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -27,23 +27,6 @@ def _default_text(f: dataclasses.Field) -> str:
     if isinstance(default, tuple):
         default = " ".join(map(str, default))
     return f"default: {default}"
-
-
-class BoolOrWord(argparse.Action):
-    """``--flag`` (True), ``--flag WORD`` (one of ``choices``, e.g. auto) and ``--no-flag`` (False):
-    argparse's BooleanOptionalAction with an optional word."""
-
-    def __init__(self, option_strings: list[str], dest: str, choices: tuple[str, ...], **kwargs: Any) -> None:
-        negatives = ["--no-" + s[2:] for s in option_strings if s.startswith("--")]
-        super().__init__([*option_strings, *negatives], dest, nargs="?", choices=choices, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if option_string is not None and option_string.startswith("--no-"):
-            if values is not None:
-                parser.error(f"{option_string} takes no value, got {values!r}")
-            values = False
-        setattr(namespace, self.dest, True if values is None else values)
 
 
 def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, Any]]:
