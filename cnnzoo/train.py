@@ -170,7 +170,7 @@ class TrainConfig:
     # reliability and scale
     checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only",
                                  metavar="STEPS")
-    deterministic: bool = _opt(False, "bit-reproducible: deterministic kernels, thread count fixed in config.json")
+    deterministic: bool = _opt(False, "bit-reproducible on the same CPU class (or GPU) and torch build: deterministic kernels, thread count fixed in config.json")
     sync_bn: bool = _opt(False, "multi-process CUDA runs: batch-norm statistics over all ranks")
     out: str | None = _opt(None, "run folder; None: runs/<model>-<dataset>-<time>", metavar="RUN_DIR")
     model_kwargs: dict[str, Any] = field(default_factory=dict,
