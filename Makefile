@@ -7,12 +7,12 @@ STAMP    := $(VENV)/.cnnzoo-installed
 FMNIST   ?= /usr/share/datasets/fashion-mnist
 DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data browser clean
+.PHONY: demo test setup data browser qemu clean
 
 demo: setup data
 	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist
 
-test: setup data browser
+test: setup data browser qemu
 	$(PY) -m pytest tests
 
 setup: $(STAMP)
@@ -44,6 +44,17 @@ browser:
 	else \
 	  echo "The browser tests need Chromium; install it with: sudo apt-get install -y chromium chromium-driver"; \
 	  echo "(without it they are skipped)"; \
+	fi
+
+# The int8 test on an AVX2 CPU without VNNI runs the int8 file under QEMU's user-mode emulator.
+qemu:
+	@if command -v qemu-x86_64 >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing QEMU user-mode emulation (Debian package qemu-user)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null; \
+	else \
+	  echo "The int8 test on an emulated AVX2 CPU needs qemu-x86_64; install it with: sudo apt-get install -y qemu-user"; \
+	  echo "(without it that test is skipped)"; \
 	fi
 
 clean:

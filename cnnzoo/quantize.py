@@ -6,7 +6,10 @@ ONNX file (QuantizeLinear/DequantizeLinear pairs around each quantized operator,
 and OpenVINO fuse into int8 kernels): int8 weights with one scale per output channel, uint8
 activations with one scale per tensor (min/max over the calibration images).
 
-- ``backend="onnxruntime"``: ONNX Runtime's own ``quantize_static``.
+- ``backend="onnxruntime"``: ONNX Runtime's own ``quantize_static``, with 7-bit weights
+  (``reduce_range``): x86 CPUs without VNNI add pairs of uint8 x int8 products in 16 bits, which
+  8-bit weights can saturate (ONNX Runtime's quantization guide, "data type selection"); 7-bit ones
+  cannot, so the file gives the same logits on AVX2, AVX-512 and VNNI/AMX CPUs, at u8s8 speed.
 - ``backend="openvino"``: NNCF's ``quantize`` on the same ONNX graph (``pip install cnnzoo[openvino]``).
 
 Every layer is int8 by default, as in ONNX Runtime's and NNCF's own defaults: on Fashion-MNIST the
@@ -49,6 +52,35 @@ _WHY = {"first": "kept fp32 (keep_fp32=first): the first convolution sees the ra
 _ACTIVATIONS = {"onnxruntime": "uint8, per tensor, min/max calibration",
                 "openvino": "8-bit, per tensor, NNCF's performance preset (min/max, fast bias correction)"}
 
+# ONNX Runtime's integer formats (activations x weights). On x86 without VNNI its u8s8 kernels add
+# each pair of uint8 x int8 products in 16 bits (VPMADDUBSW), which saturates once 2 x 255 x |w|
+# exceeds 32767: ONNX Runtime's quantization guide gives 7-bit weights (reduce_range) or u8u8 as the cure.
+INT8_FORMATS = {
+    "u8s8": dict(weight_type="QInt8", reduce_range=False,
+                 weights="int8 in [-127, 127], per output channel, symmetric"),
+    "u8s8-reduce-range": dict(weight_type="QInt8", reduce_range=True,
+                              weights="int8 in [-64, 64] (7 bits), per output channel, symmetric"),
+    "u8u8": dict(weight_type="QUInt8", reduce_range=False,
+                 weights="uint8, per output channel, symmetric about 128"),
+}
+DEFAULT_INT8_FORMAT = "u8s8-reduce-range"
+_FORMAT_WHY = ("7-bit weights keep every uint8 x int8 pair sum within 16 bits, so CPUs without VNNI "
+               "(AVX2, AVX-512) compute what VNNI/AMX ones do, on the same u8s8 kernels")
+
+
+def cpu_int8_path() -> str:
+    """How this CPU adds uint8 x int8 products, as ONNX Runtime's kernels see it (CPUID, through
+    torch's cpuinfo): with VNNI or AMX in 32 bits, or else in saturating 16-bit pairs."""
+    caps = torch.cpu.get_capabilities()
+    if caps.get("architecture") not in ("x86_64", "x86"):
+        return f"{caps.get('architecture', 'unknown')} (not x86: no 16-bit saturating pairs)"
+    vnni = [name for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"))
+            if caps.get(flag)]
+    if vnni:
+        return f"VNNI ({', '.join(vnni)}): 32-bit sums"
+    isa = "AVX-512" if caps.get("avx512_bw") else "AVX2" if caps.get("avx2") else "SSE"
+    return f"{isa} without VNNI: pairs summed in 16 bits (VPMADDUBSW), saturating"
+
 
 def _require(backend: str) -> None:
     if backend == "onnxruntime":
@@ -65,11 +97,16 @@ def _require(backend: str) -> None:
 # Calibration images
 
 
-def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
-                       data_size: Sequence[int] | None = None, classes: list[str] | None = None,
-                       seed: int = 0) -> torch.Tensor:
-    """``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained: fitted to
-    the training images' size (``data_size``), then to the model's input, normalised. float (N, C, H, W)."""
+def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], **kw: Any) -> torch.Tensor:
+    """``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained (``labelled_images``)."""
+    return labelled_images(dataset, split, n, cfg, **kw)[0]
+
+
+def labelled_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
+                    data_size: Sequence[int] | None = None, classes: list[str] | None = None,
+                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of ``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained:
+    fitted to the training images' size (``data_size``), then to the model's input, normalised. float (N, C, H, W)."""
     from cnnzoo.data import Normalize, load_dataset, resize_to
 
     if n < 1:
@@ -79,10 +116,9 @@ def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *,
                       classes=classes if dataset == "imagefolder" else None, synthetic_size=n, seed=seed)
     if ds.images.shape[1] != c:
         raise ValueError(f"{dataset} has {ds.images.shape[1]} channels, the model takes {c}")
-    images = ds.subset(n, seed=seed).images
-    if data_size is not None:
-        images = resize_to(images, tuple(data_size[1:]))
-    return Normalize(cfg["mean"], cfg["std"])(resize_to(images, (h, w)))
+    ds = ds.subset(n, seed=seed)
+    images = ds.images if data_size is None else resize_to(ds.images, tuple(data_size[1:]))
+    return Normalize(cfg["mean"], cfg["std"])(resize_to(images, (h, w))), ds.labels
 
 
 class _Reader:
@@ -177,7 +213,8 @@ def fp32_onnx(model: torch.nn.Module, input_size: Sequence[int], opset: int = DE
     return _onnx_bytes(folded, torch.randn(2, *input_size), opset, dynamic_batch=True)
 
 
-def _quantize_ort(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], batch: int, tmp: Path) -> Any:
+def _quantize_ort(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], batch: int, tmp: Path,
+                  int8_format: str) -> Any:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -187,9 +224,11 @@ def _quantize_ort(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], ba
     # Shape inference and ONNX Runtime's lossless graph fusions first, as its quantizer expects.
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    fmt = INT8_FORMATS[int8_format]
     quantize_static(str(pre), str(out), _Reader(name, images, batch), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(excluded))
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType[fmt["weight_type"]],
+                    reduce_range=fmt["reduce_range"], calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=list(excluded))
     return onnx.load(str(out))
 
 
@@ -207,18 +246,23 @@ def _quantize_nncf(fp32: bytes, images: torch.Tensor, excluded: Sequence[str], b
 
 
 def quantize_onnx(fp32: bytes, images: torch.Tensor, *, backend: str = "onnxruntime",
-                  keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, batch: int = 32) -> tuple[bytes, list[dict[str, str]]]:
+                  keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, batch: int = 32,
+                  int8_format: str = DEFAULT_INT8_FORMAT) -> tuple[bytes, list[dict[str, str]]]:
     """(QDQ int8 ONNX bytes, its fp32 compute layers) of an fp32 ONNX graph, calibrated on ``images``
-    (normalised float N, C, H, W)."""
+    (normalised float N, C, H, W). ``int8_format``: one of ``INT8_FORMATS`` (ONNX Runtime's quantizer)."""
     import onnx
 
     if backend not in QUANT_BACKENDS:
         raise ValueError(f"unknown quantization backend {backend!r}; choose from {', '.join(QUANT_BACKENDS)}")
+    if int8_format not in INT8_FORMATS:
+        raise ValueError(f"unknown int8 format {int8_format!r}; choose from {', '.join(INT8_FORMATS)}")
     _require(backend)
     excluded = excluded_nodes(onnx.load_from_string(fp32), keep_fp32)
     with tempfile.TemporaryDirectory(prefix="cnnzoo-quantize-") as tmp:
-        run = _quantize_ort if backend == "onnxruntime" else _quantize_nncf
-        proto = run(fp32, images, list(excluded), batch, Path(tmp))
+        if backend == "onnxruntime":
+            proto = _quantize_ort(fp32, images, list(excluded), batch, Path(tmp), int8_format)
+        else:
+            proto = _quantize_nncf(fp32, images, list(excluded), batch, Path(tmp))
     return proto.SerializeToString(), fp32_layers(proto, excluded)
 
 
@@ -260,7 +304,8 @@ def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: st
              pretrained: bool | str | None = None, model_kwargs: dict[str, Any] | None = None,
              dataset: str | None = None, data_dir: str | None = None, calib_images: int = 512,
              check_images: int = 256, backend: str = "onnxruntime",
-             keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, seed: int = 0) -> dict[str, Any]:
+             keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32, seed: int = 0,
+             int8_format: str = DEFAULT_INT8_FORMAT) -> dict[str, Any]:
     """Quantize a checkpoint (run folder, weights, .cnnz or fp32 .onnx file) or a registered model
     to a QDQ int8 ONNX file at ``out``; returns the report also stored in its metadata.
 
@@ -288,10 +333,10 @@ def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: st
     data_dir = data_dir or meta.get("data_dir")
     kw = dict(data_dir=data_dir, data_size=meta.get("data_size"), classes=meta.get("classes"), seed=seed)
     calib = calibration_images(dataset, "train", calib_images, cfg, **kw)
-    int8, fp32_nodes = quantize_onnx(fp32, calib, backend=backend, keep_fp32=keep_fp32)
+    int8, fp32_nodes = quantize_onnx(fp32, calib, backend=backend, keep_fp32=keep_fp32, int8_format=int8_format)
     check = _agreement(fp32, int8, calibration_images(dataset, "test", check_images, cfg, **kw))
-    report = dict(backend=backend, format="QDQ", weights="int8, per output channel, symmetric",
-                  activations=_ACTIVATIONS[backend], calibration_dataset=dataset,
+    report = dict(backend=backend, format="QDQ", **_int8_format(backend, int8_format),
+                  activations=_ACTIVATIONS[backend], cpu_int8_path=cpu_int8_path(), calibration_dataset=dataset,
                   calibration_split="train", calibration_images=len(calib), keep_fp32=list(keep_fp32),
                   fp32_layers=fp32_nodes, check_images=check_images, **check,
                   source=str(checkpoint) if checkpoint else f"{model} ({meta.get('weights', 'pretrained')})",
@@ -306,6 +351,15 @@ def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: st
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     return dict(report, path=str(out), model=meta["model"], bytes=len(data),
                 seconds=round(time.perf_counter() - t0, 2))
+
+
+def _int8_format(backend: str, int8_format: str) -> dict[str, str]:
+    """The report's int8 format, its weights and why it was chosen."""
+    if backend == "openvino":
+        return dict(int8_format="nncf", int8_format_reason="NNCF's own, for OpenVINO's kernels",
+                    weights="int8, per output channel, symmetric")
+    why = _FORMAT_WHY if int8_format == DEFAULT_INT8_FORMAT else f"int8_format={int8_format} asked for"
+    return dict(int8_format=int8_format, int8_format_reason=why, weights=INT8_FORMATS[int8_format]["weights"])
 
 
 def _size(checkpoint: str | Path | None) -> int | None:
@@ -325,9 +379,11 @@ def format_report(report: dict[str, Any]) -> str:
              f"{report['fp32_bytes'] / 1e6:.2f} MB) with {report['backend']} in {report['seconds']:.1f} s",
              f"  calibration: {report['calibration_images']} images of {report['calibration_dataset']} "
              f"({report['calibration_split']}); {report['weights']} weights, {report['activations']}",
+             f"  int8 format {report['int8_format']}: {report['int8_format_reason']}",
              f"  against fp32 on {report['check_images']} test images: top-1 agreement "
              f"{100 * report['top1_agreement']:.1f}%, max |logit difference| {100 * report['max_rel_logit_diff']:.1f}% "
-             f"of the largest logit"]
+             f"of the largest logit",
+             f"  this CPU's int8 path: {report['cpu_int8_path']}"]
     if report["fp32_layers"]:
         lines.append("  layers in fp32:")
         lines += [f"    {d['node']} ({d['op']}): {d['reason']}" for d in report["fp32_layers"]]

@@ -2,6 +2,11 @@
 backend x precision variants. Small models, synthetic data: the file runs in well under a minute."""
 import importlib.util
 import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +65,67 @@ def test_int8_file_has_integer_weights_a_free_batch_and_cnnzoo_metadata(int8_fil
     predictor, _ = load_onnx_checkpoint(path)
     for n in (1, 5):
         assert predictor(torch.randn(n, *meta["input_size"])).shape == (n, 10)
+
+
+def test_int8_weights_leave_16_bit_pair_sums_unsaturated(int8_file):
+    """Without VNNI, x86 int8 kernels add two uint8 x int8 products in 16 bits (VPMADDUBSW): with
+    |w| <= 64 no pair of activations <= 255 exceeds 32767, so every x86 CPU computes the same."""
+    import onnx
+    from onnx import numpy_helper
+
+    from cnnzoo.export import read_onnx_meta
+
+    path, report = int8_file
+    proto = onnx.load(str(path))
+    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]  # not the per-channel zero points
+    assert len(weights) == 5  # LeNet-5's three convolutions and two fully connected layers
+    peak = max(int(np.abs(w.astype(int)).max()) for w in weights)
+    assert 2 * 255 * peak <= 32767  # no pair of uint8 x int8 products overflows 16 bits ...
+    assert peak == 64  # ... and the weights use all 7 bits
+    zero_points = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.UINT8]
+    assert zero_points  # activations stay uint8: reduce_range narrows the weights only
+    meta = read_onnx_meta(path)["quantization"]
+    assert meta["int8_format"] == report["int8_format"] == "u8s8-reduce-range"
+    assert "without VNNI" in meta["int8_format_reason"] and meta["weights"].startswith("int8 in [-64, 64]")
+
+
+def test_cpu_int8_path_names_vnni_or_the_saturating_16_bit_pairs(monkeypatch):
+    from cnnzoo.quantize import cpu_int8_path
+
+    def caps(**flags):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", "avx2": True, **flags})
+        return cpu_int8_path()
+
+    assert caps().startswith("AVX2 without VNNI") and "VPMADDUBSW" in caps()
+    assert caps(avx512_bw=True).startswith("AVX-512 without VNNI")
+    assert caps(avx_vnni=True) == "VNNI (AVX-VNNI): 32-bit sums"
+    assert caps(avx512_bw=True, avx512_vnni=True, amx_int8=True) == "VNNI (AMX, AVX512-VNNI): 32-bit sums"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "arm64"})
+    assert cpu_int8_path().startswith("arm64 (not x86")
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
+                    reason="needs qemu-user (qemu-x86_64) on an x86-64 host to emulate an AVX2 CPU without VNNI")
+def test_int8_file_computes_the_same_on_an_emulated_avx2_cpu(synthetic_lenet5_run, int8_file, tmp_path):
+    """ONNX Runtime picks its int8 kernels from CPUID, which qemu answers for the CPU it emulates
+    (Haswell: AVX2, no AVX-512, no VNNI): the int8 file's logits there are those computed here."""
+    from cnnzoo.export import OnnxRuntimeModule
+    from cnnzoo.predict import load_model
+    from cnnzoo.quantize import calibration_images
+
+    path, _ = int8_file
+    net, _ = load_model(synthetic_lenet5_run)
+    x = calibration_images("synthetic", "test", 256, net.pretrained_cfg)  # the report's check images
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_formats.py"  # imports no torch
+    subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, str(script), "predict", str(path),
+                    str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], check=True, capture_output=True, timeout=120)
+    emulated = torch.from_numpy(np.load(tmp_path / "y.npy"))
+    with torch.inference_mode():
+        fp32, here = net.eval()(x), OnnxRuntimeModule(path)(x)
+    assert (emulated.argmax(1) == fp32.argmax(1)).float().mean() >= 0.97
+    torch.testing.assert_close(emulated, here, rtol=0, atol=1e-5 * here.abs().max().item())
 
 
 def test_predict_and_cli_eval_read_the_int8_file(int8_file, tmp_path, capsys):
