@@ -90,6 +90,23 @@ def test_int8_weights_leave_16_bit_pair_sums_unsaturated(int8_file):
     assert "without VNNI" in meta["int8_format_reason"] and meta["weights"].startswith("int8 in [-64, 64]")
 
 
+def test_cli_int8_format_chooses_the_weight_type(tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "full.int8.onnx"
+    code, text, err = cli(["quantize", "--model", "lenet5", "--dataset", "synthetic", "--out", str(out),
+                           "--calib-images", "32", "--check-images", "32", "--int8-format", "u8s8", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(text.strip().splitlines()[-1])["int8_format"] == "u8s8"
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == 127  # all 8 bits: may saturate without VNNI
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["quantize", "--model", "lenet5", "--out", str(out), "--int8-format", "s8s8"])
+    assert exc.value.code == 2 and "invalid choice: 's8s8'" in capsys.readouterr().err
+
+
 def test_cpu_int8_path_names_vnni_or_the_saturating_16_bit_pairs(monkeypatch):
     from cnnzoo.quantize import cpu_int8_path
 

@@ -44,14 +44,14 @@ def cmd_quantize(args: argparse.Namespace) -> Any:
     report = quantize(args.out, checkpoint=args.checkpoint, model=args.model, pretrained=pretrained_arg(args),
                       model_kwargs=model_kwargs(args), dataset=args.dataset, data_dir=args.data_dir,
                       calib_images=args.calib_images, check_images=args.check_images, backend=args.backend,
-                      keep_fp32=keep, seed=args.seed)
+                      keep_fp32=keep, int8_format=args.int8_format, seed=args.seed)
     print(format_report(report))
     return report
 
 
 def add_quantize_parser(sub: argparse._SubParsersAction) -> None:
     from cnnzoo.data import DATASETS
-    from cnnzoo.quantize import DEFAULT_KEEP_FP32, KEEP_FP32, QUANT_BACKENDS
+    from cnnzoo.quantize import DEFAULT_INT8_FORMAT, DEFAULT_KEEP_FP32, INT8_FORMATS, KEEP_FP32, QUANT_BACKENDS
 
     s = sub.add_parser("quantize", help="post-training static int8 quantization to an ONNX file (QDQ, "
                                         "per-channel weights, calibrated on the training split)")
@@ -65,6 +65,10 @@ def add_quantize_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data-dir", help="dataset folder (default: the checkpoint's)")
     s.add_argument("--backend", choices=QUANT_BACKENDS, default="onnxruntime",
                    help="quantizer: ONNX Runtime's quantize_static (default) or NNCF (pip install 'cnnzoo[openvino]')")
+    s.add_argument("--int8-format", choices=tuple(INT8_FORMATS), default=DEFAULT_INT8_FORMAT,
+                   help="ONNX Runtime's activation x weight types: u8s8-reduce-range (default: 7-bit weights, the same "
+                        "results on CPUs with and without VNNI), u8s8 (8-bit weights; on CPUs without VNNI its 16-bit "
+                        "pair sums can saturate), u8u8 (no saturation, 2-3x slower on VNNI/AMX)")
     s.add_argument("--keep-fp32", default=",".join(DEFAULT_KEEP_FP32) or "none", metavar="LAYERS",
                    help=f"comma-separated layers left in fp32: {', '.join(KEEP_FP32)}, or none "
                         f"(default: {','.join(DEFAULT_KEEP_FP32) or 'none'})")
