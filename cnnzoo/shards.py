@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnzoo.data import list_imagefolder
-from cnnzoo.stream import (SampleTransform, StreamSource, collate, report_skipped, sample_seed, transform_sample,
-                           worker_options)
+from cnnzoo.seeds import epoch_seed, sample_seed
+from cnnzoo.stream import SampleTransform, StreamSource, collate, report_skipped, transform_sample, worker_options
 
 SHUFFLE_BUFFER = 500  # encoded samples per worker (~50 MB of JPEGs)
 META = "meta.json"
@@ -199,7 +199,7 @@ class ShardDataset(StreamSource):
         if len(self.shards) < world_size:
             raise ValueError(f"{len(self.shards)} shards cannot feed {world_size} ranks: write smaller shards "
                              f"(cnnzoo shards --shard-size)")
-        order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
         mine = [self.shards[i] for i in order[rank::world_size].tolist()]
         steps, sizes = math.ceil(self.images / batch_size), []
         for step in range(steps):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnzoo.data import IMAGE_EXTENSIONS, decode_image, list_imagefolder, stratified_split
+from cnnzoo.seeds import epoch_seed, sample_seed
 
 LOADERS = ("memory", "stream", "auto")
 AUTO_AUGMENTS = ("randaugment", "trivialaugment")
@@ -211,14 +212,6 @@ def eval_sample(data: bytes, name: str, tf: SampleTransform) -> torch.Tensor:
     if top < 0 or left < 0:
         raise ValueError(f"{name}: crop {tf.size} larger than the resized image {target}")
     return x[:, top: top + tf.size[0], left: left + tf.size[1]].contiguous()
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 62-bit seed from (seed, epoch, index): neighbouring images get unrelated crops."""
-    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB + 1) % 2**64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
-    return (z ^ (z >> 31)) >> 2
 
 
 def transform_sample(data: bytes, name: str, tf: SampleTransform, epoch: int | None, index: int) -> torch.Tensor:
@@ -447,7 +440,7 @@ class GlobalBatchSampler(Sampler):
         return math.ceil(self.n / self.batch_size)
 
     def order(self) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
 
     def global_sizes(self) -> list[int]:
         """Images in each global batch yielded, the loss's divisor."""

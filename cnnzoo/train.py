@@ -45,6 +45,7 @@ from cnnzoo.hub import weights_origin
 from cnnzoo.optim import MUON_MOMENTUM, Muon
 from cnnzoo.precision import Precision, resolve_precision
 from cnnzoo.registry import create_model, get_model_cfg
+from cnnzoo.seeds import epoch_seed, step_seed
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
 
 
@@ -429,7 +430,7 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         yield from ds.train_batches(cfg.batch_size, cfg.seed, epoch, first_step, world.rank, world.size,
                                     pin_memory=torch.device(cfg.device).type == "cuda")
         return
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
     steps = math.ceil(len(ds) / cfg.batch_size)
     cutout = cfg.cutout if epoch < cfg.epochs - cfg.cutout_off_epochs else 0
     flips = alternate_flips(len(ds), cfg.seed, epoch) if cfg.flip and cfg.alternate_flip else None
@@ -439,7 +440,7 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
         n = len(batch)
         lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
         if augment:  # augment the global batch, then slice: the same pixels as one process sees
-            g = torch.Generator().manual_seed(((cfg.seed * 100003 + epoch) * 1000003 + step) % 2**63)
+            g = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, step))
             x, y = next(iterate_batches(ds, n, generator=g, crop_padding=cfg.crop_padding, flip=cfg.flip,
                                         flips=flips, cutout=cutout, indices=batch))
             yield x[lo:hi], y[lo:hi], n
@@ -466,7 +467,8 @@ def check_low_res(cfg: TrainConfig, input_size: tuple[int, int, int]) -> None:
 def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Which of ``n`` images to mirror in ``epoch``: a seeded coin per image in even epochs, its
     opposite in odd ones."""
-    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 100003 + 7)) < 0.5
+    # one draw for the whole run, seeded from a fixed epoch slot (7) so that each run keeps its flips
+    first = torch.rand(n, generator=torch.Generator().manual_seed(epoch_seed(seed, 7))) < 0.5
     return first ^ bool(epoch % 2)
 
 

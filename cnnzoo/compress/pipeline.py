@@ -26,6 +26,7 @@ from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, loo
 from cnnzoo.compress.quantize import INITS, QuantizedWeight, quantize_weight
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
 from cnnzoo.engine import LossFn, StepHooks, main_logits, train_step
+from cnnzoo.seeds import epoch_seed
 from cnnzoo.train import evaluate
 
 # Per-model defaults, tuned on Fashion-MNIST runs of `cnnzoo train` (BENCHMARKS.md). Small networks
@@ -94,7 +95,7 @@ class CompressConfig:
     channels_last: bool = False         # faster CPU convolutions, but another rounding path
     seed: int = 0                       # pruning step i retrains with seed + i, the centroids with seed + quant_seed
     quant_seed: int = 1000
-    order_seed: int = 7919              # retraining orders: seed * 100003 + order_seed + epoch (not the trainer's)
+    order_seed: int = 7919              # retraining orders: epoch_seed(seed, order_seed + epoch), not the trainer's
 
     def for_model(self, model_name: str) -> "CompressConfig":
         """This config with every ``None`` schedule value set to ``model_name``'s default."""
@@ -157,7 +158,7 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
     total = max(1, int(round(epochs * steps_per_epoch)))
     constraints = constraint_hooks(model, masks or {}, quantized)
     model.train()
-    batches = _retrain_batches(train_ds, batch_size, total, seed * 100003 + order_seed, crop_padding, flip)
+    batches = _retrain_batches(train_ds, batch_size, total, seed, order_seed, crop_padding, flip)
     for step, index, x, y in batches:
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -182,13 +183,13 @@ def _retrain_optimizer(model: nn.Module, quantized: dict[str, QuantizedWeight], 
     return torch.optim.AdamW(groups)
 
 
-def _retrain_batches(ds: ImageDataset, batch_size: int, total: int, seed: int, crop_padding: int,
+def _retrain_batches(ds: ImageDataset, batch_size: int, total: int, seed: int, order_seed: int, crop_padding: int,
                      flip: bool) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(step, image indices, images, labels) for ``total`` steps, epoch after epoch; the order and the
-    augmentation of epoch e are drawn from ``seed + e``."""
+    augmentation of epoch e are drawn from ``epoch_seed(seed, order_seed + e)``."""
     step, epoch = 0, 0
     while step < total:
-        g = torch.Generator().manual_seed(seed + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(seed, order_seed + epoch))
         order = torch.randperm(len(ds), generator=g)
         batches = iterate_batches(ds, batch_size, generator=g, indices=order, crop_padding=crop_padding, flip=flip)
         for start, (x, y) in zip(range(0, len(order), batch_size), batches):
