@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Deep Compression figures of BENCHMARKS.md: train each network on Fashion-MNIST, compress it
-# with its tuned defaults (cnnzoo/compress/pipeline.py, MODEL_DEFAULTS), and print the reports
+# with its tuned defaults (cnnzoo/recipes/compress/defaults.toml), and print the reports
 # (the paper's Tables 2-5 layout).
 # Usage (repo root):  bash benchmarks/compress.sh [OUT_DIR]
 # Environment: MODELS (default "lenet5 lenet5_caffe lenet_300_100"; "alexnet_cifar" is the larger network, about
@@ -15,9 +15,9 @@ MODELS=${MODELS:-"lenet5 lenet5_caffe lenet_300_100"}
 for model in $MODELS; do
   run="$OUT/$model-run"
   case $model in
-    lenet5)        train=(--epochs 12); squeeze=() ;;
-    lenet5_caffe)  train=(--epochs 12); squeeze=() ;;  # the paper's "LeNet-5" (Caffe's, 431k weights)
-    lenet_300_100) train=(--epochs 10); squeeze=() ;;
+    lenet5)        train=(--recipe default); squeeze=() ;;
+    lenet5_caffe)  train=(--recipe default); squeeze=() ;;  # the paper's "LeNet-5" (Caffe's, 431k weights)
+    lenet_300_100) train=(--recipe default --epochs 10); squeeze=() ;;
     # the fast recipe's optimiser and augmentation, 8 epochs; retraining on a 15,000-image subset
     alexnet_cifar) train=(--recipe fast --epochs 8); squeeze=(--train-subset 15000 --prune-iters 3 --prune-epochs 1) ;;
     # the CPU league's VGG-11 at half width: its command in docs/league.json, less --model and --out;

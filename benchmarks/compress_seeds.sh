@@ -3,7 +3,7 @@
 # - one trained run compressed with the model's defaults at several compression seeds:
 #     bash benchmarks/compress_seeds.sh RUN [OUT_DIR]          (RUN: a run folder)
 # - the README's two commands as a user runs them, once per training seed: train MODEL with
-#   --seed S (TRAIN_ARGS, default "--epochs 12"), then compress that run with the defaults:
+#   --seed S (TRAIN_ARGS, default "--recipe default": 12 epochs), then compress that run with the defaults:
 #     TRAIN_MODEL=lenet5_caffe bash benchmarks/compress_seeds.sh - [OUT_DIR]
 # Then the mean and standard deviation of the ratio and of the points lost. A seed whose report is
 # already in OUT_DIR is not run again, so two invocations with different SEEDS can share the cores.
@@ -18,7 +18,7 @@ CNNZOO=${CNNZOO:-"$PY -m cnnzoo"}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 THREADS=${THREADS:-1}
 read -ra EXTRA <<< "${COMPRESS_ARGS:-}"
-read -ra TRAIN <<< "${TRAIN_ARGS:---epochs 12}"
+read -ra TRAIN <<< "${TRAIN_ARGS:---recipe default}"
 for seed in $SEEDS; do
   if [[ -n "${TRAIN_MODEL:-}" ]]; then
     run="$OUT/run-seed$seed"; compress_seed=()

@@ -20,7 +20,7 @@ run() {  # name, then train flags
     2>&1 | tail -n 2 | tee -a "$OUT/train.txt"
   cp "/tmp/run-$name/metrics.csv" "$OUT/metrics-$name.csv"
 }
-run lenet5 --epochs 12
-run resnet18_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
-run mobilenet_v2_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
-run googlenet_cifar --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
+run lenet5 --recipe default
+run resnet18_cifar --recipe default --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
+run mobilenet_v2_cifar --recipe default --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004
+run googlenet_cifar --recipe default --amp --epochs 6 --crop-padding 2 --flip --batch-size 256 --lr 0.004

@@ -30,11 +30,10 @@ from typing import Any
 from cnnzoo.checkpoint import write_json
 from cnnzoo.league import entry_state, run_entry
 from cnnzoo.registry import list_models
-from cnnzoo.train import TrainConfig
+from cnnzoo.train import RECIPES, TrainConfig
 
-# He et al.'s CIFAR recipe, shortened (see the module docstring for each choice).
-RECIPE: dict[str, Any] = dict(opt="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, sched="cosine", warmup_epochs=1.0,
-                              batch_size=32, crop_padding=2, flip=True, label_smoothing=0.0, test_subset=2000)
+# He et al.'s CIFAR recipe, shortened: cnnzoo/recipes/degradation.toml (the module docstring gives each choice).
+RECIPE: dict[str, Any] = RECIPES["degradation"]
 DEFAULT_DEPTHS = (20, 56)
 DEFAULT_EPOCHS = 10
 DEFAULT_SUBSET = 6000
@@ -167,8 +166,9 @@ def run_degradation(depths: list[int] | tuple[int, ...] = DEFAULT_DEPTHS, *, epo
         raise ValueError(f"--subset must be >= 1, got {subset}")
     models = degradation_models(list(depths))
     out = Path(out)
-    configs = [TrainConfig(model=m, dataset=dataset, data_dir=data_dir, epochs=epochs, train_subset=subset, seed=seed,
-                           threads=threads, device=device, out=str(out / m), **RECIPE) for m in models]
+    configs = [TrainConfig.from_recipe("degradation", model=m, dataset=dataset, data_dir=data_dir, epochs=epochs,
+                                       train_subset=subset, seed=seed, threads=threads, device=device, out=str(out / m))
+               for m in models]
     for cfg in configs:  # every entry already on disk checked before any training time is spent
         entry_state(cfg)
     out.mkdir(parents=True, exist_ok=True)

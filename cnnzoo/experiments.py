@@ -69,18 +69,12 @@ class Experiment:
     curves: bool = False       # also the training curves (per epoch, mean over seeds)
 
 
-# The settings the experiments start from: the project's default optimiser (AdamW, cosine schedule)
-# and light augmentation, in float32. Each experiment sizes epochs and training subset so that its
-# runs take about an hour on a quiet 2-core CPU, from the training speeds of the CPU benchmarks
-# (BENCHMARKS.md: about 190 GFLOP/s for dense convolutions, 309 img/s for mobilenet_v1_cifar).
-BASE_RECIPE: dict[str, Any] = dict(dataset="fashion-mnist", opt="adamw", lr=2e-3, weight_decay=0.05, sched="cosine",
-                                   warmup_epochs=0.5, batch_size=128, crop_padding=2, flip=True)
-# The fast recipe's one-cycle SGD (Nesterov momentum, a linear decay to zero, label smoothing), its
-# learning rate scaled linearly to batch 128: after the same 30,000 training images it ends 5 points
-# above BASE_RECIPE on mobilenet_v1_cifar (83.7% against 78.4% top-1, seed 0).
-ONE_CYCLE_RECIPE: dict[str, Any] = dict(
-    BASE_RECIPE, **{k: RECIPES["fast"][k] for k in ("opt", "momentum", "weight_decay", "sched", "label_smoothing")},
-    lr=RECIPES["fast"]["lr"] * BASE_RECIPE["batch_size"] / RECIPES["fast"]["batch_size"])
+# The recipes the experiments start from (cnnzoo/recipes/experiments*.toml, each value with its
+# reason); every experiment sets its epochs and training subset on top, so that its runs take about
+# an hour on a quiet 2-core CPU, from the training speeds of the CPU benchmarks (BENCHMARKS.md: about
+# 190 GFLOP/s for dense convolutions, 309 img/s for mobilenet_v1_cifar).
+BASE_RECIPE: dict[str, Any] = RECIPES["experiments"]
+ONE_CYCLE_RECIPE: dict[str, Any] = RECIPES["experiments-one-cycle"]
 
 
 def _vgg(**kwargs: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+import typing
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,6 +35,7 @@ from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, 
 from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
 from cnnzoo.precision import Amp, resolve_precision
+from cnnzoo.recipes import load_tier, tier_names
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, fit_input_size, resume_training, train,
                           train_command, training_loss, tta_views)
@@ -42,37 +44,10 @@ from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, fit_input
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
                   "resnet18_cifar", "seresnet18_cifar", "mobilenet_v1_cifar", "mobilenet_v2_cifar"]
 
-# A tier: a fixed league, one member per family, each trained with one recipe for one time budget.
-# A member may set its constructor's arguments (model_kwargs) and bf16 autocast (amp) apart; the
-# others take the recipe's ("auto": bf16 where the device computes it natively, fp32 elsewhere).
-# The CPU tier's members are the families' own small forms (each paper's stem, stage layout and
-# defining block, scaled in width, depth or input only): CIFAR ResNet-20 and its SE and ResNeXt
-# forms, the CIFAR layouts of AlexNet, ZFNet, VGG-11 and MobileNet v1, GoogLeNet at a quarter width.
-# MobileNet v1 runs at quarter width in fp32: its depthwise convolutions are slower in bf16 on a CPU
-# (172 against 291 img/s at full width), and at full width it fits 2 epochs in the budget.
-# The GPU tier: the _cifar variants that the dataset's benchmark table has figures for, 1.6 minutes
-# each on one GPU. A member may set other TrainConfig fields ("settings"; with "epochs" its own
-# epochs, not the budget's): the MobileNets stop at 0.941 / 0.938 in 1.6 minutes (18 / 15 epochs),
-# so they train to convergence, with Cutout, v1 at twice the input size, where its last stage sees
-# 4x4 rather than 2x2 (0.951 in 24 epochs against 0.948 in 40 at 28x28).
-TIERS: dict[str, dict[str, Any]] = {
-    # Members scaled (width, stem stride) to train about 10 epochs in the budget; MobileNet v1 in
-    # fp32, as its depthwise convolutions run slower in bf16 on a CPU.
-    "cpu": dict(members={"lenet5": {}, "alexnet_cifar": dict(model_kwargs=dict(width_mult=0.375)),
-                         "zfnet_cifar": dict(model_kwargs=dict(width_mult=0.375)),
-                         "vgg11_cifar": dict(model_kwargs=dict(width_mult=0.5)),
-                         "googlenet_cifar": dict(model_kwargs=dict(stem_stride=2, width_mult=0.1875)),
-                         "resnet20": {},
-                         "resnext11_cifar": dict(model_kwargs=dict(groups=8, base_width=8, stem_stride=2)),
-                         "seresnet20": {},
-                         "mobilenet_v1_cifar": dict(model_kwargs=dict(width_mult=0.25), amp=False)},
-                recipe="fast", budget_minutes=15.0, threads=2, device="cpu"),
-    "gpu": dict(members={"alexnet_cifar": {}, "vgg16_cifar": {}, "googlenet_cifar": {}, "resnet18_cifar": {},
-                         "mobilenet_v1_cifar": dict(settings=dict(epochs=24, input_size=(1, 56, 56), crop_padding=4,
-                                                                  cutout=16)),
-                         "mobilenet_v2_cifar": dict(settings=dict(epochs=30, cutout=8))},
-                recipe="fast", budget_minutes=1.6, threads=None, device="cuda"),
-}
+# A tier: a fixed league, one member per family, each trained with one recipe for one time budget;
+# a member may set its constructor's arguments (model_kwargs), bf16 autocast (amp) and other
+# TrainConfig fields (settings) apart. The files cnnzoo/recipes/league/NAME.toml, with their reasons.
+TIERS: dict[str, dict[str, Any]] = {name: load_tier(name, typing.get_type_hints(TrainConfig)) for name in tier_names()}
 LEAGUE_JSON = "league.json"  # the entries behind the README's chart: copy to docs/league.json
 
 # Fashion-MNIST test accuracy from the dataset's own benchmark table (zalandoresearch/fashion-mnist

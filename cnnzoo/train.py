@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -44,6 +45,7 @@ from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parame
 from cnnzoo.hub import weights_origin
 from cnnzoo.optim import MUON_MOMENTUM, Muon
 from cnnzoo.precision import Precision, resolve_precision
+from cnnzoo.recipes import RECIPE_DIR, load_recipe, read_toml, recipe_names, recipe_path
 from cnnzoo.registry import create_model, get_model_cfg
 from cnnzoo.seeds import epoch_seed, step_seed
 from cnnzoo.stream import AUTO_AUGMENTS, LOADERS, StreamSource
@@ -55,26 +57,9 @@ def _opt(default: Any, help: str, **flag: Any) -> Any:
     return field(default=default, metadata={"help": help, **flag})
 
 
-# Named sets of settings (``cnnzoo train --recipe NAME``); flags given with it still win.
-RECIPES: dict[str, dict[str, Any]] = {
-    # >= 94% Fashion-MNIST top-1 in 5 minutes on a 2-core CPU (BENCHMARKS.md). From the CIFAR-10
-    # speed records (airbench): a small VGG with a whitened stem, Nesterov SGD with a short warm-up
-    # and a linear decay to zero (a one-cycle schedule: most of the accuracy comes in the last,
-    # low-learning-rate epochs), label smoothing, random crop and flip, and test-time averaging
-    # over flips and 1-pixel shifts, scored once at the end (ten views cost as much as 1.5 epochs).
-    # bfloat16 autocast runs this network 1.8x faster on a CPU with AVX512-BF16, and 10x slower
-    # where bf16 is emulated (AVX2): "auto" uses it only where the device has it (precision.py).
-    "fast": dict(model="vgg_airbench", epochs=15, batch_size=256, opt="sgd", lr=0.2, momentum=0.9,
-                 weight_decay=5e-4, sched="linear", warmup_epochs=1.0, label_smoothing=0.1, crop_padding=2,
-                 flip=True, tta_flip=True, tta_shift=1, eval_every=0, amp="auto"),
-}
-# The 15-minute budget: the network with its last two stages 1.5x as wide (at 45 epochs 0.9507
-# against 0.9493 over five seeds; more width at fewer epochs scored no higher), 34 epochs, the most its
-# 1.5x slower steps fit; Cutout (DeVries & Taylor 2017) against the overfitting the epochs bring,
-# off for the last third, where the low learning rate fits the images as the test shows them (8 or
-# 22 of 45 epochs off scored lower); 2-pixel shifts too at test time (18 views instead of 10).
-RECIPES["fast-long"] = dict(RECIPES["fast"], model="vgg_airbench_96", epochs=34, cutout=8, cutout_off_epochs=11,
-                            tta_shift=2)
+# The default recipe's values (cnnzoo/recipes/default.toml, each with its unit and reason) are the
+# defaults of the fields it names; the file is checked against the fields with the other recipes.
+_DEFAULT = read_toml(RECIPE_DIR / "default.toml")
 
 # What build_optimizer and build_scheduler know.
 OPTIMIZERS = ("adamw", "sgd", "muon")
@@ -84,8 +69,8 @@ SCHEDULES = ("cosine", "linear", "step", "none")
 @dataclass
 class TrainConfig:
     # what to train on
-    model: str = _opt("lenet5", "registered model name (`cnnzoo models` lists them)")
-    dataset: str = _opt("fashion-mnist", "fashion-mnist | mnist | imagefolder | synthetic | webdataset "
+    model: str = _opt(_DEFAULT["model"], "registered model name (`cnnzoo models` lists them)")
+    dataset: str = _opt(_DEFAULT["dataset"], "fashion-mnist | mnist | imagefolder | synthetic | webdataset "
                                          "(--data-dir 'DIR/train-{000000..000009}.tar', written by `cnnzoo shards`)")
     data_dir: str | None = _opt(None, "folder of the dataset's files; None: the dataset's default location")
     input_size: tuple[int, int, int] | None = _opt(
@@ -122,19 +107,19 @@ class TrainConfig:
                                         "weights and its batch-norm statistics")
     backbone_lr_scale: float = _opt(1.0, "learning rate of every layer but the classifier, as a multiple of --lr")
     # optimisation (defaults: the LeNet-5 main job, >= 0.905 Fashion-MNIST top-1 in < 60 s on 2 cores)
-    epochs: int = _opt(12, "passes over the training set (epochs)")
-    batch_size: int = _opt(128, "images per optimisation step (global, over all ranks)")
-    lr: float = _opt(3e-3, "peak learning rate, reached after the warm-up")
-    opt: str = _opt("adamw", "optimiser: adamw | sgd (Nesterov) | muon (Muon on convolution filters, Nesterov SGD "
+    epochs: int = _opt(_DEFAULT["epochs"], "passes over the training set (epochs)")
+    batch_size: int = _opt(_DEFAULT["batch_size"], "images per optimisation step (global, over all ranks)")
+    lr: float = _opt(_DEFAULT["lr"], "peak learning rate, reached after the warm-up")
+    opt: str = _opt(_DEFAULT["opt"], "optimiser: adamw | sgd (Nesterov) | muon (Muon on convolution filters, Nesterov SGD "
                              "at --lr on the rest)", choices=OPTIMIZERS)
-    momentum: float = _opt(0.9, "SGD momentum (sgd, and muon's SGD part)")
+    momentum: float = _opt(_DEFAULT["momentum"], "SGD momentum (sgd, and muon's SGD part)")
     muon_lr: float = _opt(0.08, "muon: peak learning rate of the convolution filters; each step moves a filter "
                                 "bank by about this fraction of its norm")
-    weight_decay: float = _opt(0.05, "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
+    weight_decay: float = _opt(_DEFAULT["weight_decay"], "weight decay (AdamW: decoupled, SGD: L2) on weights only, "
                                      "not on biases or norm layers")
-    sched: str = _opt("cosine", "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
+    sched: str = _opt(_DEFAULT["sched"], "learning-rate schedule, stepped every batch: cosine | linear (to 0) | "
                                 "step (x0.1 at half and three quarters of training) | none", choices=SCHEDULES)
-    warmup_epochs: float = _opt(1.0, "linear learning-rate warm-up from 0 (epochs, may be fractional)")
+    warmup_epochs: float = _opt(_DEFAULT["warmup_epochs"], "linear learning-rate warm-up from 0 (epochs, may be fractional)")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing (fraction of the target spread over all classes)")
     lookahead: float = _opt(0.0, "every 5 steps, move a slow copy of the weights toward them and train on from it "
                                  "(Zhang et al. 2019), with a decay ramping as (step / last step)^3 up to this "
@@ -180,15 +165,15 @@ class TrainConfig:
                                    "the classifier is replaced for the dataset's classes")
     weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
                                      "cnnzoo weights file; implies --pretrained", metavar="TAG|FILE")
-    recipe: str | None = _opt(None, "start from a named set of settings (train.RECIPES); other flags override it",
-                              choices=tuple(sorted(RECIPES)))
+    recipe: str | None = _opt(None, f"start from a named set of settings ({', '.join(recipe_names())}: "
+                                    f"cnnzoo/recipes/NAME.toml) or a recipe file; other flags override it",
+                              metavar="NAME|FILE")
 
     @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """The settings of ``RECIPES[name]``, with ``overrides`` on top."""
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-        return cls(**{**RECIPES[name], **overrides, "recipe": name})
+    def from_recipe(cls, name: str | None, *, config: str | None = None, **overrides: Any) -> "TrainConfig":
+        """The settings of the recipe ``name`` (``RECIPES``, or a recipe file), then those of the
+        file ``config`` on top, then ``overrides``."""
+        return cls(**{**recipe_settings(name, config), **overrides, "recipe": name})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -197,6 +182,25 @@ class TrainConfig:
         if cfg.input_size is not None:
             cfg.input_size = tuple(cfg.input_size)
         return cfg
+
+
+# Named sets of settings (``cnnzoo train --recipe NAME``): the files cnnzoo/recipes/NAME.toml.
+RECIPES: dict[str, dict[str, Any]] = {name: load_recipe(name, typing.get_type_hints(TrainConfig))
+                                      for name in recipe_names()}
+
+
+def recipe_settings(recipe: str | None = None, config: str | None = None) -> dict[str, Any]:
+    """The TrainConfig values of ``--recipe NAME|FILE`` and ``--config FILE``: the recipe's, then
+    the config file's on top (a file of the recipes' format). A config file that names its own
+    ``base`` recipe stands for a recipe: given with --recipe too, it is an error."""
+    hints = typing.get_type_hints(TrainConfig)
+    values = dict(RECIPES[recipe]) if recipe in RECIPES else load_recipe(recipe, hints) if recipe else {}
+    if config:
+        if recipe and "base" in read_toml(recipe_path(config, Path.cwd())):
+            raise ValueError(f"--config {config} names its own base recipe; give it alone, or leave out --recipe "
+                             f"{recipe}")
+        values.update(load_recipe(config, hints, relative_to=Path.cwd()))
+    return values
 
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr",

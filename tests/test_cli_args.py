@@ -329,3 +329,36 @@ def test_every_command_runs_with_freed_memory_kept(monkeypatch, capsys):
     monkeypatch.setattr("cnnzoo.cli.keep_freed_memory", lambda: calls.append(True))
     assert main(["models", "lenet5"]) == 0
     assert calls == [True]
+
+
+def test_recipe_and_config_files_combine_and_flags_win(tmp_path):
+    # a copy of a shipped recipe, passed as a file, is that recipe
+    from cnnzoo.recipes import RECIPE_DIR
+
+    copy = tmp_path / "mine.toml"
+    copy.write_text((RECIPE_DIR / "fast-long.toml").read_text())
+    as_file = train_config(parse("train", "--recipe", str(copy)))
+    assert dataclasses.replace(as_file, recipe="fast-long") == train_config(parse("train", "--recipe", "fast-long"))
+    # --config: its values on top of --recipe's, flags on top of both
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text("epochs = 3  # epochs\nlr = 1  # an integer where a float is expected is a float\n"
+                         "input_size = [1, 32, 32]\n")
+    cfg = train_config(parse("train", "--recipe", "fast", "--config", str(overrides), "--epochs", "5"))
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.input_size, cfg.recipe) == ("vgg_airbench", 5, 1.0, (1, 32, 32), "fast")
+    assert isinstance(cfg.lr, float)
+    # --config alone: on top of the defaults; a config that names its base is a recipe of its own
+    assert train_config(parse("train", "--config", str(overrides))).model == "lenet5"
+    assert train_config(parse("train", "--config", str(copy))).model == "vgg_airbench_96"
+    with pytest.raises(ValueError, match="names its own base recipe"):
+        train_config(parse("train", "--recipe", "fast", "--config", str(copy)))
+
+
+def test_league_recipe_takes_a_file_too(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('base = "fast"\nlr = 0.1\n')
+    from cnnzoo.league import league_config
+
+    cfg = league_config("lenet5", epochs=1, train_subset=None, out=tmp_path, dataset="fashion-mnist", data_dir=None,
+                        device="cpu", amp=None, threads=1, seed=0, recipe=str(recipe))
+    assert (cfg.model, cfg.opt, cfg.lr, cfg.tta_flip) == ("lenet5", "sgd", 0.1, True)
+    assert parse("league", "--recipe", str(recipe)).recipe == str(recipe)

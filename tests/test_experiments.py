@@ -154,3 +154,14 @@ def test_committed_results_reproduce_by_their_commands_and_their_finding_is_comp
             assert dataclasses.replace(cfg, out=None) == dataclasses.replace(expected, out=None), run["command"]
         assert (v["top1_mean"], v["top1_std"]) == pytest.approx(mean_std([r["test_top1"] for r in v["runs"]]))
     assert saved["finding"] == finding(exp, saved["variants"])
+
+
+def test_the_one_cycle_recipe_is_the_fast_recipes_optimiser_on_the_base_recipe():
+    from cnnzoo.experiments import BASE_RECIPE, ONE_CYCLE_RECIPE
+    from cnnzoo.train import RECIPES
+
+    fast = RECIPES["fast"]
+    optimiser = ("opt", "momentum", "weight_decay", "sched", "label_smoothing")
+    assert ONE_CYCLE_RECIPE == dict(BASE_RECIPE, **{k: fast[k] for k in optimiser},
+                                    lr=fast["lr"] * BASE_RECIPE["batch_size"] / fast["batch_size"])
+    assert BASE_RECIPE is RECIPES["experiments"] and ONE_CYCLE_RECIPE is RECIPES["experiments-one-cycle"]

@@ -549,3 +549,45 @@ def test_resume_keeps_the_recorded_precision_on_another_machine(fmnist_small, tm
     with pytest.warns(UserWarning, match=r"this CPU \(AVX2\) has no native bf16"):
         summary = resume_training(tmp_path / "old", progress=False)
     assert summary["amp"] is True and summary["precision"]["reason"].startswith("bf16 autocast: asked for (--amp)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Recipes as files (cnnzoo/recipes/*.toml)
+
+
+def test_shipped_recipes_are_files_whose_every_value_says_why():
+    import re
+
+    from cnnzoo.recipes import RECIPE_DIR, recipe_names
+
+    assert {"default", "fast", "fast-long", "experiments", "experiments-one-cycle", "degradation"} <= set(RECIPES)
+    assert set(RECIPES) == set(recipe_names())
+    files = [*RECIPE_DIR.glob("*.toml"), *RECIPE_DIR.glob("league/*.toml"), *RECIPE_DIR.glob("compress/*.toml")]
+    assert len(files) >= 9
+    for path in files:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"^[a-z_]+\s*=", line):  # a value: its reason on the line, or in the comment above
+                assert "#" in line or lines[i - 1].startswith("#"), f"{path.name}:{i + 1} {line!r} says no why"
+    # the default recipe is TrainConfig's defaults (make demo); fast-long is fast with what differs
+    assert {k: getattr(TrainConfig(), k) for k in RECIPES["default"]} == RECIPES["default"]
+    assert {k: v for k, v in RECIPES["fast-long"].items() if RECIPES["fast"].get(k) != v} == dict(
+        model="vgg_airbench_96", epochs=34, cutout=8, cutout_off_epochs=11, tta_shift=2)
+
+
+def test_a_bad_recipe_file_names_the_file_the_key_and_what_was_expected(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, error in (
+            ("epoch = 3\n", "bad.toml: unknown key 'epoch'; known: .*epochs"),
+            ('epochs = "3"\n', r"bad.toml: epochs must be int, got '3' \(str\)"),
+            ("flip = 1\n", r"bad.toml: flip must be bool, got 1 \(int\)"),
+            ("input_size = [1, 32]\n", r"bad.toml: input_size must be an array of 3 ints, got \[1, 32\] \(list\)"),
+            ('amp = "yes"\n', r"bad.toml: amp must be bool or 'auto', got 'yes' \(str\)"),
+            ("lr = 0.1\nlr = 0.2\n", "bad.toml: not valid TOML"),
+            ('base = "bad.toml"\n', "base recipes form a loop"),
+            ('base = "quick"\n', "unknown recipe 'quick'; known: .*fast")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=error):
+            TrainConfig.from_recipe(str(bad))
+    with pytest.raises(FileNotFoundError, match="recipe file .*missing.toml does not exist"):
+        TrainConfig.from_recipe(str(tmp_path / "missing.toml"))

@@ -67,8 +67,9 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", help="cpu (default; cuda for --tier gpu), cuda or cuda:N")
     s.add_argument("--amp", action=BoolOrWord, choices=("auto",), metavar="auto", default=None,
                    help="bfloat16 autocast: --amp, --no-amp, or --amp auto (bf16 where the CPU or GPU has it natively; default: the tier's or recipe's setting)")
-    s.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="train every model with this named recipe (its model setting aside) instead of the defaults")
+    s.add_argument("--recipe", metavar="NAME|FILE",
+                   help=f"train every model with this recipe (its model setting aside) instead of the defaults: "
+                        f"{', '.join(sorted(RECIPES))} (cnnzoo/recipes/NAME.toml), or a recipe file")
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/league", help="league folder: one run folder per model, leaderboard.{md,json}")

@@ -80,7 +80,8 @@ def _from_flag(value: Any, annotation: Any) -> Any:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig the flags ask for: the recipe's settings (if any), then every flag given."""
+    """The TrainConfig the flags ask for: the recipe's settings (if any), then the --config file's,
+    then every flag given."""
     hints = typing.get_type_hints(TrainConfig)
     given = {f.name: _from_flag(getattr(args, f.name), hints[f.name]) for f in dataclasses.fields(TrainConfig)
              if f.name != "recipe" and getattr(args, f.name) is not None}
@@ -89,7 +90,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
         given["model"], kwargs = checkpoint_model(args.initial_checkpoint)
         given.setdefault("model_kwargs", kwargs)
-    return TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig(**given)
+    if args.recipe or args.config:
+        return TrainConfig.from_recipe(args.recipe, config=args.config, **given)
+    return TrainConfig(**given)
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
@@ -136,6 +139,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train", help="train a model (defaults: LeNet-5 on Fashion-MNIST)",
                        description="Train a registered model; every TrainConfig setting has a flag.")
     add_config_flags(s)
+    s.add_argument("--config", metavar="FILE",
+                   help="a TOML file of TrainConfig values, as the recipe files are (cnnzoo/recipes/*.toml), on top "
+                        "of --recipe's; flags given here win over both")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs may change)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(s)

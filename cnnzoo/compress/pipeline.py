@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,40 +27,9 @@ from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, loo
 from cnnzoo.compress.quantize import INITS, QuantizedWeight, quantize_weight
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
 from cnnzoo.engine import LossFn, StepHooks, main_logits, train_step
+from cnnzoo.recipes import load_compress_defaults
 from cnnzoo.seeds import epoch_seed
 from cnnzoo.train import evaluate
-
-# Per-model defaults, tuned on Fashion-MNIST runs of `cnnzoo train` (BENCHMARKS.md). Small networks
-# have little redundancy: their big fully connected layers carry most of the pruning, and the first
-# conv layer, which every feature depends on, is barely pruned.
-MODEL_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    # c3, LeNet-5's only wide convolution, keeps more than c5/f6; distillation recovers the most
-    "lenet5": dict(sparsity={"c1": 0.2, "c3": 0.5, "c5": 0.955, "f6": 0.9, "output": 0.6},
-                   bits={"c1": 4, "c3": 4, "c5": 3, "f6": 4, "output": 4},
-                   schedule={"quant_epochs": 12.0, "centroid_lr": 3e-4, "lr": 3e-3, "distill": True}),
-    # AlexNet (CIFAR layout) holds 42% of its weights in convolutions (the paper's: 6%), so they are pruned too
-    "alexnet_cifar": dict(sparsity={"conv1.conv": 0.2, "conv2.conv": 0.7, "conv": 0.9, "fc6": 0.96, "fc7": 0.95,
-                                    "fc8": 0.7},
-                          bits={"conv": 5, "fc": 4},
-                          schedule={"final_epochs": 3.0, "quant_epochs": 1.0, "lr": 3e-4, "distill": True}),
-    "lenet_300_100": dict(sparsity={"fc1": 0.92, "fc2": 0.88, "fc3": 0.5}, bits={"fc": 4}),
-    # the paper's "LeNet-5" (Caffe's): its kept fractions for conv1 and fc2, conv2 and fc1 moved to fit
-    # retrained on crops and flips: on the unaugmented set alone the pruned net overfits (BENCHMARKS.md)
-    "lenet5_caffe": dict(sparsity={"conv1": 0.34, "conv2": 0.8, "fc1": 0.95, "fc2": 0.8}, bits={"conv": 6, "fc": 4},
-                         schedule={"lr": 3e-3, "distill": True, "crop_padding": 2, "flip": True}),
-    # VGG-11 (CIFAR layout) on 28x28 inputs: stage 5 sees 1x1 maps, where only the centre of each 3x3
-    # kernel meets a pixel, so it loses 98%; 94% of its weights are in convolutions, pruned as the paper's FC
-    "vgg11_cifar": dict(sparsity={"stage1.conv1.conv": 0.2, "stage2.conv1.conv": 0.5, "stage3.conv1.conv": 0.8,
-                                  "stage3.conv2.conv": 0.8, "stage4.conv1.conv": 0.93, "stage4.conv2.conv": 0.94,
-                                  "stage5.conv1.conv": 0.98, "stage5.conv2.conv": 0.98, "fc1": 0.95, "fc2": 0.6},
-                        bits={"conv": 5, "fc": 4},
-                        schedule={"final_epochs": 3.0, "quant_epochs": 1.0, "lr": 3e-4, "distill": True,
-                                  "crop_padding": 2, "flip": True}),
-}
-GENERIC_DEFAULTS = dict(sparsity={"conv": 0.65, "fc": 0.9}, bits={"conv": 8, "fc": 5})  # the paper's AlexNet bits
-SCHEDULE_DEFAULTS: dict[str, Any] = {"final_epochs": 8.0, "quant_epochs": 2.0, "lr": 1e-3, "centroid_lr": 1e-4,
-                                     "weight_decay": 0.0, "distill": False, "crop_padding": 0, "flip": False}
-
 
 @dataclass
 class CompressConfig:
@@ -109,6 +79,11 @@ class CompressConfig:
             raise ValueError(f"--prune-iters must be >= 1, got {self.prune_iters}")
         if self.crop_padding is not None and self.crop_padding < 0:
             raise ValueError(f"--crop-padding must be >= 0, got {self.crop_padding}")
+
+
+# Per-model pruning targets and bits, tuned on Fashion-MNIST runs of `cnnzoo train`, the generic
+# model's, and the retraining schedule: cnnzoo/recipes/compress/defaults.toml, each with its reason.
+MODEL_DEFAULTS, GENERIC_DEFAULTS, SCHEDULE_DEFAULTS = load_compress_defaults(typing.get_type_hints(CompressConfig))
 
 
 def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data_dir: str | None,
