@@ -24,7 +24,7 @@ import math
 import sys
 import time
 import typing
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -37,7 +37,8 @@ from cnnzoo.engine import train_step
 from cnnzoo.precision import Amp, resolve_precision
 from cnnzoo.recipes import load_tier, tier_names
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
-from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, fit_input_size, resume_training, train,
+from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, experiment_settings, fit_input_size,
+                          resume_training, train,
                           train_command, training_loss, tta_views)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
@@ -62,11 +63,10 @@ PUBLISHED_FASHION_MNIST: list[tuple[str, str, float]] = [
     ("mobilenet*", "MobileNet", 0.950),
 ]
 
-# The settings that make two runs the same experiment. Threads, device and AMP change the speed
-# (and float rounding), not the experiment, so a league may be continued on another machine.
-SETTING_KEYS = ("model", "dataset", "epochs", "train_subset", "seed", "batch_size", "lr", "opt", "momentum",
-                "weight_decay", "sched", "warmup_epochs", "label_smoothing", "crop_padding", "flip", "cutout",
-                "cutout_off_epochs", "tta_flip", "tta_shift", "test_subset", "model_kwargs")
+# What config.json holds as the run resolved it (the input size it trained at, its classes by name)
+# rather than as asked. A run whose config predates its "experiment" record is compared on these
+# only where the request names one.
+RESOLVED_IN_CONFIG = ("input_size", "classes")
 
 PLAN_FILE = "league_plan.json"
 # A few timed steps are a short sample of a long run (a CPU's clock and its neighbours vary): the
@@ -201,10 +201,17 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
 
 
 def settings_difference(requested: TrainConfig, saved: dict[str, Any]) -> list[str]:
-    """``key: saved -> requested`` for each setting of SETTING_KEYS that differs. A setting that a
-    run's config predates counts as its default (what that run did)."""
-    want, saved = asdict(requested), {**asdict(TrainConfig()), **saved}
-    return [f"{k} {saved[k]!r} -> {want[k]!r}" for k in SETTING_KEYS if saved[k] != want[k]]
+    """``key saved -> requested`` for each setting of the experiment (``train.experiment_settings``)
+    in which the run whose config.json is ``saved`` differs from ``requested``. A setting that the
+    run's record predates counts as its default (what that run did)."""
+    want = experiment_settings(requested)
+    recorded = saved.get("experiment")
+    if recorded is None:  # recorded before the request itself was: config.json's fields
+        recorded = experiment_settings(TrainConfig.from_dict(
+            {k: v for k, v in saved.items() if not (k in RESOLVED_IN_CONFIG and want.get(k) is None)}))
+        recorded = {k: v for k, v in recorded.items() if k in saved}
+    have = {**experiment_settings(type(requested)()), **recorded}
+    return [f"{k} {have[k]!r} -> {want[k]!r}" for k in want if have[k] != want[k]]
 
 
 def entry_state(cfg: TrainConfig) -> str:

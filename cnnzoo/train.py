@@ -203,6 +203,32 @@ def recipe_settings(recipe: str | None = None, config: str | None = None) -> dic
     return values
 
 
+# The fields that change only a run's speed or its bookkeeping, each with the reason. Two runs that
+# differ in these alone are the same experiment: a league, an experiment or a degradation study can
+# be continued with other ones, on another machine. Every other field counts, a new one included.
+NOT_THE_EXPERIMENT: dict[str, str] = {
+    "threads": "CPU threads: speed (and float rounding), whatever the machine has",
+    "device": "where the arithmetic runs, not which",
+    "workers": "decoding processes of streamed images: speed",
+    "out": "the run folder",
+    "amp": "bf16 autocast or fp32: speed and rounding; 'auto' resolves on each machine",
+    "channels_last": "memory layout of the activations: speed and rounding",
+    "eval_batch_size": "images per evaluation batch: speed and memory",
+    "eval_every": "which epochs are also scored on the way: the weights and the final score are the same",
+    "checkpoint_every": "how often a resume point is written mid-epoch",
+    "deterministic": "repeatable kernels and fixed threads: the same arithmetic, its rounding made repeatable",
+    "recipe": "a recipe's name: its values are compared in the fields it sets",
+}
+
+
+def experiment_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that make ``cfg`` the experiment it is: every field of its class but
+    NOT_THE_EXPERIMENT, as requested (None stays None, not the value a machine resolves it to),
+    in JSON's types (tuples as lists), as config.json records them under "experiment"."""
+    return {f.name: json.loads(json.dumps(getattr(cfg, f.name))) for f in fields(cfg)
+            if f.name not in NOT_THE_EXPERIMENT}
+
+
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr",
                   "epoch_seconds", "images_per_second"]
 
@@ -686,7 +712,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
                                              "mean": data.mean, "std": data.std,
                                              "classes": data.train_ds.classes, "params": params,
                                              "pretrained_from": meta.get("pretrained_from"),
-                                             "precision": precision.record(),
+                                             "precision": precision.record(), "experiment": experiment_settings(cfg),
                                              **({"initial_weights": initial.record()} if initial else {})})
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
     if world.distributed:

@@ -372,3 +372,56 @@ def test_committed_league_entries_name_their_tier_member_and_a_command_that_trai
         assert {k: getattr(cfg, k) for k in own} == own and cfg.cutout == own.get("cutout", recipe.cutout)
         if "epochs" not in own:  # trained for the tier's budget
             assert e["train_seconds"] <= league.TIERS[tier]["budget_minutes"] * 60 * 1.35
+
+
+# --------------------------------------------------------------------------------------------------
+# The same experiment: every TrainConfig field but the few that change only speed or bookkeeping
+
+
+def test_every_field_counts_in_the_experiment_but_speed_and_bookkeeping_ones_and_a_new_one_does():
+    import dataclasses
+
+    from cnnzoo.train import NOT_THE_EXPERIMENT, experiment_settings
+
+    names = {f.name for f in dataclasses.fields(train_mod.TrainConfig)}
+    assert set(NOT_THE_EXPERIMENT) < names and len(NOT_THE_EXPERIMENT) <= 12
+    assert set(experiment_settings(train_mod.TrainConfig())) == names - set(NOT_THE_EXPERIMENT)
+    # the settings league's old hand-kept list had left out are counted now
+    for name in ("input_size", "alternate_flip", "low_res", "low_res_epochs", "lookahead", "muon_lr", "auto_augment",
+                 "classes", "train_per_class", "val_split", "color_jitter", "freeze_backbone", "backbone_lr_scale",
+                 "initial_checkpoint", "pretrained", "weights"):
+        assert name in experiment_settings(train_mod.TrainConfig()), name
+
+    @dataclasses.dataclass
+    class WithANewSetting(train_mod.TrainConfig):
+        mixup: float = 0.0
+
+    saved = {"experiment": experiment_settings(train_mod.TrainConfig())}  # a run from before the new field
+    assert league.settings_difference(WithANewSetting(), saved) == []  # its default: what that run did
+    assert league.settings_difference(WithANewSetting(mixup=0.2), saved) == ["mixup 0.0 -> 0.2"]
+    speed_only = WithANewSetting(threads=7, device="cuda", amp="auto", channels_last=False, eval_every=0, out="x")
+    assert league.settings_difference(speed_only, saved) == []
+
+
+def test_a_changed_input_size_is_not_the_run_already_trained(fmnist_small, tmp_path):
+    from dataclasses import replace
+
+    common = dict(epochs=1, train_subset=128, out=tmp_path, data_dir=str(fmnist_small), threads=1, progress=False)
+    run_league(["lenet5"], **common)
+    cfg = league.league_config("lenet5", epochs=1, train_subset=128, out=tmp_path, dataset="fashion-mnist",
+                               data_dir=str(fmnist_small), device="cpu", amp=None, threads=1, seed=0)
+    assert league.entry_state(cfg) == "finished"
+    assert league.entry_state(replace(cfg, threads=2, amp="auto", eval_every=3)) == "finished"  # speed, bookkeeping
+    with pytest.raises(ValueError, match=r"entry lenet5: .*other settings \(input_size None -> \[1, 36, 36\]\)"):
+        league.entry_state(replace(cfg, input_size=(1, 36, 36)))
+    with pytest.raises(ValueError, match=r"\(lookahead 0.0 -> 0.5; alternate_flip False -> True\)"):
+        league.entry_state(replace(cfg, alternate_flip=True, lookahead=0.5))
+    # a run recorded before config.json kept the request: its input size is the one it trained at
+    config = tmp_path / "lenet5" / "config.json"
+    saved = json.loads(config.read_text())
+    assert saved["input_size"] == [1, 32, 32] and saved["experiment"]["input_size"] is None
+    del saved["experiment"]
+    config.write_text(json.dumps(saved))
+    assert league.entry_state(cfg) == league.entry_state(replace(cfg, input_size=(1, 32, 32))) == "finished"
+    with pytest.raises(ValueError, match=r"input_size \[1, 32, 32\] -> \[1, 36, 36\]"):
+        league.entry_state(replace(cfg, input_size=(1, 36, 36)))
