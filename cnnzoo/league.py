@@ -34,12 +34,13 @@ from cnnzoo.checkpoint import write_json, write_text
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
 from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
+from cnnzoo.evaluate import tta_views
 from cnnzoo.precision import Amp, resolve_precision
 from cnnzoo.recipes import load_tier, tier_names
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, experiment_settings, fit_input_size,
                           resume_training, train,
-                          train_command, training_loss, tta_views)
+                          train_command, training_loss)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",

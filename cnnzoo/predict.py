@@ -8,8 +8,9 @@ from typing import Any, BinaryIO
 import torch
 
 from cnnzoo.checkpoint import load_checkpoint
-from cnnzoo.data import IMAGE_EXTENSIONS, Normalize, decode_image, load_dataset, resize_to
-from cnnzoo.train import evaluate
+from cnnzoo.checkpoint_data import checkpoint_split
+from cnnzoo.data import IMAGE_EXTENSIONS, Normalize, decode_image, resize_to
+from cnnzoo.evaluate import evaluate
 from cnnzoo.transforms import eval_transform
 
 
@@ -56,8 +57,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
                         batch_size: int = 512, tta_flip: bool = False, tta_shift: int = 0,
                         pretrained: bool | str | Path | None = None) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint (or of ``model_name`` with ``pretrained`` weights) on the
-    test split of ``dataset`` (default: its own); ``tta_flip`` averages each image's logits with its
-    mirror image's, ``tta_shift`` with its moved copies (``train.tta_views``). ImageNet weights on
+    test split of ``dataset`` (default: its own), prepared as the run prepared it (``checkpoint_split``); ``tta_flip`` averages each image's logits with its
+    mirror image's, ``tta_shift`` with its moved copies (``evaluate.tta_views``). ImageNet weights on
     an image folder are scored image by image with the reference's preprocessing
     (``evaluate_imagenet_folder``)."""
     model, meta = load_model(checkpoint, model_name, pretrained=pretrained, model_kwargs=model_kwargs)
@@ -74,14 +75,8 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
                              "folder")
         res = evaluate_imagenet_folder(model, data_dir, batch_size=batch_size, tta_flip=tta_flip)
         return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, **res)
-    ds = load_dataset(dataset, "test", data_dir=data_dir or meta.get("data_dir"), input_size=cfg["input_size"],
-                      num_classes=cfg["num_classes"], classes=meta["classes"] if dataset == "imagefolder" else None)
-    if ds.classes != meta["classes"] and set(meta["classes"]) <= set(ds.classes):  # trained with --classes
-        ds = ds.select_classes(meta["classes"])
-    if len(ds.classes) != cfg["num_classes"]:
-        raise ValueError(f"{dataset} has {len(ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
-    ds.images = resize_to(ds.images, cfg["input_size"][1:])
-    res = evaluate(model, ds, Normalize(cfg["mean"], cfg["std"]), batch_size, tta_flip=tta_flip, tta_shift=tta_shift)
+    ds, normalize = checkpoint_split(cfg, meta, "test", dataset=dataset, data_dir=data_dir)
+    res = evaluate(model, ds, normalize, batch_size, tta_flip=tta_flip, tta_shift=tta_shift)
     return dict(model=cfg["architecture"], checkpoint=source, dataset=dataset, images=len(ds), **res)
 
 

@@ -105,20 +105,18 @@ def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], **
 def labelled_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
                     data_size: Sequence[int] | None = None, classes: list[str] | None = None,
                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of ``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained:
-    fitted to the training images' size (``data_size``), then to the model's input, normalised. float (N, C, H, W)."""
-    from cnnzoo.data import Normalize, load_dataset, resize_to
+    """(images, labels) of ``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained
+    (``checkpoint_split``): the run's ``classes`` only, fitted to the training images' size (``data_size``),
+    then to the model's input, normalised. float (N, C, H, W). Calibration needs no labels, so any
+    dataset with the model's channels will do."""
+    from cnnzoo.checkpoint_data import checkpoint_split
 
     if n < 1:
         raise ValueError(f"--calib-images must be >= 1, got {n}")
-    c, h, w = cfg["input_size"]
-    ds = load_dataset(dataset, split, data_dir=data_dir, input_size=(c, h, w), num_classes=cfg["num_classes"],
-                      classes=classes if dataset == "imagefolder" else None, synthetic_size=n, seed=seed)
-    if ds.images.shape[1] != c:
-        raise ValueError(f"{dataset} has {ds.images.shape[1]} channels, the model takes {c}")
-    ds = ds.subset(n, seed=seed)
-    images = ds.images if data_size is None else resize_to(ds.images, tuple(data_size[1:]))
-    return Normalize(cfg["mean"], cfg["std"])(resize_to(images, (h, w))), ds.labels
+    meta = dict(data_size=data_size, classes=classes)
+    ds, normalize = checkpoint_split(cfg, meta, split, dataset=dataset, data_dir=data_dir, images=n, seed=seed,
+                                     data_seed=seed, synthetic_size=n, check_classes=False)
+    return normalize(ds.images), ds.labels
 
 
 class _Reader:

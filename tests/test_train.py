@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 import cnnzoo.train as train_mod
 from cnnzoo.checkpoint import load_checkpoint
+from cnnzoo.evaluate import evaluate, tta_views
 from cnnzoo.train import RECIPES, NonFiniteLossError, TrainConfig, resume_training, train
 
 
@@ -261,8 +262,8 @@ def test_flip_tta_averages_the_mirror_images_logits():
     ds = ImageDataset(images, torch.zeros(64, dtype=torch.long), ["a", "b"])
     norm = Normalize((0.5,), (0.25,))
     x = norm(images)
-    plain = train_mod.evaluate(LeftHalf(), ds, norm)
-    tta = train_mod.evaluate(LeftHalf(), ds, norm, tta_flip=True)
+    plain = evaluate(LeftHalf(), ds, norm)
+    tta = evaluate(LeftHalf(), ds, norm, tta_flip=True)
     logits = (LeftHalf()(x) + LeftHalf()(x.flip(3))) / 2
     assert plain["top1"] == pytest.approx((LeftHalf()(x).argmax(1) == 0).float().mean().item())
     assert tta["top1"] == pytest.approx((logits.argmax(1) == 0).float().mean().item())
@@ -276,7 +277,7 @@ def test_shift_tta_averages_the_image_moved_each_way():
     x = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
     assert translate(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [1, 2, 3], [4, 5, 6]]  # down, zero fill
     assert translate(x, 0, -1)[0, 0].tolist() == [[2, 3, 0], [5, 6, 0], [8, 9, 0]]  # left
-    views = train_mod.tta_views(x, flip=True, shift=1)
+    views = tta_views(x, flip=True, shift=1)
     assert len(views) == 10 and torch.equal(views[5], x.flip(3)) and torch.equal(views[6], translate(x, 1, 0).flip(3))
 
     class TopLeft(torch.nn.Module):  # looks at one corner pixel: moving the image changes its answer
@@ -288,12 +289,12 @@ def test_shift_tta_averages_the_image_moved_each_way():
     images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g)
     ds = ImageDataset(images, torch.zeros(64, dtype=torch.long), ["a", "b"])
     norm = Normalize((0.5,), (0.25,))
-    got = train_mod.evaluate(TopLeft(), ds, norm, tta_shift=2)
+    got = evaluate(TopLeft(), ds, norm, tta_shift=2)
     moves = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2))
     logits = sum(TopLeft()(norm(translate(images, dy, dx))) for dy, dx in moves) / len(moves)
     assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ds.labels).item(), rel=1e-5)
     assert got["top1"] == pytest.approx((logits.argmax(1) == 0).float().mean().item())
-    assert got["top1"] != train_mod.evaluate(TopLeft(), ds, norm)["top1"]
+    assert got["top1"] != evaluate(TopLeft(), ds, norm)["top1"]
     with pytest.raises(ValueError, match="^--tta-shift must be >= 0, got -1; --cutout must be >= 0, got -8$"):
         train_mod.train(train_mod.TrainConfig(tta_shift=-1, cutout=-8, out=None), progress=False)
 

@@ -75,23 +75,18 @@ def parse_baseline(text: str) -> str | float | tuple[float, ...]:
 
 
 def load_images(job: _Job, paths: list[str]) -> list[tuple[str, torch.Tensor]]:
-    """(name, uint8 (C, H, W) at the model's input size) for each file, or for a few test images of
-    the dataset the run was trained on."""
-    from cnnzoo.data import load_dataset, resize_to
+    """(name, uint8 (C, H, W) at the model's input size) for each file, or for the first test images
+    of the run's dataset, as the run prepared them (``checkpoint_split``)."""
+    from cnnzoo.checkpoint_data import checkpoint_split
     from cnnzoo.predict import prepare_image
 
     if paths:
         return [(Path(p).stem, prepare_image(p, job.cfg, job.meta)) for p in paths]
-    dataset = job.meta.get("dataset")
-    if dataset is None:
+    if job.meta.get("dataset") is None:
         raise ValueError(f"`visualize {job.args.method}` needs IMAGE files: {job.cfg['architecture']} does not come "
                          "from a run trained on a dataset cnnzoo can load")
-    cfg = job.cfg
-    ds = load_dataset(dataset, "test", data_dir=job.meta.get("data_dir"), input_size=cfg["input_size"],
-                      num_classes=cfg["num_classes"], classes=job.meta["classes"] if dataset == "imagefolder" else None)
-    images = resize_to(ds.images[:TEST_IMAGES], tuple(cfg["input_size"][1:]))
-    labels = ds.labels[:TEST_IMAGES].tolist()
-    return [(f"test{i}_{_slug(ds.classes[y])}", img) for i, (img, y) in enumerate(zip(images, labels))]
+    ds, _ = checkpoint_split(job.cfg, job.meta, "test", images=TEST_IMAGES, seed=None)
+    return [(f"test{i}_{_slug(ds.classes[y])}", img) for i, (img, y) in enumerate(zip(ds.images, ds.labels.tolist()))]
 
 
 def _slug(text: str) -> str:

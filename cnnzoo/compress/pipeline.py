@@ -21,15 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.checkpoint import atomic_write, load_checkpoint, write_json, write_text
+from cnnzoo.checkpoint_data import checkpoint_split
 from cnnzoo.compress import fileformat as ff
 from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, lookup, magnitude_mask, mask_gradients,
                                    parse_layer_spec, prunable_weights)
 from cnnzoo.compress.quantize import INITS, QuantizedWeight, quantize_weight
-from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
+from cnnzoo.data import ImageDataset, Normalize, iterate_batches
 from cnnzoo.engine import LossFn, StepHooks, main_logits, train_step
+from cnnzoo.evaluate import evaluate
 from cnnzoo.recipes import load_compress_defaults
 from cnnzoo.seeds import epoch_seed
-from cnnzoo.train import evaluate
 
 @dataclass
 class CompressConfig:
@@ -88,23 +89,13 @@ MODEL_DEFAULTS, GENERIC_DEFAULTS, SCHEDULE_DEFAULTS = load_compress_defaults(typ
 
 def _load_data(meta: dict[str, Any], model: nn.Module, dataset: str | None, data_dir: str | None,
                train_subset: int | None, seed: int) -> tuple[ImageDataset, ImageDataset, Normalize]:
-    """Train and test splits, fitted to the model's input as training fitted them."""
-    dataset = dataset or meta.get("dataset")
-    if dataset is None:
-        raise ValueError("the checkpoint does not say which dataset it was trained on; pass --dataset")
-    cfg = model.pretrained_cfg
-    common = dict(data_dir=data_dir or meta.get("data_dir"), input_size=tuple(cfg["input_size"]),
-                  num_classes=cfg["num_classes"], seed=meta.get("seed", 0))
-    classes = meta.get("classes") if dataset == "imagefolder" else None
-    train_ds = load_dataset(dataset, "train", classes=classes, **common)
-    test_ds = load_dataset(dataset, "test", classes=classes or train_ds.classes, **common)
-    if len(train_ds.classes) != cfg["num_classes"]:
-        raise ValueError(f"{dataset} has {len(train_ds.classes)} classes, the checkpoint's model {cfg['num_classes']}")
-    if train_subset:
-        train_ds = train_ds.subset(train_subset, seed)
-    for ds in (train_ds, test_ds):
-        ds.images = resize_to(ds.images, tuple(cfg["input_size"][1:]))
-    return train_ds, test_ds, Normalize(cfg["mean"], cfg["std"])
+    """Train (``train_subset`` of it, picked with ``seed``) and test splits, as training prepared
+    them (``checkpoint_split``)."""
+    common = dict(dataset=dataset, data_dir=data_dir)
+    train_ds, normalize = checkpoint_split(model.pretrained_cfg, meta, "train", images=train_subset or None,
+                                           seed=seed, **common)
+    test_ds, _ = checkpoint_split(model.pretrained_cfg, meta, "test", **common)
+    return train_ds, test_ds, normalize
 
 
 def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, epochs: float, lr: float,

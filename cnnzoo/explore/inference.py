@@ -118,19 +118,20 @@ def decode_upload(ckpt: Checkpoint, data: bytes) -> torch.Tensor:
 
 
 def sample_images(ckpt: Checkpoint, count: int = 12) -> Any:
-    """A fixed, seeded pick of ``count`` test images of the checkpoint's dataset (loaded once)."""
+    """A fixed, seeded pick of ``count`` test images of the checkpoint's dataset (loaded once), of
+    the run's classes and at its training images' size (``checkpoint_split``): shown as they are,
+    and fitted to the model's input like an upload when one is picked."""
     if ckpt._samples is None:
-        from cnnzoo.data import load_dataset
+        from cnnzoo.checkpoint_data import checkpoint_split
 
         dataset = ckpt.meta.get("dataset")
         if not dataset or dataset in ("synthetic", "imagefolder"):
             raise UnknownName(f"checkpoint {ckpt.id!r} has no test images to pick from (dataset {dataset!r})")
-        c, h, w = ckpt.meta.get("data_size") or ckpt.model.pretrained_cfg["input_size"]
         try:
-            ds = load_dataset(dataset, "test", data_dir=ckpt.meta.get("data_dir"), input_size=(c, h, w))
+            ckpt._samples, _ = checkpoint_split(ckpt.model.pretrained_cfg, ckpt.meta, "test", images=count,
+                                                fit_input=False)
         except (OSError, ValueError) as exc:
             raise UnknownName(f"checkpoint {ckpt.id!r}: its test images cannot be read ({exc})") from exc
-        ckpt._samples = ds.subset(min(count, len(ds)), seed=0)
     return ckpt._samples
 
 
