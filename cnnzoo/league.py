@@ -31,16 +31,16 @@ from typing import Any, Callable, Iterable
 import torch
 
 from cnnzoo.checkpoint import write_json, write_text
-from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to
+from cnnzoo.data import ImageDataset, iterate_batches, load_dataset, resize_to
 from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
 from cnnzoo.evaluate import tta_views
 from cnnzoo.precision import Amp, resolve_precision
 from cnnzoo.recipes import load_tier, tier_names
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
-from cnnzoo.train import (TrainConfig, build_optimizer, epoch_batches, experiment_settings, fit_input_size,
-                          resume_training, train,
-                          train_command, training_loss)
+from cnnzoo.train import (RunData, TrainConfig, build_model, build_optimizer, epoch_batches, experiment_settings,
+                          fit_input_size, memory_format, resume_training, run_device, train, train_command,
+                          training_loss)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",
@@ -137,36 +137,38 @@ def plan_budget(budget_seconds: float, train_images_per_second: float, eval_imag
 def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, warmup: int = 4) -> dict[str, float]:
     """Training and evaluation images per second of ``cfg.model``, timed on real batches.
 
-    The same work as the trainer does per step (the epoch's batches with their augmentation,
-    normalise, forward, loss with auxiliary heads, backward, optimiser step) at the same batch size,
-    input size, memory format, threads and device; ``warmup`` steps first, so that one-off costs
+    The run's own set-up (``train.build_model`` on ``train.RunData``: the model with its
+    data-dependent layers, frozen parts, memory format and normalisation; ``build_optimizer``;
+    the precision it will train in) and the work of its steps (the epoch's batches with their
+    augmentation, normalise, forward, loss with auxiliary heads, backward, optimiser step) at the
+    same batch size, input size, threads and device; ``warmup`` steps first, so that one-off costs
     (kernel selection, the memory allocator settling on its buffers) are not counted. Evaluation is
     timed on the same images in inference mode, on every view the recipe's test-time augmentation
     averages over.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU here")
-    input_size = fit_input_size(cfg.model, tuple(train_ds.images.shape[1:]), cfg.input_size)
+    world = World()
+    device = run_device(cfg, world)
+    data_size = tuple(train_ds.images.shape[1:])
+    input_size = fit_input_size(cfg.model, data_size, cfg.input_size)
     n = min(len(train_ds), (warmup + steps) * cfg.batch_size)
     ds = ImageDataset(resize_to(train_ds.images[:n], input_size[1:]), train_ds.labels[:n], train_ds.classes)
-    normalize = Normalize(*ds.channel_stats())
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    data = RunData(ds, ds, *ds.channel_stats(), input_size, data_size, skipped=[])
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.model, num_classes=len(train_ds.classes), in_chans=input_size[0], **cfg.model_kwargs)
-    net.to(device, memory_format=memory_format).train()
+    net, _, _ = build_model(cfg, data, world, device)
+    net.train()
     opt = build_optimizer(net, cfg)
     amp = resolve_precision(cfg.amp, device).amp  # as the run will train
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    layout = memory_format(cfg)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        x = normalize(x.to(device)).contiguous(memory_format=memory_format)
+        x = data.normalize(x.to(device)).contiguous(memory_format=layout)
         y = y.to(device)
         train_step(net, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, len(y)), opt, amp=amp)
 
@@ -179,7 +181,7 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
         sync()
         return images / (time.perf_counter() - t0)
 
-    batches = epoch_batches(ds, cfg, 0, 0, World())
+    batches = epoch_batches(ds, cfg, 0, 0, world)
     for x, y, _ in itertools.islice(batches, min(warmup, math.ceil(n / cfg.batch_size) - 1)):
         step(x, y)
     train_speed = timed(step, batches)
@@ -189,7 +191,7 @@ def measure_speed(cfg: TrainConfig, train_ds: ImageDataset, *, steps: int = 24, 
     def infer(x: torch.Tensor, y: torch.Tensor) -> None:
         with autocast:
             for view in tta_views(x.to(device), cfg.tta_flip, cfg.tta_shift):
-                net(normalize(view).contiguous(memory_format=memory_format))
+                net(data.normalize(view).contiguous(memory_format=layout))
 
     plain = list(iterate_batches(ds, cfg.batch_size))
     infer(*plain[0])

@@ -566,10 +566,11 @@ class Run:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return _memory_format(self.cfg)
+        return memory_format(self.cfg)
 
 
-def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+def memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The layout of the run's weights and inputs (``--channels-last``)."""
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
@@ -804,7 +805,7 @@ def build_model(cfg: TrainConfig, data: RunData, world: World, device: torch.dev
     params = sum(p.numel() for p in net.parameters())
     if cfg.sync_bn and world.distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters and state-dict keys
-    return net.to(device, memory_format=_memory_format(cfg)), meta, params
+    return net.to(device, memory_format=memory_format(cfg)), meta, params
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:

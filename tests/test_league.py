@@ -148,7 +148,7 @@ def test_measure_speed_times_the_recipes_augmentation_and_test_time_flips(monkey
     from cnnzoo.train import TrainConfig
 
     drawn, forwards = [], []
-    real_batches, real_create = league.epoch_batches, league.create_model
+    real_batches, real_create = league.epoch_batches, train_mod.create_model
 
     def batches(ds, cfg, *args):
         for x, y, n in real_batches(ds, cfg, *args):
@@ -161,7 +161,7 @@ def test_measure_speed_times_the_recipes_augmentation_and_test_time_flips(monkey
         return net
 
     monkeypatch.setattr(league, "epoch_batches", batches)
-    monkeypatch.setattr(league, "create_model", create)
+    monkeypatch.setattr(train_mod, "create_model", create)  # the trainer's build_model makes the network
     cfg = TrainConfig(model="lenet5", batch_size=32, threads=1, crop_padding=2, flip=True, tta_flip=True)
     league.measure_speed(cfg, synthetic_dataset(96, (1, 28, 28), 10, seed=0), steps=2, warmup=1)
     assert drawn == [(2, True)] * 3  # warm-up and timed steps come from the trainer's augmented batches
@@ -176,7 +176,7 @@ def test_measure_speed_times_the_precision_the_run_will_train_in(monkeypatch, bf
 
     fake_cpu(monkeypatch, bf16)
     steps, outputs = [], []
-    real_step, real_create = league.train_step, league.create_model
+    real_step, real_create = league.train_step, train_mod.create_model
     monkeypatch.setattr(league, "train_step", lambda *a, **kw: steps.append(kw["amp"]) or real_step(*a, **kw))
 
     def create(*args, **kwargs):
@@ -184,7 +184,7 @@ def test_measure_speed_times_the_precision_the_run_will_train_in(monkeypatch, bf
         net.register_forward_hook(lambda m, i, o: outputs.append(o.dtype) if not m.training else None)
         return net
 
-    monkeypatch.setattr(league, "create_model", create)
+    monkeypatch.setattr(train_mod, "create_model", create)
     cfg = TrainConfig(model="lenet5", batch_size=32, threads=1, amp="auto")
     league.measure_speed(cfg, synthetic_dataset(96, (1, 28, 28), 10, seed=0), steps=2, warmup=1)
     assert steps == [dtype == torch.bfloat16] * 3 and outputs == [dtype] * 4
