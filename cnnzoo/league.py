@@ -410,8 +410,9 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
                              seed=seed, recipe=recipe, model_kwargs=per_model[m],
                              settings=members.get(m, {}).get("settings")) for m in names]
     planned = set(names) - own_epochs if budget_minutes is not None else set()
-    # Check every entry already on disk before any training time is spent.
+    # Check every entry's settings, and every entry already on disk, before any training time is spent.
     for cfg in configs:
+        cfg.validate()
         if cfg.model in planned and (Path(cfg.out) / "config.json").is_file():
             cfg, _ = _plan_entry(cfg, budget_minutes, _no_measuring, progress=False)
         entry_state(cfg)

@@ -183,6 +183,44 @@ class TrainConfig:
             cfg.input_size = tuple(cfg.input_size)
         return cfg
 
+    def validate(self) -> None:
+        """Refuse settings that cannot work whatever the data: a value out of range, or options that
+        conflict: --initial-checkpoint with --pretrained / --weights (each brings weights),
+        --alternate-flip without --flip, --low-res without --low-res-epochs or the reverse (or more
+        of them than --epochs), --backbone-lr-scale with --freeze-backbone, --val-split with
+        --dataset webdataset. What needs the data or the machine is checked where they are known:
+        --low-res against the model's smallest input and the training input (check_low_res);
+        --auto-augment, --color-jitter, --alternate-flip and --cutout against the loader chosen
+        (_data_loader); a streamed dataset without --data-dir (_stream_run_data); --device cuda and
+        --sync-bn against this machine and process group (run_device)."""
+        if self.initial_checkpoint and (self.pretrained or self.weights):
+            raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
+        counts = {"--tta-shift": self.tta_shift, "--crop-padding": self.crop_padding, "--cutout": self.cutout,
+                  "--cutout-off-epochs": self.cutout_off_epochs, "--eval-every": self.eval_every,
+                  "--low-res": self.low_res, "--low-res-epochs": self.low_res_epochs}
+        if any(v < 0 for v in counts.values()):
+            raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
+        if not 0 <= self.lookahead < 1:
+            raise ValueError(f"--lookahead is a decay in [0, 1), got {self.lookahead}")
+        if self.alternate_flip and not self.flip:
+            raise ValueError("--alternate-flip chooses which images --flip mirrors: add --flip")
+        if bool(self.low_res) != bool(self.low_res_epochs):
+            raise ValueError(f"progressive resizing needs both --low-res (got {self.low_res}) and --low-res-epochs "
+                             f"(got {self.low_res_epochs})")
+        if self.low_res_epochs > self.epochs:
+            raise ValueError(f"--low-res-epochs {self.low_res_epochs} is more than the run's --epochs {self.epochs}")
+        if self.opt not in OPTIMIZERS:
+            raise ValueError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}")
+        if self.sched not in SCHEDULES:
+            raise ValueError(f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}")
+        if self.backbone_lr_scale < 0:
+            raise ValueError(f"--backbone-lr-scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.freeze_backbone and self.backbone_lr_scale != 1.0:
+            raise ValueError("--backbone-lr-scale has no effect with --freeze-backbone (the backbone does not train)")
+        if self.dataset == "webdataset" and self.val_split:
+            raise ValueError("--val-split picks images at random; shards are read in sequence: write val/ shards "
+                             "with `cnnzoo shards` from a folder with val/")
+
 
 # Named sets of settings (``cnnzoo train --recipe NAME``): the files cnnzoo/recipes/NAME.toml.
 RECIPES: dict[str, dict[str, Any]] = {name: load_recipe(name, typing.get_type_hints(TrainConfig))
@@ -325,10 +363,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     biases and norm scales without, and under ``--opt muon`` the convolution filters apart; with
     ``backbone_lr_scale`` != 1, each split again into the backbone's (lr x scale) and the
     classifier's (lr). The schedule multiplies every group's lr."""
-    if cfg.backbone_lr_scale < 0:
-        raise ValueError(f"--backbone-lr-scale must be >= 0, got {cfg.backbone_lr_scale}")
-    if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:
-        raise ValueError("--backbone-lr-scale has no effect with --freeze-backbone (the backbone does not train)")
+    cfg.validate()  # called directly too (league's speed sample), not only by build_run
     head = {id(p) for p in classifier_parameters(model)}
     trainable = [p for p in model.parameters() if p.requires_grad]
     parts = [(trainable, 1.0)]
@@ -348,18 +383,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale}]
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    if cfg.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.opt == "muon":
         return Muon(groups, lr=cfg.lr, momentum=cfg.momentum)
-    raise ValueError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {cfg.opt!r}")
+    return torch.optim.AdamW(groups, lr=cfg.lr)  # adamw: validate() admits only OPTIMIZERS
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if cfg.sched not in SCHEDULES:
-        raise ValueError(f"--sched must be one of {', '.join(SCHEDULES)}, got {cfg.sched!r}")
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -437,18 +468,14 @@ def epoch_batches(ds: ImageDataset, cfg: TrainConfig, epoch: int, first_step: in
 
 
 def check_low_res(cfg: TrainConfig, input_size: tuple[int, int, int]) -> None:
-    """--low-res between the model's smallest input and the training input, and given with its epochs."""
-    if bool(cfg.low_res) != bool(cfg.low_res_epochs):
-        raise ValueError(f"progressive resizing needs both --low-res (got {cfg.low_res}) and --low-res-epochs "
-                         f"(got {cfg.low_res_epochs})")
+    """--low-res between the model's smallest input and the training input (the rest of its checks
+    need no data: TrainConfig.validate)."""
     if not cfg.low_res:
         return
     _, min_h, min_w = get_model_cfg(cfg.model)["min_input_size"]
     if not max(min_h, min_w) <= cfg.low_res <= min(input_size[1:]):
         raise ValueError(f"--low-res {cfg.low_res}: {cfg.model} trains on {input_size[1]}x{input_size[2]} images and "
                          f"takes {min_h}x{min_w} at the least; give a side in between")
-    if cfg.low_res_epochs > cfg.epochs:
-        raise ValueError(f"--low-res-epochs {cfg.low_res_epochs} is more than the run's --epochs {cfg.epochs}")
 
 
 def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -629,20 +656,10 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
               recorded_precision: dict[str, Any] | None = None) -> Run:
     """Data, model, optimiser and schedule first, so that a wrong name, a missing dataset or a bad
     option fails before the run folder exists; then the folder, and the state of a resumed run."""
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if cfg.initial_checkpoint and (cfg.pretrained or cfg.weights):
-        raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
-    counts = {"--tta-shift": cfg.tta_shift, "--crop-padding": cfg.crop_padding, "--cutout": cfg.cutout,
-              "--cutout-off-epochs": cfg.cutout_off_epochs, "--eval-every": cfg.eval_every,
-              "--low-res": cfg.low_res, "--low-res-epochs": cfg.low_res_epochs}
-    if any(v < 0 for v in counts.values()):
-        raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
-    if not 0 <= cfg.lookahead < 1:
-        raise ValueError(f"--lookahead is a decay in [0, 1), got {cfg.lookahead}")
-    if cfg.alternate_flip and not cfg.flip:
-        raise ValueError("--alternate-flip chooses which images --flip mirrors: add --flip")
     initial = read_initial_checkpoint(cfg.initial_checkpoint, cfg.model) if cfg.initial_checkpoint else None
     data = load_run_data(cfg, progress)
     check_low_res(cfg, data.input_size)
@@ -738,9 +755,6 @@ def _stream_run_data(cfg: TrainConfig, load_size: tuple[int, int, int], crop_pct
     if cfg.dataset == "webdataset":
         from cnnzoo import shards
 
-        if cfg.val_split:
-            raise ValueError("--val-split picks images at random; shards are read in sequence: write val/ shards "
-                             "with `cnnzoo shards` from a folder with val/")
         train_ds, test_ds = shards.shard_datasets(cfg.data_dir, tf, cfg.workers)
     else:
         train_ds, test_ds = stream.folder_datasets(cfg.data_dir, tf, cfg.workers, cfg.val_split, cfg.seed)

@@ -592,3 +592,21 @@ def test_a_bad_recipe_file_names_the_file_the_key_and_what_was_expected(tmp_path
             TrainConfig.from_recipe(str(bad))
     with pytest.raises(FileNotFoundError, match="recipe file .*missing.toml does not exist"):
         TrainConfig.from_recipe(str(tmp_path / "missing.toml"))
+
+
+def test_trainconfig_validates_itself_before_any_data_is_read():
+    # the checks that need no data, in one place: each names the flags that conflict
+    for bad, message in ((dict(initial_checkpoint="run", weights="tv_in1k"), "--initial-checkpoint brings its own"),
+                         (dict(tta_shift=-1, cutout=-2), "^--tta-shift must be >= 0, got -1; --cutout must be >= 0"),
+                         (dict(alternate_flip=True), "--alternate-flip chooses which images --flip mirrors"),
+                         (dict(low_res_epochs=2), r"needs both --low-res \(got 0\) and --low-res-epochs \(got 2\)"),
+                         (dict(low_res=8, low_res_epochs=13), "--low-res-epochs 13 is more than the run's --epochs 12"),
+                         (dict(opt="lamb"), "--opt must be one of adamw, sgd, muon, got 'lamb'"),
+                         (dict(sched="poly"), "--sched must be one of cosine, linear, step, none, got 'poly'"),
+                         (dict(freeze_backbone=True, backbone_lr_scale=0.1), "no effect with --freeze-backbone"),
+                         (dict(dataset="webdataset", val_split=0.1), "--val-split picks images at random")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad).validate()
+    TrainConfig().validate()
+    for name in RECIPES:
+        TrainConfig.from_recipe(name).validate()
