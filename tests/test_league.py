@@ -425,3 +425,42 @@ def test_a_changed_input_size_is_not_the_run_already_trained(fmnist_small, tmp_p
     assert league.entry_state(cfg) == league.entry_state(replace(cfg, input_size=(1, 32, 32))) == "finished"
     with pytest.raises(ValueError, match=r"input_size \[1, 32, 32\] -> \[1, 36, 36\]"):
         league.entry_state(replace(cfg, input_size=(1, 36, 36)))
+
+
+def test_the_cpu_tier_continues_from_the_committed_league_without_training(tmp_path, monkeypatch):
+    """docs/league.json's runs, as the league left them (config.json from before tta_shift, eval_every
+    and the "experiment" record, the budget's plan, the summary): `cnnzoo league --tier cpu` into
+    their folder skips every one and writes the same entries again."""
+    import dataclasses
+    import shlex
+    from pathlib import Path
+
+    from cnnzoo.cli.train import train_config
+
+    committed = json.loads((Path(__file__).parent.parent / "docs" / "league.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs/league-cpu")  # as the commands name it
+    for e in committed:
+        cfg = train_config(_parser().parse_args(shlex.split(e["command"])[1:]))
+        run = out / e["model"]
+        run.mkdir(parents=True)
+        size = list(train_mod.fit_input_size(e["model"], (1, 28, 28), None))
+        newer = ("tta_shift", "eval_every") if "--tta-shift" not in e["command"] else ()  # trained before them
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in newer}
+        (run / "config.json").write_text(json.dumps(dict(
+            config, amp=cfg.amp is not False, recipe="fast", out=str(run), input_size=size,
+            classes=[str(c) for c in range(10)])))
+        (run / league.PLAN_FILE).write_text(json.dumps(dict(
+            budget_minutes=15.0, dataset="fashion-mnist", seed=0, batch_size=256, base_train_subset=None,
+            train_images_per_second=1.0, eval_images_per_second=1.0, epochs=cfg.epochs, train_images=60000,
+            train_subset=None, estimated_seconds=1.0)))
+        (run / "summary.json").write_text(json.dumps(dict(
+            model=e["model"], dataset="fashion-mnist", epochs=cfg.epochs, test_top1=e["test_top1"], test_top5=0.99,
+            params=e["params"], train_seconds=e["train_seconds"], train_images=60000, input_size=size,
+            run_dir=str(run), threads=2, device="cpu", device_name=e["device"].split(",")[0], finished=e["date"])))
+    calls = _count_train_calls(monkeypatch)
+    board = run_league(tier="cpu", out=out, progress=False)
+    assert calls == [] and {e["status"] for e in board["entries"]} == {"skipped"}
+    again = {e["model"]: e for e in json.loads((out / league.LEAGUE_JSON).read_text())}
+    for e in committed:  # the same entries, each with the command the tier writes for it today
+        assert {k: again[e["model"]][k] for k in e} == e
