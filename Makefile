@@ -7,13 +7,17 @@ STAMP    := $(VENV)/.cnnzoo-installed
 FMNIST   ?= /usr/share/datasets/fashion-mnist
 DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data browser qemu clean
+.PHONY: demo test lint setup data browser qemu clean
 
 demo: setup data
 	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist
 
-test: setup data browser qemu
+test: lint data browser qemu
 	$(PY) -m pytest tests
+
+# ruff, configured in pyproject.toml: the package, the tests and the scripts.
+lint: setup
+	$(PY) -m ruff check cnnzoo tests benchmarks scripts
 
 setup: $(STAMP)
 

@@ -11,10 +11,17 @@ import torch
 from cnnzoo import create_model
 from cnnzoo.export import ATOL, check_against, cuda_tf32, optimize_for_inference
 
-compile_too = "--compile" in sys.argv
-names = [a for a in sys.argv[1:] if a != "--compile"] or ["resnet50", "mobilenet_v1", "mobilenet_v2", "googlenet", "inception_v3", "vgg16_bn"]
-torch.manual_seed(0)
-for name in names:
+
+def main(argv: list[str]) -> None:
+    compile_too = "--compile" in argv
+    names = [a for a in argv if a != "--compile"] or ["resnet50", "mobilenet_v1", "mobilenet_v2", "googlenet",
+                                                       "inception_v3", "vgg16_bn"]
+    torch.manual_seed(0)
+    for name in names:
+        check_model(name, compile_too)
+
+
+def check_model(name: str, compile_too: bool) -> None:
     model = create_model(name).cuda().eval()
     x = torch.randn(8, *model.pretrained_cfg["input_size"], device="cuda")
     for backends in (("eager",), ("compile",)) if compile_too else (("eager",),):
@@ -30,3 +37,7 @@ for name in names:
         tf32 = check_against(model, fast, x, ATOL)  # both in TF32, as they run by default
         print(f"{name} {backends[0]}: fp32 max|diff| {strict['max_abs_diff']:.2e} (limit {strict['limit']:.2e}, "
               f"ok {strict['ok']}); TF32 max|diff| {tf32['max_abs_diff']:.2e}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

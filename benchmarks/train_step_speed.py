@@ -33,7 +33,7 @@ import dataclasses
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -42,8 +42,17 @@ from cnnzoo.analysis import count_macs
 from cnnzoo.bench import matmul_peak, paired_ratio, paired_ratio_ci
 from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
-from cnnzoo.train import (RECIPES, RunData, TrainConfig, build_model, build_optimizer, build_scheduler,
-                          epoch_batches, load_run_data, training_loss)
+from cnnzoo.train import (
+    RECIPES,
+    RunData,
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    epoch_batches,
+    load_run_data,
+    training_loss,
+)
 
 LEVERS = ("eager", "nchw", "compile", "compile-max-autotune", "bound-no-bn-act")
 WARMUP_STEPS = 3

@@ -37,9 +37,10 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +142,7 @@ class PeakMemory:
         self.mib: float | None = None
         self.kind = "cuda max allocated" if device.type == "cuda" else "process peak RSS"
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             _sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

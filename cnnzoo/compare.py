@@ -35,10 +35,11 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["ChartPoint", "load_published", "load_points", "load_latencies", "with_latency", "compare", "render_png",
            "render_html", "plotly_figure", "format_points"]

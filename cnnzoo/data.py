@@ -11,9 +11,10 @@ import gzip
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, n: int, seed: int = 0) -> "ImageDataset":
+    def subset(self, n: int, seed: int = 0) -> ImageDataset:
         """A class-balanced-in-expectation random subset of ``n`` images (all if n >= len)."""
         if n >= len(self):
             return self
@@ -57,7 +58,7 @@ class ImageDataset:
         """The uint8 images of a seeded random sample of ``n`` (all if n >= len)."""
         return self.images[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]]
 
-    def take(self, indices: torch.Tensor) -> "ImageDataset":
+    def take(self, indices: torch.Tensor) -> ImageDataset:
         return ImageDataset(self.images[indices], self.labels[indices], self.classes, self.name, self.skipped)
 
     def class_indices(self, wanted: list[int | str]) -> list[int]:
@@ -82,7 +83,7 @@ class ImageDataset:
             raise ValueError(f"{self.name or 'dataset'}: an empty list of classes")
         return chosen
 
-    def select_classes(self, wanted: list[int | str]) -> "ImageDataset":
+    def select_classes(self, wanted: list[int | str]) -> ImageDataset:
         """The images of the ``wanted`` classes only (see ``class_indices``), relabelled 0..k-1 in
         the order given; ``classes`` keeps their names."""
         chosen = self.class_indices(wanted)
@@ -92,7 +93,7 @@ class ImageDataset:
         keep = (labels >= 0).nonzero().squeeze(1)
         return ImageDataset(self.images[keep], labels[keep], [self.classes[i] for i in chosen], self.name, self.skipped)
 
-    def per_class_subset(self, n: int, seed: int = 0) -> "ImageDataset":
+    def per_class_subset(self, n: int, seed: int = 0) -> ImageDataset:
         """``n`` images of every class, drawn at random with ``seed`` (a stratified subset), in the
         dataset's order. A class with fewer than ``n`` images is an error naming it."""
         g = torch.Generator().manual_seed(seed)

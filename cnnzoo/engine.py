@@ -8,8 +8,9 @@ non-finite check, gradient masks, tied weights) plugs in through ``StepHooks``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

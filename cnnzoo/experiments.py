@@ -20,7 +20,7 @@ import dataclasses
 import difflib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 from cnnzoo.checkpoint import write_json
 from cnnzoo.degradation import read_curves
 from cnnzoo.league import entry_state, run_entry
-from cnnzoo.registry import create_model, unknown_name_error
+from cnnzoo.registry import create_model
 from cnnzoo.train import RECIPES, TrainConfig, train_command
 
 # A claim's difference must exceed this many standard errors to count as real (about 95% for a

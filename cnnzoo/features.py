@@ -8,7 +8,8 @@ stage's total stride -- and ``module``, the module whose output is the stage's m
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -20,7 +20,8 @@ import math
 import threading
 import warnings
 import weakref
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from cnnzoo.analysis.fields import EvalMode
 DARK_BACKGROUND_DATASETS = ("fashion-mnist", "mnist")
 BASELINES = {"grey": 0.5, "gray": 0.5, "black": 0.0, "white": 1.0}
 
-_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 

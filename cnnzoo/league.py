@@ -24,9 +24,10 @@ import math
 import sys
 import time
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -38,9 +39,21 @@ from cnnzoo.evaluate import tta_views
 from cnnzoo.precision import Amp, resolve_precision
 from cnnzoo.recipes import load_tier, tier_names
 from cnnzoo.registry import create_model, get_model_cfg, list_models, model_kwargs_for, unknown_name_error
-from cnnzoo.train import (RunData, TrainConfig, build_model, build_optimizer, epoch_batches, experiment_settings,
-                          fit_input_size, memory_format, resume_training, run_device, train, train_command,
-                          training_loss)
+from cnnzoo.train import (
+    RunData,
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    epoch_batches,
+    experiment_settings,
+    fit_input_size,
+    memory_format,
+    resume_training,
+    run_device,
+    train,
+    train_command,
+    training_loss,
+)
 
 # One small-input variant per family of the zoo, plus LeNet-5 and both MobileNets.
 DEFAULT_MODELS = ["lenet5", "alexnet_cifar", "zfnet_cifar", "vgg16_cifar", "googlenet_cifar", "inception_v3_cifar",

@@ -23,9 +23,10 @@ import json
 import math
 import random
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -185,7 +186,7 @@ class ShardDataset(StreamSource):
     def __len__(self) -> int:
         return self.images
 
-    def subset(self, n: int, seed: int = 0) -> "ShardDataset":
+    def subset(self, n: int, seed: int = 0) -> ShardDataset:
         raise ValueError("--train-subset / --test-subset pick images at random; tar shards are read in sequence: "
                          "list fewer shards in --data-dir instead")
 

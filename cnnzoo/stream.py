@@ -26,9 +26,10 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -301,11 +302,11 @@ class StreamDataset(Dataset, StreamSource):
                 raise ValueError(str(exc) if isinstance(exc, ValueError) else f"{path}: cannot read ({exc})") from exc
             return None, label, path
 
-    def take(self, indices: torch.Tensor) -> "StreamDataset":
+    def take(self, indices: torch.Tensor) -> StreamDataset:
         idx = indices.tolist()
         return replace(self, files=[self.files[i] for i in idx], labels=self.labels[indices])
 
-    def subset(self, n: int, seed: int = 0) -> "StreamDataset":
+    def subset(self, n: int, seed: int = 0) -> StreamDataset:
         if n >= len(self):
             return self
         return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])

@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 import typing
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +35,27 @@ from torch import nn
 
 from cnnzoo import distributed as dist_util
 from cnnzoo import stream
-from cnnzoo.checkpoint import (load_train_state, model_meta, remove_stale_temp_files, save_train_state, save_weights,
-                               write_json, write_text)
+from cnnzoo.checkpoint import (
+    load_train_state,
+    model_meta,
+    remove_stale_temp_files,
+    save_train_state,
+    save_weights,
+    write_json,
+    write_text,
+)
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches, load_dataset, resize_to, stratified_split
 from cnnzoo.distributed import World
 from cnnzoo.engine import StepHooks, main_logits, train_step
 from cnnzoo.evaluate import evaluate
-from cnnzoo.finetune import (InitialCheckpoint, backbone_eval, classifier_parameters, freeze_backbone,
-                             published_normalization, read_initial_checkpoint)
+from cnnzoo.finetune import (
+    InitialCheckpoint,
+    backbone_eval,
+    classifier_parameters,
+    freeze_backbone,
+    published_normalization,
+    read_initial_checkpoint,
+)
 from cnnzoo.hub import weights_origin
 from cnnzoo.optim import MUON_MOMENTUM, Muon
 from cnnzoo.precision import Precision, resolve_precision
@@ -170,13 +184,13 @@ class TrainConfig:
                               metavar="NAME|FILE")
 
     @classmethod
-    def from_recipe(cls, name: str | None, *, config: str | None = None, **overrides: Any) -> "TrainConfig":
+    def from_recipe(cls, name: str | None, *, config: str | None = None, **overrides: Any) -> TrainConfig:
         """The settings of the recipe ``name`` (``RECIPES``, or a recipe file), then those of the
         file ``config`` on top, then ``overrides``."""
         return cls(**{**recipe_settings(name, config), **overrides, "recipe": name})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in known})
         if cfg.input_size is not None:
@@ -494,7 +508,7 @@ class StopRequest:
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -536,7 +550,7 @@ class EpochTotals:
     seconds: float = 0.0    # training time of the epoch so far, wall clock
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "EpochTotals":
+    def from_state(cls, state: dict[str, Any]) -> EpochTotals:
         if "epoch_totals" in state:
             return cls(**state["epoch_totals"])
         return cls(*state.get("epoch_partial", ()))  # the [loss_sum, correct, images, seconds] of earlier files

@@ -9,7 +9,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL_HINT = "sudo apt-get install -y chromium chromium-driver (or `make browser`)"

@@ -8,11 +8,19 @@ import pytest
 import torch
 
 from cnnzoo.analysis import count_macs
+from cnnzoo.bench import (
+    _percentile,
+    benchmark,
+    build_reference,
+    compare_ops,
+    matmul_peak,
+    op_trace,
+    paired_ratio,
+    paired_ratio_ci,
+    resolve_device,
+)
 from cnnzoo.cli import main
-from cnnzoo.bench import (_percentile, benchmark, build_reference, compare_ops, matmul_peak,
-                          op_trace, paired_ratio, paired_ratio_ci, resolve_device)
-from cnnzoo.registry import get_model_cfg, list_models
-from cnnzoo.registry import create_model
+from cnnzoo.registry import create_model, get_model_cfg, list_models
 
 FAST = dict(warmup=1, iters=2, threads=1, progress=False, peak_size=256)
 

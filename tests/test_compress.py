@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from cnnzoo.compress import fileformat as ff
-from cnnzoo.compress import huffman
-from cnnzoo.compress.pipeline import (MODEL_DEFAULTS, SCHEDULE_DEFAULTS, _spec_with_defaults, compress,
-                                     finetune, load_compressed, load_compressed_checkpoint, teacher_logits)
-from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
 from cnnzoo.cli import build_parser
 from cnnzoo.cli.common import run_command
+from cnnzoo.compress import fileformat as ff
+from cnnzoo.compress import huffman
+from cnnzoo.compress.pipeline import (
+    MODEL_DEFAULTS,
+    SCHEDULE_DEFAULTS,
+    _spec_with_defaults,
+    compress,
+    finetune,
+    load_compressed,
+    load_compressed_checkpoint,
+    teacher_logits,
+)
+from cnnzoo.compress.prune import apply_masks, check_spec_keys, magnitude_mask, parse_layer_spec, prunable_weights
 from cnnzoo.compress.quantize import kmeans_1d, quantize_weight
 from cnnzoo.data import Normalize, synthetic_dataset
 from cnnzoo.registry import create_model
@@ -385,7 +393,7 @@ def test_compress_pipeline_end_to_end(synthetic_lenet5_run, tmp_path, capsys):
     t = report["totals"]
     assert t["file_bytes"] == out.stat().st_size and report["roundtrip_exact"]
     assert t["ratio"] == pytest.approx(t["fp32_bytes"] / t["file_bytes"], rel=1e-3) and t["ratio"] > 10
-    by_layer = {l["layer"]: l for l in report["layers"]}
+    by_layer = {row["layer"]: row for row in report["layers"]}
     assert by_layer["c5"]["kept_pct"] == pytest.approx(10.0, abs=0.1) and by_layer["c5"]["bits"] == 4
     assert by_layer["f6"]["bits"] == 3 and by_layer["c1"]["kept_pct"] == pytest.approx(50.0, abs=1)
     assert (tmp_path / "m.report.md").read_text().count("|") > 50

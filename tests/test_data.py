@@ -5,8 +5,19 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnzoo.data import (Normalize, decode_image, iterate_batches, load_dataset, load_imagefolder, random_crop,
-                         random_cutout, random_flip, read_idx, resize_to, synthetic_dataset)
+from cnnzoo.data import (
+    Normalize,
+    decode_image,
+    iterate_batches,
+    load_dataset,
+    load_imagefolder,
+    random_crop,
+    random_cutout,
+    random_flip,
+    read_idx,
+    resize_to,
+    synthetic_dataset,
+)
 from tests.idx import write_idx
 
 

@@ -5,8 +5,7 @@ import pytest
 
 from cnnzoo.cli import build_parser
 from cnnzoo.cli.common import run_command
-from cnnzoo.degradation import (degradation_findings, degradation_models, plot_degradation,
-                                read_curves, run_degradation)
+from cnnzoo.degradation import degradation_findings, degradation_models, plot_degradation, read_curves, run_degradation
 from cnnzoo.train import METRIC_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

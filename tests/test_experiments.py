@@ -13,8 +13,17 @@ import cnnzoo.league as league
 from cnnzoo.cli import build_parser
 from cnnzoo.cli.common import run_command
 from cnnzoo.cli.train import train_config
-from cnnzoo.experiments import (EXPERIMENTS, Claim, finding, get_experiment, judge, mean_std, plot_experiment,
-                                run_config, run_experiment)
+from cnnzoo.experiments import (
+    EXPERIMENTS,
+    Claim,
+    finding,
+    get_experiment,
+    judge,
+    mean_std,
+    plot_experiment,
+    run_config,
+    run_experiment,
+)
 from cnnzoo.train import train_command
 
 

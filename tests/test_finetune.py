@@ -9,11 +9,18 @@ from safetensors.torch import load_file
 
 from cnnzoo.cli import main
 from cnnzoo.data import ImageDataset
+from cnnzoo.distributed import World
 from cnnzoo.engine import train_step
 from cnnzoo.finetune import read_initial_checkpoint
-from cnnzoo.train import (TrainConfig, build_model, build_optimizer, build_scheduler, load_run_data, resume_training,
-                          train)
-from cnnzoo.distributed import World
+from cnnzoo.train import (
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    load_run_data,
+    resume_training,
+    train,
+)
 from cnnzoo.weights import adapt_first_conv
 
 

@@ -7,8 +7,8 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
-from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 from cnnzoo.registry import get_model_cfg
+from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 
 ALL = ["alexnet", "alexnet_cifar", "zfnet", "zfnet_cifar"]
 

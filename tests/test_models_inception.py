@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from tests.helpers import sgd_losses
 from cnnzoo.models.inception import GoogLeNetOutputs, InceptionV3, InceptionV3Outputs
+from tests.helpers import sgd_losses
 
 FAMILY = ["googlenet", "googlenet_cifar", "inception_v2", "inception_v2_cifar", "inception_v3", "inception_v3_cifar"]
 

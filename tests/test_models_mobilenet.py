@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import cnnzoo
-from tests.helpers import sgd_losses
 from cnnzoo.models.mobilenet import InvertedResidual, MobileNetV1, make_divisible
+from tests.helpers import sgd_losses
 
 NAMES = ["mobilenet_v1", "mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_cifar",
          "mobilenet_v2", "mobilenet_v2_cifar"]

@@ -11,9 +11,9 @@ import torchvision
 from torch import nn
 
 import cnnzoo
-from tests.helpers import sgd_losses
 from cnnzoo.models.resnet import BasicBlock, PadShortcut, ResNet
 from cnnzoo.weights import convert_state_dict
+from tests.helpers import sgd_losses
 
 TORCHVISION = {
     "resnet18": 11_689_512,

@@ -7,9 +7,9 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
-from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 from cnnzoo.registry import get_model_cfg
 from cnnzoo.weights import convert_state_dict
+from tests.helpers import assert_min_input_is_true_minimum, sgd_losses
 
 # torchvision's parameter counts for 1000 classes (as its documentation lists them).
 IMAGENET = {

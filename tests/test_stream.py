@@ -12,8 +12,16 @@ import cnnzoo.train as train_mod
 from cnnzoo.cli import main
 from cnnzoo.data import load_imagefolder, stratified_split
 from cnnzoo.shards import shard_datasets
-from cnnzoo.stream import (GlobalBatchSampler, SampleTransform, StreamDataset, choose_loader, decode_bytes,
-                           exit_with, folder_datasets, train_sample)
+from cnnzoo.stream import (
+    GlobalBatchSampler,
+    SampleTransform,
+    StreamDataset,
+    choose_loader,
+    decode_bytes,
+    exit_with,
+    folder_datasets,
+    train_sample,
+)
 from cnnzoo.train import TrainConfig, load_run_data, resume_training, train
 
 CLASSES = ("cat", "dog", "fox")

@@ -25,8 +25,14 @@ Modules: ``geometry`` (output sizes), ``fields`` (the traced forward pass and re
 ``layer_table`` (summary, count_macs), ``factorization`` (the factorisation study and its plot),
 ``tables`` (text formatting); this package re-exports their public names.
 """
-from cnnzoo.analysis.factorization import (FactorizeResult, FactorOption, factorize, factorize_to_json,
-                                           format_factorize, plot_factorize)
+from cnnzoo.analysis.factorization import (
+                                           FactorizeResult,
+                                           FactorOption,
+                                           factorize,
+                                           factorize_to_json,
+                                           format_factorize,
+                                           plot_factorize,
+)
 from cnnzoo.analysis.fields import LayerField, receptive_field
 from cnnzoo.analysis.geometry import conv_output_size
 from cnnzoo.analysis.layer_table import LayerInfo, ModelSummary, count_macs, format_summary, summary, summary_to_json

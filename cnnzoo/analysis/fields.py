@@ -6,8 +6,9 @@ while ``FlopCounterMode`` counts MACs and hooks record each module call. ``summa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +18,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from cnnzoo.analysis.geometry import Number, Pair, as_pair
-
 
 # --------------------------------------------------------------------------------------------------
 # Receptive-field propagation

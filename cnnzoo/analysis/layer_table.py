@@ -1,8 +1,9 @@
 """The per-layer summary table of a network (``summary``) and its MAC count (``count_macs``)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -4,8 +4,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_model_source, input_size, model_kwargs,
-                               pretrained_arg)
+from cnnzoo.cli.common import (
+    add_input_size,
+    add_json,
+    add_model_kwargs,
+    add_model_source,
+    input_size,
+    model_kwargs,
+    pretrained_arg,
+)
 
 
 def print_columns(cols: list[str], rows: list[list[str]]) -> None:

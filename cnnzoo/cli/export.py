@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnzoo.cli.common import (add_input_size, add_json, add_model_kwargs, add_model_source, input_size, model_kwargs,
-                               pretrained_arg)
+from cnnzoo.cli.common import (
+    add_input_size,
+    add_json,
+    add_model_kwargs,
+    add_model_source,
+    input_size,
+    model_kwargs,
+    pretrained_arg,
+)
 from cnnzoo.export import DEFAULT_OPSET
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from cnnzoo.cli.common import BoolOrWord, add_json, add_model_kwargs, model_kwargs
 from cnnzoo.degradation import DEFAULT_DEPTHS, DEFAULT_EPOCHS, DEFAULT_SUBSET

@@ -9,9 +9,18 @@ import types
 import typing
 from typing import Any
 
-from cnnzoo.cli.common import (BoolOrWord, add_json, add_model_kwargs, add_model_source, kwargs_flag, merge_kwargs,
-                               model_kwargs, pretrained_arg)
+from cnnzoo.cli.common import (
+    BoolOrWord,
+    add_json,
+    add_model_kwargs,
+    add_model_source,
+    kwargs_flag,
+    merge_kwargs,
+    model_kwargs,
+    pretrained_arg,
+)
 from cnnzoo.train import TrainConfig
+
 
 def _unwrap_optional(annotation: Any) -> Any:
     """``int | None`` -> ``int``."""

@@ -305,7 +305,7 @@ def _check_header(data: bytes, source: str, check_crc: bool) -> None:
             raise ValueError(f"{source}: file CRC32 mismatch (truncated or corrupted file)")
 
 
-def _decode_record(rr: "_Reader", source: str, seen: dict[str, torch.Tensor], total: int) -> tuple[str, torch.Tensor]:
+def _decode_record(rr: _Reader, source: str, seen: dict[str, torch.Tensor], total: int) -> tuple[str, torch.Tensor]:
     """(name, tensor) of one record; ``total`` elements were decoded before it (the file's cap)."""
     (name_len,) = rr.unpack("<B", "name length")
     try:

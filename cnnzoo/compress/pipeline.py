@@ -12,9 +12,10 @@ import json
 import math
 import time
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +24,23 @@ from torch import nn
 from cnnzoo.checkpoint import atomic_write, load_checkpoint, write_json, write_text
 from cnnzoo.checkpoint_data import checkpoint_split
 from cnnzoo.compress import fileformat as ff
-from cnnzoo.compress.prune import (apply_masks, check_spec_keys, layer_kind, lookup, magnitude_mask, mask_gradients,
-                                   parse_layer_spec, prunable_weights)
+from cnnzoo.compress.prune import (
+    apply_masks,
+    check_spec_keys,
+    layer_kind,
+    lookup,
+    magnitude_mask,
+    mask_gradients,
+    parse_layer_spec,
+    prunable_weights,
+)
 from cnnzoo.compress.quantize import INITS, QuantizedWeight, quantize_weight
 from cnnzoo.data import ImageDataset, Normalize, iterate_batches
 from cnnzoo.engine import LossFn, StepHooks, main_logits, train_step
 from cnnzoo.evaluate import evaluate
 from cnnzoo.recipes import load_compress_defaults
 from cnnzoo.seeds import epoch_seed
+
 
 @dataclass
 class CompressConfig:
@@ -68,7 +78,7 @@ class CompressConfig:
     quant_seed: int = 1000
     order_seed: int = 7919              # retraining orders: epoch_seed(seed, order_seed + epoch), not the trainer's
 
-    def for_model(self, model_name: str) -> "CompressConfig":
+    def for_model(self, model_name: str) -> CompressConfig:
         """This config with every ``None`` schedule value set to ``model_name``'s default."""
         schedule = {**SCHEDULE_DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}).get("schedule", {})}
         return replace(self, **{k: v for k, v in schedule.items() if getattr(self, k) is None})
@@ -344,7 +354,7 @@ def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str
 
 def _prune_resumably(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float],
                      cfg: CompressConfig, retrain: Callable[..., None], top1: Callable[[], float],
-                     log: Callable[..., None], partial: "PartialCompression") -> tuple[dict[str, torch.Tensor], int]:
+                     log: Callable[..., None], partial: PartialCompression) -> tuple[dict[str, torch.Tensor], int]:
     """``prune``, continuing after the steps ``partial`` holds and keeping each finished step there;
     returns (masks, steps restored)."""
     std0 = {n: float(w.detach().std()) for n, w in weights.items()}  # before a restore replaces the weights
@@ -509,9 +519,9 @@ def _report(model_name: str, state: dict[str, torch.Tensor], quantized: dict[str
     fp32 = params * 4
     return dict(model=model_name, layers=layers, dense=dense, totals=dict(
         params=params, fp32_bytes=fp32, file_bytes=file_bytes, ratio=round(fp32 / file_bytes, 2),
-        weights=sum(l["weights"] for l in layers), kept=sum(l["kept"] for l in layers),
-        kept_pct=round(100.0 * sum(l["kept"] for l in layers) / max(1, sum(l["weights"] for l in layers)), 2),
-        conv_fc_huffman_bytes=sum(l["huffman_bytes"] for l in layers), dense_bytes=sum(d["bytes"] for d in dense),
+        weights=sum(r["weights"] for r in layers), kept=sum(r["kept"] for r in layers),
+        kept_pct=round(100.0 * sum(r["kept"] for r in layers) / max(1, sum(r["weights"] for r in layers)), 2),
+        conv_fc_huffman_bytes=sum(r["huffman_bytes"] for r in layers), dense_bytes=sum(d["bytes"] for d in dense),
         top1_before=top1["before"], top1_pruned=top1["pruned"], top1_clustered=top1["clustered"],
         top1_quantized=top1["quantized"], top1_loss_points=round(100.0 * (top1["before"] - top1["quantized"]), 2)))
 
@@ -521,10 +531,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Deep Compression of {report['model']}", "",
              "| layer | weights | kept % | bits | gap bits | fp32 B | pruned B | quantized B | Huffman B (file) | ratio |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for l in report["layers"]:
-        lines.append(f"| {l['layer']} | {l['weights']:,} | {l['kept_pct']:.1f} | {l['bits']} | {l['gap_bits']} | "
-                     f"{l['fp32_bytes']:,} | {l['pruned_bytes']:,} | {l['quantized_bytes']:,} | {l['huffman_bytes']:,} | "
-                     f"{l['fp32_bytes'] / l['huffman_bytes']:.1f}x |")
+    for row in report["layers"]:
+        lines.append(f"| {row['layer']} | {row['weights']:,} | {row['kept_pct']:.1f} | {row['bits']} | {row['gap_bits']} | "
+                     f"{row['fp32_bytes']:,} | {row['pruned_bytes']:,} | {row['quantized_bytes']:,} | {row['huffman_bytes']:,} | "
+                     f"{row['fp32_bytes'] / row['huffman_bytes']:.1f}x |")
     lines += [f"| biases, batch-norm, header | {sum(d['elements'] for d in report['dense']):,} | | | | | | | "
               f"{t['file_bytes'] - t['conv_fc_huffman_bytes']:,} | |",
               f"| **total** | {t['params']:,} | {t['kept_pct']:.1f} | | | {t['fp32_bytes']:,} | | | "

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool

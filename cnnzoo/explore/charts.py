@@ -7,8 +7,9 @@ a half-finished run should not take the page down.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 _LEAGUE, _SUMMARY, _DEGRADATION = "leaderboard.json", "summary.json", "degradation.json"
 

@@ -64,7 +64,7 @@ at least one position; a batch of 2 gives batch norm two values per channel in t
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

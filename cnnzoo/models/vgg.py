@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnzoo.layers import GlobalPool2d, MaxPool2d, init_weights, scale_widths
+from cnnzoo.layers import MaxPool2d, init_weights, scale_widths
 from cnnzoo.models.base import ZooModel, classifier
 from cnnzoo.registry import TV_TAGS, register_model
 
