@@ -435,8 +435,8 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     board: dict[str, Any] = dict(
         settings=dict(dataset=dataset, data_dir=data_dir, budget_minutes=budget_minutes,
                       epochs=epochs if epochs is not None or budget_minutes is not None else first.epochs,
-                      train_subset=train_subset, seed=seed, device=device, amp=precision.amp, precision=precision.record(),
-                      threads=threads, models=names,
+                      train_subset=train_subset, seed=seed, device=device, amp=precision.amp,
+                      precision=precision.record(), threads=threads, models=names,
                       recipe_name=recipe, recipe={k: getattr(first, k) for k in RECIPE_COLUMNS}),
         entries=[], pending=list(names))
     data = _BudgetData(dataset, data_dir, seed)

@@ -57,8 +57,9 @@ def evaluate_checkpoint(checkpoint: str | Path | None, dataset: str | None = Non
                         batch_size: int = 512, tta_flip: bool = False, tta_shift: int = 0,
                         pretrained: bool | str | Path | None = None) -> dict[str, Any]:
     """Top-1 / top-5 / loss of a checkpoint (or of ``model_name`` with ``pretrained`` weights) on the
-    test split of ``dataset`` (default: its own), prepared as the run prepared it (``checkpoint_split``); ``tta_flip`` averages each image's logits with its
-    mirror image's, ``tta_shift`` with its moved copies (``evaluate.tta_views``). ImageNet weights on
+    test split of ``dataset`` (default: its own), prepared as the run prepared it
+    (``checkpoint_split``); ``tta_flip`` averages each image's logits with its mirror image's,
+    ``tta_shift`` with its moved copies (``evaluate.tta_views``). ImageNet weights on
     an image folder are scored image by image with the reference's preprocessing
     (``evaluate_imagenet_folder``)."""
     model, meta = load_model(checkpoint, model_name, pretrained=pretrained, model_kwargs=model_kwargs)

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from cnnzoo.checkpoint_data import checkpoint_split
 from cnnzoo.export import DEFAULT_OPSET, ONNX_META_KEY, _onnx_bytes, fold_batchnorm
 
 QUANT_BACKENDS = ("onnxruntime", "openvino")
@@ -98,11 +99,6 @@ def _require(backend: str) -> None:
 # Calibration images
 
 
-def calibration_images(dataset: str, split: str, n: int, cfg: dict[str, Any], **kw: Any) -> torch.Tensor:
-    """``n`` images of ``split`` of ``dataset``, preprocessed as the model was trained (``labelled_images``)."""
-    return labelled_images(dataset, split, n, cfg, **kw)[0]
-
-
 def labelled_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, data_dir: str | None = None,
                     data_size: Sequence[int] | None = None, classes: list[str] | None = None,
                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,8 +106,6 @@ def labelled_images(dataset: str, split: str, n: int, cfg: dict[str, Any], *, da
     (``checkpoint_split``): the run's ``classes`` only, fitted to the training images' size (``data_size``),
     then to the model's input, normalised. float (N, C, H, W). Calibration needs no labels, so any
     dataset with the model's channels will do."""
-    from cnnzoo.checkpoint_data import checkpoint_split
-
     if n < 1:
         raise ValueError(f"--calib-images must be >= 1, got {n}")
     meta = dict(data_size=data_size, classes=classes)
@@ -331,9 +325,9 @@ def quantize(out: str | Path, *, checkpoint: str | Path | None = None, model: st
                          "--dataset synthetic for a network with random weights")
     data_dir = data_dir or meta.get("data_dir")
     kw = dict(data_dir=data_dir, data_size=meta.get("data_size"), classes=meta.get("classes"), seed=seed)
-    calib = calibration_images(dataset, "train", calib_images, cfg, **kw)
+    calib, _ = labelled_images(dataset, "train", calib_images, cfg, **kw)
     int8, fp32_nodes = quantize_onnx(fp32, calib, backend=backend, keep_fp32=keep_fp32, int8_format=int8_format)
-    check = _agreement(fp32, int8, calibration_images(dataset, "test", check_images, cfg, **kw))
+    check = _agreement(fp32, int8, labelled_images(dataset, "test", check_images, cfg, **kw)[0])
     report = dict(backend=backend, format="QDQ", **_int8_format(backend, int8_format),
                   activations=_ACTIVATIONS[backend], cpu_int8_path=cpu_int8_path(), calibration_dataset=dataset,
                   calibration_split="train", calibration_images=len(calib), keep_fp32=list(keep_fp32),

@@ -129,11 +129,11 @@ def test_int8_file_computes_the_same_on_an_emulated_avx2_cpu(synthetic_lenet5_ru
     (Haswell: AVX2, no AVX-512, no VNNI): the int8 file's logits there are those computed here."""
     from cnnzoo.export import OnnxRuntimeModule
     from cnnzoo.predict import load_model
-    from cnnzoo.quantize import calibration_images
+    from cnnzoo.quantize import labelled_images
 
     path, _ = int8_file
     net, _ = load_model(synthetic_lenet5_run)
-    x = calibration_images("synthetic", "test", 256, net.pretrained_cfg)  # the report's check images
+    x, _ = labelled_images("synthetic", "test", 256, net.pretrained_cfg)  # the report's check images
     np.save(tmp_path / "x.npy", x.numpy())
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_formats.py"  # imports no torch
     subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, str(script), "predict", str(path),

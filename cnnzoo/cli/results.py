@@ -66,7 +66,8 @@ def add_league_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--train-subset", type=int, metavar="K", help="train every model on a seeded subset of K images")
     s.add_argument("--device", help="cpu (default; cuda for --tier gpu), cuda or cuda:N")
     s.add_argument("--amp", action=BoolOrWord, choices=("auto",), metavar="auto", default=None,
-                   help="bfloat16 autocast: --amp, --no-amp, or --amp auto (bf16 where the CPU or GPU has it natively; default: the tier's or recipe's setting)")
+                   help="bfloat16 autocast: --amp, --no-amp, or --amp auto (bf16 where the CPU or GPU has it "
+                        "natively; default: the tier's or recipe's setting)")
     s.add_argument("--recipe", metavar="NAME|FILE",
                    help=f"train every model with this recipe (its model setting aside) instead of the defaults: "
                         f"{', '.join(sorted(RECIPES))} (cnnzoo/recipes/NAME.toml), or a recipe file")
