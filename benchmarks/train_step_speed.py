@@ -51,6 +51,7 @@ from cnnzoo.train import (
     build_scheduler,
     epoch_batches,
     load_run_data,
+    memory_format,
     training_loss,
 )
 
@@ -79,11 +80,11 @@ def build_step(lever: str, base: TrainConfig, data: RunData) -> Callable[[torch.
     if lever.startswith("compile"):
         mode = "max-autotune-no-cudagraphs" if lever == "compile-max-autotune" else None
         model = torch.compile(net, dynamic=False, mode=mode)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    layout = memory_format(cfg)
     net.train()
 
     def step(x: torch.Tensor, y: torch.Tensor, n: int) -> None:
-        x = data.normalize(x).contiguous(memory_format=memory_format)
+        x = data.normalize(x).contiguous(memory_format=layout)
         train_step(model, x, y, lambda out, y: training_loss(out, y, cfg.label_smoothing, n), opt, amp=cfg.amp,
                    scheduler=sched)
 
