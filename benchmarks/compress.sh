@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Deep Compression figures of BENCHMARKS.md: train each network on Fashion-MNIST, compress it
-# with its tuned defaults (cnnzoo/recipes/compress/defaults.toml), and print the reports
+# with its tuned defaults (cnnzoo/training/recipes/compress/defaults.toml), and print the reports
 # (the paper's Tables 2-5 layout).
 # Usage (repo root):  bash benchmarks/compress.sh [OUT_DIR]
 # Environment: MODELS (default "lenet5 lenet5_caffe lenet_300_100"; "alexnet_cifar" is the larger network, about

@@ -26,8 +26,8 @@ def timed(call) -> float:
 
 def checkpoint(folder: Path) -> Path:
     """resnet18_cifar as a CIFAR-10 run would leave it (random weights: speed does not depend on them)."""
-    from cnnzoo.checkpoint import model_meta, save_weights
-    from cnnzoo.registry import create_model
+    from cnnzoo.models.checkpoint import model_meta, save_weights
+    from cnnzoo.models.factory import create_model
 
     model = create_model("resnet18_cifar", num_classes=10)
     save_weights(model, folder / "best.safetensors", model_meta(model, classes=[str(i) for i in range(10)]))

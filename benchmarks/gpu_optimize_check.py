@@ -9,7 +9,8 @@ import warnings
 import torch
 
 from cnnzoo import create_model
-from cnnzoo.export import ATOL, check_against, cuda_tf32, optimize_for_inference
+from cnnzoo.inference.export import cuda_tf32, optimize_for_inference
+from cnnzoo.inference.onnx import ATOL, check_against
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,7 @@ AVX2 CPU, and speed here.
     .venv/bin/python benchmarks/int8_formats.py predict MODEL.onnx IMAGES.npy LOGITS.npy
 
 ``accuracy``: quantizes each trained run (``cnnzoo quantize``: 512 training images) in every format of
-``cnnzoo.quantize.INT8_FORMATS``, then runs its fp32 graph and each int8 file with ONNX Runtime on
+``cnnzoo.inference.quantize.INT8_FORMATS``, then runs its fp32 graph and each int8 file with ONNX Runtime on
 the same ``--images`` test images, here and under ``qemu-x86_64 -cpu Haswell``: an AVX2 CPU without
 AVX-512, VNNI or AMX (ONNX Runtime picks its kernels from CPUID, which qemu answers for the CPU it
 emulates). Prints each file's top-1, its top-1 agreement with the fp32 graph here, and its top-1 on
@@ -52,8 +52,9 @@ def _logits(model: Path, images: Path, emulate: bool) -> np.ndarray:
 
 
 def accuracy(out: Path, runs: list[str], n: int, emulate_fp32: bool) -> list[dict]:
-    from cnnzoo.predict import evaluate_checkpoint, load_model
-    from cnnzoo.quantize import INT8_FORMATS, fp32_onnx, labelled_images, quantize
+    from cnnzoo.inference.load import load_model
+    from cnnzoo.inference.predict import evaluate_checkpoint
+    from cnnzoo.inference.quantize import INT8_FORMATS, fp32_onnx, labelled_images, quantize
 
     if shutil.which(QEMU_AVX2[0]) is None:
         raise SystemExit("accuracy needs qemu-x86_64 (Debian package qemu-user) for the AVX2 CPU")
@@ -90,10 +91,10 @@ def accuracy(out: Path, runs: list[str], n: int, emulate_fp32: bool) -> list[dic
 def speed(out: Path, models: list[str], batches: list[int], iters: int, warmup: int) -> list[dict]:
     import torch
 
-    from cnnzoo.bench import Variant, _time_variants, paired_ratio, paired_ratio_ci
-    from cnnzoo.export import OnnxRuntimeModule
-    from cnnzoo.quantize import INT8_FORMATS, quantize
-    from cnnzoo.registry import get_model_cfg
+    from cnnzoo.inference.onnx import OnnxRuntimeModule
+    from cnnzoo.inference.quantize import INT8_FORMATS, quantize
+    from cnnzoo.models.registry import get_model_cfg
+    from cnnzoo.studies.bench import Variant, _time_variants, paired_ratio, paired_ratio_ci
 
     rows = []
     for model in models:

@@ -45,7 +45,7 @@ def readable(run: Path) -> list[str]:
     """Names of files in ``run`` that do not load (should be none)."""
     from safetensors.torch import load_file
 
-    from cnnzoo.checkpoint import load_train_state
+    from cnnzoo.training.checkpoint import load_train_state
 
     bad = []
     for f in run.iterdir():
@@ -137,7 +137,7 @@ def main() -> int:
         failures += bad
         where = "no checkpoint yet"
         if (run / "train_state.pt").exists():
-            from cnnzoo.checkpoint import load_train_state
+            from cnnzoo.training.checkpoint import load_train_state
 
             s = load_train_state(run / "train_state.pt")
             where = f"checkpoint at epoch {s['epoch']} step {s['step']}"

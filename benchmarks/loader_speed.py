@@ -30,8 +30,8 @@ from photo_folder import make_photo_folder  # noqa: E402
 
 
 def ours(root: Path, size: int):
-    from cnnzoo.data import list_imagefolder
-    from cnnzoo.stream import SampleTransform, StreamDataset
+    from cnnzoo.data.datasets import list_imagefolder
+    from cnnzoo.data.stream import SampleTransform, StreamDataset
 
     files, labels, classes = list_imagefolder(root, "train")
     ds = StreamDataset(files, labels, classes, SampleTransform((size, size), 3), workers=0)
@@ -91,7 +91,7 @@ def main() -> None:
         make_photo_folder(root, args.generate, 0)
     torch.set_num_threads(1)
     (ours_fetch, n), (theirs_fetch, _) = ours(root, args.size), theirs(root, args.size)
-    from cnnzoo.data import list_imagefolder
+    from cnnzoo.data.datasets import list_imagefolder
 
     files = list_imagefolder(root, "train")[0]  # ImageFolder's order too: classes sorted, then file names
     g = torch.Generator().manual_seed(0)

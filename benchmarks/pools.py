@@ -8,7 +8,7 @@ import time
 import torch
 from torch import nn
 
-from cnnzoo.layers import AvgPool2d, MaxPool2d
+from cnnzoo.models.layers import AvgPool2d, MaxPool2d
 
 # (kind, batch, input C x H x W, kernel, stride, padding, ceil_mode, where in the zoo)
 POOLS = [

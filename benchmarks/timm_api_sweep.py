@@ -1,4 +1,4 @@
-"""timm's model API on every registered model at its real input size (tests/test_timm_api.py checks
+"""timm's model API on every registered model at its real input size (tests/models/test_timm_api.py checks
 shapes on the meta device and values on small models; this sweep computes values for all 62).
 
     .venv/bin/python benchmarks/timm_api_sweep.py [--pattern 'resnet*'] [--minimum] [--no-export]

@@ -8,7 +8,7 @@ Each lever builds the recipe's network as ``cnnzoo train`` does (``train.build_m
 whitened stem fitted to the data, the recipe's memory format), its optimiser and schedule, and
 times real steps: the epoch's augmented batches, normalised, through ``engine.train_step`` with the
 recipe's loss. The levers run interleaved, ``--steps`` steps each in turn for ``--rounds`` rounds,
-so that each ratio pairs timings taken under the same machine load (``cnnzoo.bench.paired_ratio``,
+so that each ratio pairs timings taken under the same machine load (``cnnzoo.studies.bench.paired_ratio``,
 with its 90% bootstrap interval). The first 3 steps of each lever are timed apart: they hold
 torch.compile's warm-up.
 
@@ -20,7 +20,7 @@ torch.compile's warm-up.
                           the most that fusing them away could gain
 
 GFLOP/s counts 6 x the MACs of a forward pass per image (forward and two backward products); the
-peak is ``cnnzoo.bench``'s (the best n x n matmul in the step's precision, measured before and after).
+peak is ``cnnzoo.studies.bench``'s (the best n x n matmul in the step's precision, measured before and after).
 To time AVX2 kernels on a CPU that has AVX-512, run it with ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 TORCHINDUCTOR_CPP_MARCH=haswell``: torch's,
 oneDNN's and MKL's kernels (the matmul peak and the classifier run on MKL) and the code inductor
@@ -39,13 +39,10 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.bench import matmul_peak, paired_ratio, paired_ratio_ci
-from cnnzoo.distributed import World
-from cnnzoo.engine import train_step
-from cnnzoo.train import (
-    RECIPES,
+from cnnzoo.studies.bench import matmul_peak, paired_ratio, paired_ratio_ci
+from cnnzoo.training.config import RECIPES, TrainConfig
+from cnnzoo.training.loop import (
     RunData,
-    TrainConfig,
     build_model,
     build_optimizer,
     build_scheduler,
@@ -54,6 +51,8 @@ from cnnzoo.train import (
     memory_format,
     training_loss,
 )
+from cnnzoo.training.step import train_step
+from cnnzoo.utils.distributed import World
 
 LEVERS = ("eager", "nchw", "compile", "compile-max-autotune", "bound-no-bn-act")
 WARMUP_STEPS = 3

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from cnnzoo import hub
-from cnnzoo.data import decode_image
-from cnnzoo.registry import create_model
-from cnnzoo.transforms import eval_transform
+from cnnzoo.data.datasets import decode_image
+from cnnzoo.data.transforms import eval_transform
+from cnnzoo.models import hub
+from cnnzoo.models.factory import create_model
 
 
 def test_image(path: str | None) -> torch.Tensor:
@@ -57,7 +57,7 @@ def reference_logits(w: hub.PublishedWeights, img: torch.Tensor, ours_input: tor
 
 
 def _torchvision_name(w: hub.PublishedWeights) -> str:
-    from cnnzoo.registry import get_pretrained_cfg
+    from cnnzoo.models.registry import get_pretrained_cfg
 
     return get_pretrained_cfg(w.model).reference.removeprefix("torchvision:")
 

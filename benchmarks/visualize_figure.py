@@ -16,11 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cnnzoo import interpret  # noqa: E402
-from cnnzoo import visualize as V  # noqa: E402
 from cnnzoo.cli import main  # noqa: E402
-from cnnzoo.data import Normalize, load_dataset, resize_to  # noqa: E402
-from cnnzoo.predict import load_model  # noqa: E402
+from cnnzoo.data.datasets import Normalize, load_dataset, resize_to  # noqa: E402
+from cnnzoo.inference.load import load_model  # noqa: E402
+from cnnzoo.interpretation import (
+    drawing,  # noqa: E402
+    maps,  # noqa: E402
+)
 
 CLASSES = ("Trouser", "Sneaker", "Bag", "Ankle boot", "Shirt")
 
@@ -34,18 +36,18 @@ def train(run: Path) -> None:
 def panels(model, meta, img: torch.Tensor) -> list[tuple[str, np.ndarray]]:
     cfg = model.pretrained_cfg
     x = Normalize(cfg["mean"], cfg["std"])(img.unsqueeze(0))
-    cam, target = interpret.grad_cam(model, x)
-    occ, _ = interpret.occlusion(model, x, target=target, baseline=interpret.default_baseline(meta.get("dataset")))
-    proj = interpret.deconv(model, x, layer="c3")
+    cam, target = maps.grad_cam(model, x)
+    occ, _ = maps.occlusion(model, x, target=target, baseline=maps.default_baseline(meta.get("dataset")))
+    proj = maps.deconv(model, x, layer="c3")
     with torch.no_grad():
         prob = float(model(x).softmax(dim=1)[0, target])
-    boxed = V.draw_box(V.image(img), proj["field"])
-    return [(f"predicted: {meta['classes'][target]} ({prob:.2f})", np.asarray(V.image(img))),
-            (f"Grad-CAM at {interpret.default_layer(model)}", np.asarray(V.overlay(img, cam))),
-            ("occlusion (black square)", np.asarray(V.overlay(img, occ))),
+    boxed = drawing.draw_box(drawing.image(img), proj["field"])
+    return [(f"predicted: {meta['classes'][target]} ({prob:.2f})", np.asarray(drawing.image(img))),
+            (f"Grad-CAM at {maps.default_layer(model)}", np.asarray(drawing.overlay(img, cam))),
+            ("occlusion (black square)", np.asarray(drawing.overlay(img, occ))),
             (f"c3 unit {proj['channel']}: its field", np.asarray(boxed)),
-            ("deconvnet projection", np.asarray(V.signed_image(proj["deconv"]))),
-            ("guided backprop", np.asarray(V.signed_image(proj["guided"])))]
+            ("deconvnet projection", np.asarray(drawing.signed_image(proj["deconv"]))),
+            ("guided backprop", np.asarray(drawing.signed_image(proj["guided"])))]
 
 
 def figure(run: Path, out: Path) -> None:

@@ -22,10 +22,10 @@ from timm.data import ImageNetInfo
 from timm.models import get_pretrained_cfg as timm_cfg
 
 import cnnzoo
-from cnnzoo.registry import get_pretrained_cfg, list_models, list_tags
+from cnnzoo.models.registry import get_pretrained_cfg, list_models, list_tags
 
-PACKAGE = Path(cnnzoo.__file__).parent
-# torchvision's weight names -> the registry's tags (cnnzoo/registry.py TV_TAGS, TV2_TAGS).
+PACKAGE = Path(cnnzoo.__file__).parent / "models"
+# torchvision's weight names -> the registry's tags (cnnzoo/models/registry.py TV_TAGS, TV2_TAGS).
 TV_TAG = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}
 HF_FILE = "model.safetensors"  # what timm downloads first from a hub repository
 

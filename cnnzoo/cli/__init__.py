@@ -1,6 +1,6 @@
 """The ``cnnzoo`` command: argparse sub-commands, each a thin call into the library.
 
-One module per group of commands; ``common`` holds the flags they share. Every command prints a
+One module per command (``models`` also holds ``weights``); ``common`` holds the flags they share. Every command prints a
 human-readable result; with ``--json`` its last line is one JSON object. Errors a user can fix (bad
 names, missing files, mismatched checkpoints) end with a one-line message and exit status 2, not a
 traceback.
@@ -9,7 +9,27 @@ from __future__ import annotations
 
 import argparse
 
-from cnnzoo.cli import analyse, bench, compress, experiment, explore, export, results, train, visualize
+from cnnzoo.cli import (
+    bench,
+    compare,
+    compress,
+    degradation,
+    experiment,
+    explore,
+    export,
+    factorize,
+    league,
+    models,
+    predict,
+    quantize,
+    shards,
+    summary,
+    train,
+    visualize,
+)
+from cnnzoo.cli import (
+    eval as evaluate,
+)
 from cnnzoo.cli.common import keep_freed_memory, run_command
 
 DESCRIPTION = """\
@@ -36,15 +56,17 @@ examples:
 
 `cnnzoo COMMAND --help` lists the flags of a command."""
 
-GROUPS = (analyse, train, bench, export, compress, results, visualize, explore, experiment)
+# In the order `cnnzoo --help` lists them: the zoo, training and using a network, its deployment, studies, seeing inside.
+COMMANDS = (models, summary, factorize, train, evaluate, predict, shards, bench, export, quantize, compress, league, compare,
+            degradation, visualize, explore, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnzoo", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in GROUPS:
-        group.add_parsers(sub)
+    for command in COMMANDS:
+        command.add_parsers(sub)
     return p
 
 

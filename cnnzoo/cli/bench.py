@@ -5,7 +5,6 @@ import argparse
 import sys
 from typing import Any
 
-from cnnzoo.bench import BACKENDS, PRECISIONS
 from cnnzoo.cli.common import (
     add_input_size,
     add_json,
@@ -15,12 +14,13 @@ from cnnzoo.cli.common import (
     model_kwargs,
     pretrained_arg,
 )
+from cnnzoo.studies.bench import BACKENDS, PRECISIONS
 
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 
 
 def cmd_bench(args: argparse.Namespace) -> Any:
-    from cnnzoo.bench import benchmark, format_table, optimize_backends_for, variant_pairs
+    from cnnzoo.studies.bench import benchmark, format_table, optimize_backends_for, variant_pairs
 
     backends = args.backend or (list(DEFAULT_BACKENDS) if args.precision else [])
     pairs, skipped = variant_pairs(backends, args.precision or (["fp32"] if backends else []), args.device)

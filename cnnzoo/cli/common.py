@@ -154,3 +154,9 @@ def run_command(args: argparse.Namespace) -> int:
     if getattr(args, "json", False) and result is not None:
         print(json.dumps(result, default=str))
     return 0
+
+
+def add_checkpoint_source(s: argparse.ArgumentParser) -> None:
+    """--checkpoint or --model, and model arguments on top of those the checkpoint records."""
+    add_model_source(s)
+    add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.cli.common import add_json, add_model_kwargs, add_model_source, model_kwargs, pretrained_arg
-from cnnzoo.compress.quantize import INITS
+from cnnzoo.compression.kmeans import INITS
 
 
 def cmd_compress(args: argparse.Namespace) -> Any:
-    from cnnzoo.compress.pipeline import compress, report_markdown
+    from cnnzoo.compression.pipeline import compress, report_markdown
 
     report = compress(args.checkpoint, args.out, model_name=args.model, pretrained=pretrained_arg(args),
                       dataset=args.dataset, data_dir=args.data_dir,

@@ -9,7 +9,7 @@ from cnnzoo.cli.common import add_json
 
 
 def cmd_experiment(args: argparse.Namespace) -> Any:
-    from cnnzoo.experiments import EXPERIMENTS, format_experiment, format_list, run_experiment
+    from cnnzoo.studies.experiments import EXPERIMENTS, format_experiment, format_list, run_experiment
 
     if args.list:
         print(format_list())

@@ -1,4 +1,4 @@
-"""``cnnzoo train`` (one flag per TrainConfig field), ``cnnzoo eval`` and ``cnnzoo predict``."""
+"""``cnnzoo train``: one flag per ``TrainConfig`` field, ``--recipe``, ``--config`` and ``--resume``."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +12,10 @@ from typing import Any
 from cnnzoo.cli.common import (
     BoolOrWord,
     add_json,
-    add_model_kwargs,
-    add_model_source,
     kwargs_flag,
     merge_kwargs,
-    model_kwargs,
-    pretrained_arg,
 )
-from cnnzoo.train import TrainConfig
+from cnnzoo.training.config import TrainConfig
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -95,7 +91,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     given = {f.name: _from_flag(getattr(args, f.name), hints[f.name]) for f in dataclasses.fields(TrainConfig)
              if f.name != "recipe" and getattr(args, f.name) is not None}
     if args.initial_checkpoint and args.model is None:  # the checkpoint's network, as it was built
-        from cnnzoo.finetune import checkpoint_model
+        from cnnzoo.training.finetune import checkpoint_model
 
         given["model"], kwargs = checkpoint_model(args.initial_checkpoint)
         given.setdefault("model_kwargs", kwargs)
@@ -105,7 +101,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
-    from cnnzoo.train import resume_training, train
+    from cnnzoo.training.loop import resume_training, train
 
     start = time.perf_counter()
     if args.resume:
@@ -121,90 +117,14 @@ def cmd_train(args: argparse.Namespace) -> Any:
     return summary
 
 
-def cmd_eval(args: argparse.Namespace) -> Any:
-    from cnnzoo.predict import evaluate_checkpoint
-
-    res = evaluate_checkpoint(args.checkpoint, args.dataset, data_dir=args.data_dir, model_name=args.model,
-                              model_kwargs=model_kwargs(args), batch_size=args.batch_size, tta_flip=args.tta_flip,
-                              tta_shift=args.tta_shift, pretrained=pretrained_arg(args))
-    print(f"{res['model']} on {res['dataset']} ({res['images']} images): top-1 {res['top1']:.4f} "
-          f"top-5 {res['top5']:.4f} loss {res['loss']:.4f}")
-    return res
-
-
-def cmd_predict(args: argparse.Namespace) -> Any:
-    from cnnzoo.predict import predict_files
-
-    results = predict_files(args.checkpoint, args.images, topk=args.topk, model_name=args.model,
-                            model_kwargs=model_kwargs(args), pretrained=pretrained_arg(args))
-    for r in results:
-        print(r["image"])
-        for p in r["top"]:
-            print(f"  {p['class']} {p['prob']:.2f}")
-    return results
-
-
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train", help="train a model (defaults: LeNet-5 on Fashion-MNIST)",
                        description="Train a registered model; every TrainConfig setting has a flag.")
     add_config_flags(s)
     s.add_argument("--config", metavar="FILE",
-                   help="a TOML file of TrainConfig values, as the recipe files are (cnnzoo/recipes/*.toml), on top "
+                   help="a TOML file of TrainConfig values, as the recipe files are (cnnzoo/training/recipes/*.toml), on top "
                         "of --recipe's; flags given here win over both")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (only --epochs may change)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(s)
     s.set_defaults(func=cmd_train)
-
-
-def _add_checkpoint_args(s: argparse.ArgumentParser) -> None:
-    add_model_source(s)
-    add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")
-
-
-def add_eval_predict_parsers(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("eval", help="top-1 / top-5 / loss of a checkpoint on a dataset")
-    _add_checkpoint_args(s)
-    s.add_argument("--dataset", default=None, help="default: the dataset the run was trained on")
-    s.add_argument("--data-dir")
-    s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--tta-flip", action="store_true", help="average each image's logits with its mirror image's")
-    s.add_argument("--tta-shift", type=int, default=0, metavar="PIXELS",
-                   help="also average over the image moved 1 to this many pixels up, down, left and right")
-    add_json(s)
-    s.set_defaults(func=cmd_eval)
-
-    s = sub.add_parser("predict", help="top-k classes for image files")
-    _add_checkpoint_args(s)
-    s.add_argument("images", nargs="+")
-    s.add_argument("--topk", type=int, default=5)
-    add_json(s)
-    s.set_defaults(func=cmd_predict)
-
-
-def cmd_shards(args: argparse.Namespace) -> Any:
-    from cnnzoo.shards import write_shards
-
-    meta = write_shards(args.data_dir, args.out, args.shard_size, args.seed)
-    for split, info in meta["splits"].items():
-        print(f"{split}: {info['images']} images in {args.out}/{info['pattern']}")
-    print(f"train with: cnnzoo train --dataset webdataset --data-dir '{args.out}/{meta['splits']['train']['pattern']}'")
-    return meta
-
-
-def add_shards_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("shards", help="write an image folder as WebDataset tar shards",
-                       description="Copy DIR/train/<class>/* (shuffled) and DIR/val/<class>/* into tar shards "
-                                   "of --shard-size images, with meta.json (class names, image counts).")
-    s.add_argument("--data-dir", required=True, help="image folder with train/<class>/* and optionally val/<class>/*")
-    s.add_argument("--out", required=True, help="folder for train-NNNNNN.tar, val-NNNNNN.tar and meta.json")
-    s.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the training images' order (default: 0)")
-    add_json(s)
-    s.set_defaults(func=cmd_shards)
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    add_train_parser(sub)
-    add_eval_predict_parsers(sub)
-    add_shards_parser(sub)

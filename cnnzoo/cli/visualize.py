@@ -25,19 +25,19 @@ class _Job:
         self.out = Path(args.out)
 
     def normalise(self, img: torch.Tensor) -> torch.Tensor:
-        from cnnzoo.data import Normalize
+        from cnnzoo.data.datasets import Normalize
 
         return Normalize(self.cfg["mean"], self.cfg["std"])(img.unsqueeze(0))
 
     def png(self, img: Any, name: str) -> str:
-        from cnnzoo import visualize as V
+        from cnnzoo.interpretation import drawing
 
-        return str(V.save_png(V.enlarge(img), self.out / f"{name}.png"))
+        return str(drawing.save_png(drawing.enlarge(img), self.out / f"{name}.png"))
 
     def array(self, t: torch.Tensor, name: str) -> list[str]:
-        from cnnzoo import visualize as V
+        from cnnzoo.interpretation import drawing
 
-        return [str(V.save_array(t, self.out / f"{name}.npy"))] if self.args.save_array else []
+        return [str(drawing.save_array(t, self.out / f"{name}.npy"))] if self.args.save_array else []
 
     def target(self) -> int | None:
         return class_index(self.args.target, self.meta["classes"])
@@ -78,8 +78,8 @@ def parse_baseline(text: str) -> str | float | tuple[float, ...]:
 def load_images(job: _Job, paths: list[str]) -> list[tuple[str, torch.Tensor]]:
     """(name, uint8 (C, H, W) at the model's input size) for each file, or for the first test images
     of the run's dataset, as the run prepared them (``checkpoint_split``)."""
-    from cnnzoo.checkpoint_data import checkpoint_split
-    from cnnzoo.predict import prepare_image
+    from cnnzoo.inference.checkpoint_data import checkpoint_split
+    from cnnzoo.inference.predict import prepare_image
 
     if paths:
         return [(Path(p).stem, prepare_image(p, job.cfg, job.meta)) for p in paths]
@@ -101,47 +101,43 @@ def _slug(text: str) -> str:
 def show_features(job: _Job, name: str, img: torch.Tensor) -> dict[str, Any]:
     import torch.nn.functional as F
 
-    from cnnzoo import interpret
-    from cnnzoo import visualize as V
+    from cnnzoo.interpretation import drawing, maps
 
-    layer = job.args.layer or interpret.default_layer(job.model)
-    maps, channels = interpret.feature_maps(job.model, job.normalise(img), layer=layer, top=job.args.top)
-    files = [job.png(V.feature_grid(maps), f"{name}_features")]
+    layer = job.args.layer or maps.default_layer(job.model)
+    maps, channels = maps.feature_maps(job.model, job.normalise(img), layer=layer, top=job.args.top)
+    files = [job.png(drawing.feature_grid(maps), f"{name}_features")]
     full = F.interpolate(maps[None], size=img.shape[-2:], mode="bilinear", align_corners=False)[0]
     files += job.array(full, f"{name}_features")
     return dict(layer=layer, channels=channels, files=files)
 
 
 def show_cam(job: _Job, name: str, img: torch.Tensor) -> dict[str, Any]:
-    from cnnzoo import interpret
-    from cnnzoo import visualize as V
+    from cnnzoo.interpretation import drawing, maps
 
     x = job.normalise(img)
-    layer = job.args.layer or interpret.default_layer(job.model)
-    heat, target = interpret.grad_cam(job.model, x, target=job.target(), layer=layer)
-    files = [job.png(V.side_by_side([V.image(img), V.overlay(img, heat)]), f"{name}_cam")]
+    layer = job.args.layer or maps.default_layer(job.model)
+    heat, target = maps.grad_cam(job.model, x, target=job.target(), layer=layer)
+    files = [job.png(drawing.side_by_side([drawing.image(img), drawing.overlay(img, heat)]), f"{name}_cam")]
     return dict(layer=layer, **job.describe(x, target), files=files + job.array(heat, f"{name}_cam"))
 
 
 def show_occlusion(job: _Job, name: str, img: torch.Tensor) -> dict[str, Any]:
-    from cnnzoo import interpret
-    from cnnzoo import visualize as V
+    from cnnzoo.interpretation import drawing, maps
 
     x = job.normalise(img)
-    baseline = job.args.baseline or interpret.default_baseline(job.meta.get("dataset"))
-    heat, target = interpret.occlusion(job.model, x, target=job.target(), window=job.args.window,
+    baseline = job.args.baseline or maps.default_baseline(job.meta.get("dataset"))
+    heat, target = maps.occlusion(job.model, x, target=job.target(), window=job.args.window,
                                        stride=job.args.stride, baseline=baseline)
-    files = [job.png(V.side_by_side([V.image(img), V.overlay(img, heat)]), f"{name}_occlusion")]
+    files = [job.png(drawing.side_by_side([drawing.image(img), drawing.overlay(img, heat)]), f"{name}_occlusion")]
     return dict(baseline=baseline, **job.describe(x, target), files=files + job.array(heat, f"{name}_occlusion"))
 
 
 def show_deconv(job: _Job, name: str, img: torch.Tensor) -> dict[str, Any]:
-    from cnnzoo import interpret
-    from cnnzoo import visualize as V
+    from cnnzoo.interpretation import drawing, maps
 
-    res = interpret.deconv(job.model, job.normalise(img), layer=job.args.layer, unit=job.args.unit)
-    panels = [V.draw_box(V.image(img), res["field"]), V.signed_image(res["deconv"]), V.signed_image(res["guided"])]
-    files = [job.png(V.side_by_side(panels), f"{name}_deconv")]
+    res = maps.deconv(job.model, job.normalise(img), layer=job.args.layer, unit=job.args.unit)
+    panels = [drawing.draw_box(drawing.image(img), res["field"]), drawing.signed_image(res["deconv"]), drawing.signed_image(res["guided"])]
+    files = [job.png(drawing.side_by_side(panels), f"{name}_deconv")]
     files += job.array(res["deconv"], f"{name}_deconv") + job.array(res["guided"], f"{name}_guided")
     keep = ("layer", "channel", "position", "activation", "field")
     return dict({k: res[k] for k in keep}, files=files)
@@ -152,11 +148,10 @@ SHOW: dict[str, Callable[[_Job, str, torch.Tensor], dict[str, Any]]] = dict(
 
 
 def show_filters(job: _Job) -> dict[str, Any]:
-    from cnnzoo import interpret
-    from cnnzoo import visualize as V
+    from cnnzoo.interpretation import drawing, maps
 
-    weights = interpret.first_layer_filters(job.model)
-    files = [job.png(V.filter_grid(weights), "filters")] + job.array(weights, "filters")
+    weights = maps.first_layer_filters(job.model)
+    files = [job.png(drawing.filter_grid(weights), "filters")] + job.array(weights, "filters")
     return dict(layer=job.model.first_conv, shape=list(weights.shape), files=files)
 
 
@@ -166,7 +161,7 @@ def show_filters(job: _Job) -> dict[str, Any]:
 def load_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from torch import nn
 
-    from cnnzoo.predict import load_model
+    from cnnzoo.inference.load import load_model
 
     model, meta = load_model(args.checkpoint, args.model, pretrained=pretrained_arg(args),
                              model_kwargs=model_kwargs(args))

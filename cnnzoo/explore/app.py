@@ -110,8 +110,6 @@ def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path
 
 
 def _warm_up() -> None:
-    import cnnzoo.interpret  # noqa: F401  (Captum's import: seconds, better spent before the first upload)
-
     zoo.warm()
 
 

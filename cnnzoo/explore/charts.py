@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnzoo.studies.compare import load_points, load_published, plotly_figure
+
 _LEAGUE, _SUMMARY, _DEGRADATION = "leaderboard.json", "summary.json", "degradation.json"
 
 
@@ -35,8 +37,6 @@ def discover(roots: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 def accuracy_chart(roots: Sequence[str | Path]) -> dict[str, Any]:
     """``cnnzoo compare``'s figure of every run and league under ``roots``, and what was skipped."""
-    from cnnzoo.compare import load_points, load_published, plotly_figure
-
     ours, skipped = [], []
     for folder in discover(roots)["runs"]:
         try:

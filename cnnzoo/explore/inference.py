@@ -2,7 +2,7 @@
 
 A checkpoint is known to clients by a short id (its run folder's or file's name), never by its
 path: nothing a client sends is turned into a file name. Calls come from a thread pool, off the
-event loop; each holds its model's lock (``interpret.model_lock``), because Grad-CAM hooks the
+event loop; each holds its model's lock (``maps.model_lock``), because Grad-CAM hooks the
 model while it runs and a concurrent forward pass would fire those hooks.
 """
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
+from cnnzoo.data.datasets import Normalize
 from cnnzoo.explore.zoo import UnknownName
+from cnnzoo.inference.checkpoint_data import checkpoint_split
+from cnnzoo.inference.load import load_model
+from cnnzoo.inference.predict import prepare_image
+from cnnzoo.interpretation import drawing, maps
+from cnnzoo.interpretation.drawing import to_png_bytes
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes; a decompression bomb does not
 TOPK_MAX = 20
@@ -69,8 +75,6 @@ def feature_layers(model: torch.nn.Module) -> list[str]:
 
 def load_checkpoints(sources: list[str | Path]) -> dict[str, Checkpoint]:
     """Each run folder or weights file, loaded once, under a unique id."""
-    from cnnzoo.predict import load_model
-
     out: dict[str, Checkpoint] = {}
     for src in sources:
         model, meta = load_model(src)
@@ -107,8 +111,6 @@ def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> None:
 
 def decode_upload(ckpt: Checkpoint, data: bytes) -> torch.Tensor:
     """The upload as the checkpoint's model sees it, uint8 (C, H, W)."""
-    from cnnzoo.predict import prepare_image
-
     buf = io.BytesIO(data)
     buf.name = "the uploaded image"
     try:
@@ -122,8 +124,6 @@ def sample_images(ckpt: Checkpoint, count: int = 12) -> Any:
     the run's classes and at its training images' size (``checkpoint_split``): shown as they are,
     and fitted to the model's input like an upload when one is picked."""
     if ckpt._samples is None:
-        from cnnzoo.checkpoint_data import checkpoint_split
-
         dataset = ckpt.meta.get("dataset")
         if not dataset or dataset in ("synthetic", "imagefolder"):
             raise UnknownName(f"checkpoint {ckpt.id!r} has no test images to pick from (dataset {dataset!r})")
@@ -136,8 +136,6 @@ def sample_images(ckpt: Checkpoint, count: int = 12) -> Any:
 
 
 def png_data_url(img: Any) -> str:
-    from cnnzoo.visualize import to_png_bytes
-
     return "data:image/png;base64," + base64.b64encode(to_png_bytes(img)).decode("ascii")
 
 
@@ -146,17 +144,14 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
     """Top-k of one uint8 (C, H, W) image and, as PNG data URLs, the maps asked for: Grad-CAM and
     occlusion over the image (for the top class), the most active channels of ``layer``. A map the
     checkpoint cannot make (an ONNX file's Grad-CAM) is left out, with the reason in ``unavailable``."""
-    from cnnzoo import interpret
-    from cnnzoo.data import Normalize
-
     model, cfg = ckpt.model, ckpt.model.pretrained_cfg
     asked = dict(cam=cam, occlusion=occlusion, features=features)
     unavailable = {k: GRAPH_ONLY.format(MAPS[k]) for k, on in asked.items() if on and k not in ckpt.methods}
     cam, occlusion, features = (asked[k] and k not in unavailable for k in MAPS)
     if layer is not None and features:
-        interpret.get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
+        maps.get_layer(model, layer)  # an unknown name is a ValueError listing the model's layers
     x = Normalize(cfg["mean"], cfg["std"])(image.unsqueeze(0))
-    with interpret.model_lock(model):
+    with maps.model_lock(model):
         with torch.inference_mode():
             probs = model(x).softmax(dim=1)[0]
         top = probs.topk(min(topk, cfg["num_classes"]))
@@ -167,7 +162,7 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
                  for p, i in zip(top.values.tolist(), top.indices.tolist())])
         target = int(top.indices[0])
         if features:
-            out["layer"] = layer or interpret.default_layer(model)
+            out["layer"] = layer or maps.default_layer(model)
         out["images"] = _maps(ckpt, x, image, target, cam=cam, occlusion=occlusion, features=features, layer=layer)
     if unavailable:
         out["unavailable"] = unavailable
@@ -176,30 +171,26 @@ def predict(ckpt: Checkpoint, image: torch.Tensor, *, topk: int = 5, cam: bool =
 
 def _maps(ckpt: Checkpoint, x: torch.Tensor, image: torch.Tensor, target: int, *, cam: bool,
           occlusion: bool, features: bool, layer: str | None) -> dict[str, str]:
-    from cnnzoo import interpret, visualize
-
     model = ckpt.model
-    images = {"input": png_data_url(visualize.image(image))}
+    images = {"input": png_data_url(drawing.image(image))}
     if cam:
-        heat, _ = interpret.grad_cam(model, x, target=target)
-        images["cam"] = png_data_url(visualize.overlay(image, heat))
+        heat, _ = maps.grad_cam(model, x, target=target)
+        images["cam"] = png_data_url(drawing.overlay(image, heat))
     if occlusion:
         # Non-overlapping squares an eighth of the side: 64 forward passes, an answer in a second
         # or two rather than the ~700 of half-overlapping 3-pixel squares on a 28-pixel image.
         window = max(2, min(x.shape[-2:]) // 8)
-        baseline = interpret.default_baseline(ckpt.meta.get("dataset"))
-        heat, _ = interpret.occlusion(model, x, target=target, window=window, stride=window, baseline=baseline)
-        images["occlusion"] = png_data_url(visualize.overlay(image, heat))
+        baseline = maps.default_baseline(ckpt.meta.get("dataset"))
+        heat, _ = maps.occlusion(model, x, target=target, window=window, stride=window, baseline=baseline)
+        images["occlusion"] = png_data_url(drawing.overlay(image, heat))
     if features:
-        maps, _ = interpret.feature_maps(model, x, layer=layer)
-        images["features"] = png_data_url(visualize.feature_grid(maps))
+        fmaps, _ = maps.feature_maps(model, x, layer=layer)
+        images["features"] = png_data_url(drawing.feature_grid(fmaps))
     return images
 
 
 def first_layer_filters_png(ckpt: Checkpoint) -> bytes:
-    from cnnzoo import interpret, visualize
-
     if ckpt.graph_only:
         raise UnknownName(f"checkpoint {ckpt.id!r} is an ONNX file: its filters are shown from its run folder or weights")
-    weights = interpret.first_layer_filters(ckpt.model)
-    return visualize.to_png_bytes(visualize.filter_grid(weights))
+    weights = maps.first_layer_filters(ckpt.model)
+    return drawing.to_png_bytes(drawing.filter_grid(weights))

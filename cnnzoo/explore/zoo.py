@@ -9,7 +9,9 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from cnnzoo.registry import get_model_cfg, list_models
+from cnnzoo.analysis import summary, summary_to_json
+from cnnzoo.models.factory import create_model, model_table
+from cnnzoo.models.registry import get_model_cfg, list_models
 
 # ?input=C,H,W is the client's to choose: bounded so that a request cannot ask for a huge trace.
 MAX_CHANNELS = 16
@@ -29,8 +31,6 @@ def zoo_table() -> list[dict[str, Any]]:
     global _TABLE
     with _TABLE_LOCK:
         if _TABLE is None:
-            from cnnzoo.registry import model_table
-
             _TABLE = model_table()
         return _TABLE
 
@@ -63,9 +63,6 @@ def parse_input(text: str | None, name: str) -> tuple[int, int, int]:
 def model_summary(name: str, input_size: tuple[int, int, int]) -> dict[str, Any]:
     """``cnnzoo summary NAME --input-size C H W --json`` with the stage diagram's data added."""
     import torch
-
-    from cnnzoo.analysis import summary, summary_to_json
-    from cnnzoo.registry import create_model
 
     with torch.device("meta"):
         model = create_model(name, in_chans=input_size[0])

@@ -69,9 +69,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.layers import ConvBnAct, MaxPool2d, init_weights, scale_widths
 from cnnzoo.models.base import ZooModel, classifier
-from cnnzoo.registry import TV_TAGS, register_model
+from cnnzoo.models.layers import ConvBnAct, MaxPool2d, init_weights, scale_widths
+from cnnzoo.models.registry import TV_TAGS, register_model
 
 
 class _ConvFcNet(ZooModel):

@@ -2,7 +2,7 @@
 
 A family subclasses ``ZooModel``, builds its layers in ``__init__`` and implements
 ``forward_features`` (image -> feature map). It names its first convolution and final linear layer in
-``first_conv`` and ``classifier_name`` (dotted module paths), which is all ``cnnzoo.weights`` needs
+``first_conv`` and ``classifier_name`` (dotted module paths), which is all ``cnnzoo.models.weights`` needs
 to adapt weight files to other input channels or class counts, and declares:
 
 - ``num_features`` (channels of ``forward_features``' output) and ``head_hidden_size`` (width of
@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cnnzoo.features import take_indices
-from cnnzoo.layers import POOL_TYPES, GlobalPool2d, is_tracing
+from cnnzoo.models.features import take_indices
+from cnnzoo.models.layers import POOL_TYPES, GlobalPool2d, is_tracing
 
 
 class _StopForward(Exception):

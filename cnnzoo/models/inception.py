@@ -113,10 +113,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnzoo.features import last_per_reduction
-from cnnzoo.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights, is_tracing
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import TV_TAGS, register_model
+from cnnzoo.models.features import last_per_reduction
+from cnnzoo.models.layers import AvgPool2d, Concat, ConvBnAct, MaxPool2d, init_weights, is_tracing
+from cnnzoo.models.registry import TV_TAGS, register_model
 
 # The TensorFlow-born weights (GoogLeNet port, Inception v3) use eps 0.001; BN-Inception the default.
 TF_BN_EPS = 1e-3

@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.layers import AvgPool2d, MaxPool2d
 from cnnzoo.models.base import ZooModel, classifier
-from cnnzoo.registry import register_model
+from cnnzoo.models.layers import AvgPool2d, MaxPool2d
+from cnnzoo.models.registry import register_model
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"max": MaxPool2d, "avg": AvgPool2d}

@@ -71,10 +71,10 @@ import re
 import torch
 from torch import nn
 
-from cnnzoo.features import last_per_reduction
-from cnnzoo.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, DropPath, drop_path_rates, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import TV2_TAGS, register_model
+from cnnzoo.models.features import last_per_reduction
+from cnnzoo.models.layers import ActLayer, ConvBnAct, DepthwiseSeparableConv, DropPath, drop_path_rates, init_weights
+from cnnzoo.models.registry import TV2_TAGS, register_model
 
 _ACTS: dict[str, ActLayer] = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 

@@ -70,10 +70,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.features import last_per_reduction
-from cnnzoo.layers import ConvBnAct, DropPath, MaxPool2d, SqueezeExcite, drop_path_rates, init_weights
 from cnnzoo.models.base import ZooModel
-from cnnzoo.registry import TV2_TAGS, TV_TAGS, register_model
+from cnnzoo.models.features import last_per_reduction
+from cnnzoo.models.layers import ConvBnAct, DropPath, MaxPool2d, SqueezeExcite, drop_path_rates, init_weights
+from cnnzoo.models.registry import TV2_TAGS, TV_TAGS, register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "PadShortcut", "ResNet"]
 

@@ -37,9 +37,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnzoo.layers import MaxPool2d, init_weights, scale_widths
 from cnnzoo.models.base import ZooModel, classifier
-from cnnzoo.registry import TV_TAGS, register_model
+from cnnzoo.models.layers import MaxPool2d, init_weights, scale_widths
+from cnnzoo.models.registry import TV_TAGS, register_model
 
 WIDTHS = (64, 128, 256, 512, 512)
 # Convolutions per stage of the paper's configurations A, B, D and E.
