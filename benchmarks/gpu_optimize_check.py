@@ -1,5 +1,5 @@
 """optimize_for_inference on CUDA: every candidate (folded eager, torch.compile) agrees with the eager
-model within cnnzoo.export.ATOL when checked in full fp32, and how far the two are apart when both run
+model within cnnzoo.inference.onnx.ATOL when checked in full fp32, and how far the two are apart when both run
 in TF32 (the default).
 Usage (a CUDA machine, repo root): python benchmarks/gpu_optimize_check.py [--compile] [MODEL ...]
 (--compile: torch.compile too, tens of seconds per model)"""

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = r'''
 import json, sys
-import cnnzoo.train as T
+import cnnzoo.training.loop as T
 if sys.argv[1] == "resume":
     T.resume_training(sys.argv[2], progress=False)
 else:

@@ -1,6 +1,6 @@
 """Loader speed per worker: images/s of decode + RandomResizedCrop(224) + flip, no model.
 
-Ours: cnnzoo.stream (torchvision.io's libjpeg-turbo decode, the crop drawn before decoding so a
+Ours: cnnzoo.data.stream (torchvision.io's libjpeg-turbo decode, the crop drawn before decoding so a
 JPEG at least twice the crop is decoded at a reduced DCT scale, uint8 channels-last resize).
 Theirs: torchvision.datasets.ImageFolder with its default PIL loader and the same
 torchvision.transforms.v2 steps (RandomResizedCrop(224), RandomHorizontalFlip, PILToTensor).

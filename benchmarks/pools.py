@@ -1,4 +1,4 @@
-"""The pools of the zoo alone: torch's layers (NCHW) against cnnzoo.layers.MaxPool2d / AvgPool2d,
+"""The pools of the zoo alone: torch's layers (NCHW) against cnnzoo.models.layers.MaxPool2d / AvgPool2d,
 which pool in channels-last layout on the CPU (in training, max pools run their forward so and
 torch's NCHW backward). Inference, and a training step (forward and backward). The "Pooling in
 channels-last" tables of BENCHMARKS.md. Usage: python benchmarks/pools.py [THREADS]"""

@@ -2,7 +2,7 @@
 already in torch.hub's / huggingface_hub's caches).
 
 For each chosen entry of ``cnnzoo weights``: fetch the file as ``create_model(pretrained=True)`` does
-(torch.hub checks torchvision's hash prefix, cnnzoo.hub the hub's SHA-256), check the file's SHA-256
+(torch.hub checks torchvision's hash prefix, cnnzoo.models.hub the hub's SHA-256), check the file's SHA-256
 against the catalogue, build the reference with the same weights (torchvision's model with its
 weights enum, or timm's with its pretrained tag; both read the same cached file), classify one image
 with each and print the top-1 class of both and the largest logit difference.
@@ -65,7 +65,7 @@ def _torchvision_name(w: hub.PublishedWeights) -> str:
 def verify(w: hub.PublishedWeights, img: torch.Tensor) -> dict:
     model = create_model(w.name, pretrained=True).eval()
     cfg = model.pretrained_cfg
-    hash_ok = cfg["sha256"].startswith(w.sha256) if w.sha256 else None  # hub files: checked by cnnzoo.hub
+    hash_ok = cfg["sha256"].startswith(w.sha256) if w.sha256 else None  # hub files: checked by cnnzoo.models.hub
     x = eval_transform(cfg)(img)
     with torch.inference_mode():
         ours = model(x[None])[0]

@@ -50,7 +50,7 @@ def timm_entry(model: str, tag: str, ref: str) -> dict | None:
     if not cfg.hf_hub_id:
         return None
     # timm's package records no hash, size or accuracy for hub files; the hub names each file's
-    # blob by its SHA-256 (the LFS etag), which cnnzoo.hub checks after a download.
+    # blob by its SHA-256 (the LFS etag), which cnnzoo.models.hub checks after a download.
     return dict(model=model, tag=tag, source="timm", reference=f"timm:{ref}.{tag}", aliases=[],
                 url=f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{HF_FILE}", hf_hub_id=cfg.hf_hub_id,
                 file=HF_FILE, sha256=None, sha256_kind="from the hub's metadata at download (LFS etag)",

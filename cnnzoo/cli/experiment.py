@@ -1,4 +1,4 @@
-"""``cnnzoo experiment``: the design arguments of the networks as experiments (cnnzoo.experiments)."""
+"""``cnnzoo experiment``: the design arguments of the networks as experiments (cnnzoo.studies.experiments)."""
 from __future__ import annotations
 
 import argparse

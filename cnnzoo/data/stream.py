@@ -1,6 +1,6 @@
 """Image folders of any size: files decoded per batch by DataLoader workers, never all held in memory.
 
-``--data-loader memory`` (cnnzoo.data) decodes a folder once into a uint8 tensor; that stops
+``--data-loader memory`` (cnnzoo.data.datasets) decodes a folder once into a uint8 tensor; that stops
 scaling at a few tens of thousands of photos at 224x224. Here only the file list is in memory;
 worker processes read, decode (torchvision.io's libjpeg-turbo; PIL for formats it lacks) and
 augment each image as its batch is needed, and hand uint8 (N, C, H, W) batches to the same

@@ -123,7 +123,7 @@ def pool_in_input_layout() -> Iterator[None]:
 
 
 def _may_pool_channels_last(x: torch.Tensor) -> bool:
-    # the meta device stands in for the CPU in operator traces (cnnzoo.bench.op_trace). Checked
+    # the meta device stands in for the CPU in operator traces (cnnzoo.studies.bench.op_trace). Checked
     # first: under FX the tensor is a proxy whose properties cannot decide a branch.
     if is_tracing():
         return False

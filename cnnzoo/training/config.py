@@ -29,8 +29,6 @@ _DEFAULT = read_toml(RECIPE_DIR / "default.toml")
 
 # What build_optimizer and build_scheduler know.
 OPTIMIZERS = ("adamw", "sgd", "muon")
-
-
 SCHEDULES = ("cosine", "linear", "step", "none")
 
 

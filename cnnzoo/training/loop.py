@@ -1,6 +1,6 @@
 """The training loop in named parts: build the run -> one epoch of steps -> evaluate -> checkpoint -> finish.
 
-A batch becomes a loss in ``train_epoch`` (``training_loss``, through ``engine.train_step``).
+A batch becomes a loss in ``train_epoch`` (``training_loss``, through ``cnnzoo.training.step.train_step``).
 The trainer knows nothing of model families: it asks the registry for a model by name and its
 default configuration (input size, normalisation), and everything else is in ``TrainConfig``.
 

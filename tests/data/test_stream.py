@@ -1,4 +1,4 @@
-"""The streaming image-folder loader and WebDataset shards (cnnzoo.stream, cnnzoo.shards)."""
+"""The streaming image-folder loader and WebDataset shards (cnnzoo.data.stream, cnnzoo.data.shards)."""
 import json
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def test_workers_start_apart_from_the_trainer_and_an_unguarded_script_is_told_wh
     parents = {int(y) for _, y, _ in _ParentPid(ds).load([[(0, 0)], [(0, 1)]])}
     assert os.getpid() not in parents
     script = tmp_path / "unguarded.py"
-    script.write_text("from cnnzoo.train import TrainConfig, train\n"
+    script.write_text("from cnnzoo.training.config import TrainConfig\nfrom cnnzoo.training.loop import train\n"
                       f"train(TrainConfig(model='lenet5', dataset='imagefolder', data_dir={str(folder)!r}, "
                       f"input_size=(1, 32, 32), data_loader='stream', workers=1, out={str(tmp_path / 'run')!r}))\n")
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
@@ -340,7 +340,7 @@ def test_evaluation_crop_is_within_a_grey_level_of_the_reference_preprocessing()
 
 @pytest.mark.slow
 def test_two_streaming_processes_reach_the_weights_of_one(folder, tmp_path):
-    from tests.test_distributed import torchrun
+    from tests.training.test_distributed import torchrun
 
     cfg = dict(model="lenet5", dataset="imagefolder", data_dir=str(folder), input_size=[1, 32, 32],
                data_loader="stream", workers=1, epochs=1, batch_size=16, warmup_epochs=0.5, seed=3, threads=1,

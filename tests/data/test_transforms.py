@@ -1,4 +1,4 @@
-"""cnnzoo.transforms.eval_transform against torchvision's published weights' transforms()."""
+"""cnnzoo.data.transforms.eval_transform against torchvision's published weights' transforms()."""
 import pytest
 import torch
 import torchvision.models as tvm

@@ -1,4 +1,4 @@
-"""cnnzoo.interpret, cnnzoo.visualize and `cnnzoo visualize`: the maps point at what decides the
+"""cnnzoo.interpretation.maps, cnnzoo.interpretation.drawing and `cnnzoo visualize`: the maps point at what decides the
 class, projections stay inside receptive fields, clamp-like activations get the ReLU rules, models
 come back untouched, and every method runs on every family."""
 import json

@@ -1,4 +1,4 @@
-"""Published weights by name (cnnzoo.hub): files served from 127.0.0.1, the caches, hashes, class names.
+"""Published weights by name (cnnzoo.models.hub): files served from 127.0.0.1, the caches, hashes, class names.
 
 The files are state dicts of real small networks saved in torchvision's and timm's key layouts,
 named as the references name theirs; the catalogue is pointed at them, the download bases at a

@@ -70,7 +70,7 @@ def test_augmented_batches_are_cut_from_the_global_batch(fmnist_small):
 # Runs under torchrun: train (rank 0 sends itself SIGTERM at its 5th training step) or resume.
 DDP_RUNNER = r"""
 import json, os, signal, sys
-import cnnzoo.train as T
+import cnnzoo.training.loop as T
 
 real_create = T.create_model
 def create(*a, **k):

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = r'''
 import json, os, signal, sys
 import torch
-import cnnzoo.checkpoint as ckpt
-import cnnzoo.train as T
+from cnnzoo.utils.io import atomic_write
+import cnnzoo.training.loop as T
 
 what, kill = sys.argv[1], sys.argv[2]
 mode, _, n = kill.partition(":")
@@ -57,7 +57,7 @@ def dying_write(path, save):
         with open(tmp, "r+b") as f:
             f.truncate(size // 2)
         os.kill(os.getpid(), signal.SIGKILL)
-    ckpt.atomic_write(path, write)
+    atomic_write(path, write)
 
 real_state, real_weights = T.save_train_state, T.save_weights
 def save_state(path, state):

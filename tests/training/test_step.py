@@ -82,4 +82,4 @@ def test_backward_is_called_in_train_step_only():
     root = Path(cnnzoo.__file__).parent
     calls = [(p.relative_to(root).as_posix(), line.strip()) for p in sorted(root.rglob("*.py"))
              for line in p.read_text().splitlines() if re.search(r"\.backward\(", line)]
-    assert calls == [("engine.py", "loss.backward()")]
+    assert calls == [("training/step.py", "loss.backward()")]
