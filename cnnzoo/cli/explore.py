@@ -31,5 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="folder of runs, leagues or degradation results for the charts (repeatable)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload accepted (default 10)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0,
+                   help="largest image upload accepted (default 10); a larger body is read up to 10 times this "
+                        "and answered 413, beyond that the connection is closed")
     s.set_defaults(func=cmd_explore)

@@ -28,6 +28,7 @@ from cnnzoo.explore.inference import Checkpoint, ImageRejected
 from cnnzoo.explore.zoo import UnknownName
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+DRAIN_FACTOR = 10  # an oversize body up to this many times the upload limit is read before the 413
 _MULTIPART_SLACK = 64 * 1024  # boundaries and the small form fields around the file
 
 
@@ -37,17 +38,27 @@ def _error(status: int, message: str) -> JSONResponse:
 
 class UploadLimit:
     """ASGI middleware: a request body over ``max_bytes`` is answered 413 before any of it is
-    parsed or spooled to disk, whether the client declares its length or streams it."""
+    parsed or spooled to disk, whether the client declares its length or streams it.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    The rest of such a body is read and discarded first, up to ``drain_bytes`` in all: a client
+    that sends its whole body before reading the answer (Python's urllib, requests) would see the
+    connection reset instead of the 413. A body declared or grown past ``drain_bytes``, or one
+    the client holds back until told to continue (``Expect: 100-continue``), is answered at once
+    with ``Connection: close``; a client still sending then may see the reset.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, drain_bytes: int) -> None:
+        self.app, self.max_bytes, self.drain_bytes = app, max_bytes, drain_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(scope, receive, send, int(declared))
+            held_back = headers.get(b"expect", b"").lower() == b"100-continue"
+            drain = not held_back and int(declared) <= self.drain_bytes
+            return await self._refuse(scope, receive, send, received=0, more=True, drain=drain, size=int(declared))
         chunks, total = [], 0
         while True:
             message = await receive()
@@ -55,7 +66,7 @@ class UploadLimit:
                 return
             total += len(message.get("body", b""))
             if total > self.max_bytes:
-                return await self._refuse(scope, receive, send, total)
+                return await self._refuse(scope, receive, send, received=total, more=message.get("more_body", False))
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -70,9 +81,22 @@ class UploadLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: dict, receive: Any, send: Any, size: int) -> None:
+    async def _refuse(self, scope: dict, receive: Any, send: Any, *, received: int, more: bool,
+                      drain: bool = True, size: int = 0) -> None:
+        """Read and discard the rest of the body (``received`` bytes of it so far) while it stays
+        within ``drain_bytes``, then answer 413, closing the connection if some is left unread."""
+        while more and drain and received <= self.drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            received += len(message.get("body", b""))
+            more = message.get("more_body", False)
         limit = self.max_bytes - _MULTIPART_SLACK
-        await _error(413, f"request body of {size:,}+ bytes: uploads are limited to {limit:,} bytes")(scope, receive, send)
+        size = max(size, received)
+        response = _error(413, f"request body of {size:,}+ bytes: uploads are limited to {limit:,} bytes")
+        if more:
+            response.headers["connection"] = "close"
+        await response(scope, receive, send)
 
 
 def _package_dir(name: str) -> str:
@@ -80,11 +104,17 @@ def _package_dir(name: str) -> str:
 
 
 def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path] = (), *,
-               max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = inference.DEFAULT_MAX_PIXELS,
-               warm: bool = True) -> FastAPI:
+               max_upload: int = DEFAULT_MAX_UPLOAD, max_drain: int | None = None,
+               max_pixels: int = inference.DEFAULT_MAX_PIXELS, warm: bool = True) -> FastAPI:
     """The explorer for ``checkpoints`` (run folders or weights files, loaded now) and the runs
     under ``runs`` (read when a chart is asked for, so new runs show up on reload). With ``warm``
-    the zoo table, resnet50's summary and Captum's import are done in the background at start-up."""
+    the zoo table, resnet50's summary and Captum's import are done in the background at start-up.
+    An upload over ``max_upload`` bytes is answered 413 once its body has been read, up to
+    ``max_drain`` bytes (default ``DRAIN_FACTOR`` times ``max_upload``); past that the connection
+    is closed after the 413 (``UploadLimit``)."""
+    drain = DRAIN_FACTOR * max_upload if max_drain is None else max_drain
+    if drain < max_upload:
+        raise ValueError(f"max_drain {drain:,} is below the upload limit max_upload {max_upload:,}")
     loaded = inference.load_checkpoints(list(checkpoints))
     run_roots = [Path(r) for r in runs]
     for root in run_roots:
@@ -100,7 +130,7 @@ def create_app(checkpoints: Sequence[str | Path] = (), runs: Sequence[str | Path
     app = FastAPI(title="cnnzoo explore", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.checkpoints, app.state.runs = loaded, run_roots
     app.state.max_upload, app.state.max_pixels = max_upload, max_pixels
-    app.add_middleware(UploadLimit, max_bytes=max_upload + _MULTIPART_SLACK)
+    app.add_middleware(UploadLimit, max_bytes=max_upload + _MULTIPART_SLACK, drain_bytes=drain + _MULTIPART_SLACK)
     app.mount("/static", StaticFiles(directory=_package_dir("static")), name="static")
     templates = Jinja2Templates(directory=_package_dir("templates"))
     _add_error_handlers(app)

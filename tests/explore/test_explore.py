@@ -3,11 +3,15 @@ the library, predictions against `cnnzoo predict`, every bad request a client ca
 with a 4xx JSON error while the server keeps serving, concurrency, the charts and speed."""
 import asyncio
 import base64
+import http.client
 import io
 import json
+import socket
 import statistics
 import struct
 import time
+import urllib.error
+import urllib.request
 import zlib
 
 import httpx
@@ -24,6 +28,7 @@ from cnnzoo.inference.predict import predict_files
 from cnnzoo.models.checkpoint import model_meta, save_weights
 from cnnzoo.models.factory import create_model
 from cnnzoo.models.registry import list_models
+from tests.browser import running_server
 
 
 def make_run(folder, name="resnet18_cifar", size=(1, 28, 28)):
@@ -192,6 +197,68 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(client, case, fm
     body = res.json()
     assert body["status"] == status and words in body["error"], body
     assert post_image(client, png_bytes(), cam="false").status_code == 200
+
+
+def _urllib_post(url, data):
+    """(status, JSON body) of a POST through Python's urllib, which sends the whole body before
+    reading the answer; a generator body goes chunked, with no length declared."""
+    req = urllib.request.Request(url + "/api/predict", data=data,
+                                 headers={"content-type": "multipart/form-data; boundary=b"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, json.load(res)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _raw_post_headers(url, length, *extra):
+    """Send only a POST's headers declaring ``length`` bytes; the whole answer, read to the close."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall("\r\n".join(["POST /api/predict HTTP/1.1", f"Host: {host}", "Content-Type: image/png",
+                                   f"Content-Length: {length}", *extra, "", ""]).encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_oversize_upload_is_answered_413_to_a_client_that_sends_it_all(runs):
+    """Over a real socket: the 30 MB body is read and discarded before the 413, so urllib gets the
+    answer instead of a reset, and the connection stays fit for the next request."""
+    with running_server(create_app([runs["run"]], [], warm=False)) as url:
+        for body in (bytes(30 * 2**20), _chunked(30 * 2**20)):
+            status, err = _urllib_post(url, body)
+            assert (status, err["status"]) == (413, 413) and "limited to 10,485,760 bytes" in err["error"], err
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        conn.request("POST", "/api/predict", body=bytes(30 * 2**20), headers={"content-type": "image/png"})
+        res = conn.getresponse()
+        assert res.status == 413 and "limited to" in json.load(res)["error"]
+        conn.request("GET", "/api/checkpoints")  # the same connection
+        res = conn.getresponse()
+        assert res.status == 200 and [c["id"] for c in json.load(res)] == ["r18"]
+        conn.close()
+
+
+def test_upload_past_the_drain_limit_is_cut_off_and_the_server_keeps_serving(runs):
+    """Past ``max_drain`` the 413 goes out at once and the connection is closed: a client still
+    sending may see a reset instead, as documented; one that waits for it reads the 413."""
+    mb = 2**20
+    with running_server(create_app([], [], max_upload=mb, max_drain=4 * mb, warm=False)) as url:
+        status, err = _urllib_post(url, bytes(3 * mb))  # within the drain limit: read, then 413
+        assert status == 413 and "limited to 1,048,576 bytes" in err["error"]
+        for body in (bytes(30 * mb), _chunked(30 * mb)):
+            try:
+                assert _urllib_post(url, body)[0] == 413
+            except (urllib.error.URLError, ConnectionError):
+                pass  # reset while sending: the connection was closed
+            assert urllib.request.urlopen(url + "/api/checkpoints", timeout=30).status == 200
+        for length, extra in ((30 * mb, ()), (3 * mb, ("Expect: 100-continue",))):
+            head, _, body = _raw_post_headers(url, length, *extra).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower(), head
+            assert f"request body of {length:,}+ bytes".encode() in body
+        with pytest.raises(ValueError, match="max_drain 1,048,576 is below the upload limit"):
+            create_app([], [], max_upload=4 * mb, max_drain=mb, warm=False)
 
 
 def test_no_client_path_is_opened(client, runs):
