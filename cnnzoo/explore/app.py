@@ -239,6 +239,11 @@ def _add_api(app: FastAPI) -> None:
         (ckpt,) = _checkpoint(app, cid)
         return Response(await run_in_threadpool(inference.first_layer_filters_png, ckpt), media_type="image/png")
 
+    @app.get("/api/checkpoints/{cid}/curves")
+    async def curves(cid: str) -> dict[str, Any]:
+        (ckpt,) = _checkpoint(app, cid)
+        return await run_in_threadpool(charts.run_curves, ckpt.id, ckpt.source)
+
     @app.get("/api/checkpoints/{cid}/samples")
     async def samples(cid: str) -> list[dict[str, Any]]:
         (ckpt,) = _checkpoint(app, cid)

@@ -3,6 +3,7 @@ the library, predictions against `cnnzoo predict`, every bad request a client ca
 with a 4xx JSON error while the server keeps serving, concurrency, the charts and speed."""
 import asyncio
 import base64
+import csv
 import http.client
 import io
 import json
@@ -28,6 +29,7 @@ from cnnzoo.inference.predict import predict_files
 from cnnzoo.models.checkpoint import model_meta, save_weights
 from cnnzoo.models.factory import create_model
 from cnnzoo.models.registry import list_models
+from cnnzoo.training.loop import METRIC_COLUMNS
 from tests.browser import running_server
 
 
@@ -39,6 +41,19 @@ def make_run(folder, name="resnet18_cifar", size=(1, 28, 28)):
     model.set_pretrained_cfg(input_size=size, mean=(0.286,) * size[0], std=(0.353,) * size[0])
     save_weights(model, folder / "best.safetensors",
                  model_meta(model, classes=list(FASHION_MNIST_CLASSES), dataset="fashion-mnist", data_size=list(size)))
+    return folder
+
+
+# A run's metrics.csv as `cnnzoo train` writes it: epoch 2 not evaluated (--eval-every 3), so NaN.
+METRICS_CSV = ",".join(METRIC_COLUMNS) + """
+1,2.1,0.25,1.4,0.42,0.95,0.003,0.24,8188
+2,1.5,0.45,nan,nan,nan,0.002,0.23,8804
+3,1.0,0.6,0.88,0.67,0.98,0.001,0.22,8900
+"""
+
+
+def write_metrics(folder, text=METRICS_CSV):
+    (folder / "metrics.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     return folder
 
 
@@ -311,6 +326,48 @@ def test_charts(client):
     assert js.status_code == 200 and len(js.content) > 1_000_000
 
 
+BAD_METRICS = {
+    "empty": ("", "empty, no header row"),
+    "no epoch column": ("loss,top1\n1,2\n", "no 'epoch' column in its header (loss, top1)"),
+    "nothing to plot": ("epoch,foo\n1,2\n", "none of the columns train_loss, test_loss"),
+    "not a number": (METRICS_CSV.replace("1.5,0.45", "1.5,abc"), "line 3, column 'train_top1': 'abc' is not a number"),
+    "short row": (METRICS_CSV + "4,0.9\n", "line 5: 2 fields where its header has 9"),
+    "epoch not a number": ("epoch,train_loss\n1,2\nnan,1\n", "line 3: epoch 'nan' is not a finite number"),
+    "not text": (b"epoch,train_loss\n\xff\xfe,1\n", "not UTF-8 text"),
+}
+
+
+def test_run_curves_from_metrics_csv(tmp_path):
+    run = write_metrics(make_run(tmp_path / "lenet", "lenet5"))
+    loose = tmp_path / "loose.safetensors"
+    loose.write_bytes((run / "best.safetensors").read_bytes())
+    with TestClient(create_app([run, run / "best.safetensors", loose], [], warm=False)) as c:
+        got = c.get("/api/checkpoints/lenet/curves").json()
+        assert got["epochs"] == 3 and got["source"] == str(run / "metrics.csv")
+        assert got["columns"]["test_top1"] == [0.42, None, 0.67] and got["columns"]["lr"] == [0.003, 0.002, 0.001]
+        traces = {t["name"]: t for t in got["figure"]["data"]}
+        assert list(traces) == ["train loss", "test loss", "train top1", "test top1", "lr"]
+        assert traces["train top1"]["y"] == [25.0, 45.0, 60.0] and traces["train top1"]["line"]["dash"] == "dash"
+        assert traces["test top1"]["y"] == [42.0, None, 67.0] and traces["test top1"]["x"] == [1, 2, 3]
+        # A weights file reads the run folder it sits in; one outside a run has no curves.
+        assert c.get("/api/checkpoints/best.safetensors/curves").json()["columns"] == got["columns"]
+        res = c.get("/api/checkpoints/loose.safetensors/curves")
+        assert res.status_code == 404 and f"no metrics.csv in {tmp_path}" in res.json()["error"]
+        res = c.get("/api/checkpoints/nothing/curves")
+        assert res.status_code == 404 and "unknown checkpoint 'nothing'" in res.json()["error"]
+        for case, (text, words) in BAD_METRICS.items():
+            write_metrics(run, text)
+            res = c.get("/api/checkpoints/lenet/curves")
+            assert res.status_code == 400 and res.json()["status"] == 400, (case, res.text)
+            assert str(run / "metrics.csv") in res.json()["error"] and words in res.json()["error"], case
+            assert c.get("/api/checkpoints").status_code == 200
+        write_metrics(run, ",".join(METRIC_COLUMNS[:5]) + "\n1,2.1,0.25,1.4,0.42\n")  # no lr: two panels
+        assert [t["name"] for t in c.get("/api/checkpoints/lenet/curves").json()["figure"]["data"]] == [
+            "train loss", "test loss", "train top1", "test top1"]
+        page = c.get("/try").text
+        assert '<div id="curves">' in page and '<script src="/plotly.min.js">' in page
+
+
 def test_speed_once_warm(client):
     """The issue's targets (1 s) with room for a shared two-core machine: the pages from their caches,
     a prediction with Grad-CAM of resnet18_cifar."""
@@ -348,6 +405,10 @@ def test_int8_file_predicts_with_occlusion_and_says_why_there_is_no_grad_cam(syn
         assert decode_data_url(q8["images"]["occlusion"]).size == decode_data_url(fp32["images"]["occlusion"]).size
         res = c.get(f"/api/checkpoints/{int8.name}/filters.png")
         assert res.status_code == 404 and "ONNX file" in res.json()["error"]
+        # The run's curves are its metrics.csv, as `cnnzoo train` wrote it.
+        rows = list(csv.DictReader((synthetic_lenet5_run / "metrics.csv").read_text().splitlines()))
+        curves = c.get(f"/api/checkpoints/{synthetic_lenet5_run.name}/curves").json()["columns"]
+        assert curves["test_top1"] == [float(r["test_top1"]) for r in rows] and curves["epoch"] == [1]
 
 
 def test_cli_and_app_arguments(tmp_path):

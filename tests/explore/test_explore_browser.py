@@ -1,11 +1,11 @@
 """The explorer in a real browser: headless Chromium against a real server on a loopback port.
 Open the zoo, filter to "resnet", open resnet50 and read its 4.09 GMACs, upload a PNG and see the
-top-k and the Grad-CAM image appear."""
+top-k and the Grad-CAM image appear beside the run's training curves."""
 import pytest
 
 from cnnzoo.explore import create_app, zoo
 from tests.browser import browser_missing, headless_chromium, running_server
-from tests.explore.test_explore import make_run, png_bytes
+from tests.explore.test_explore import make_run, png_bytes, write_metrics
 
 WAIT = 30  # seconds: generous for a loaded two-core machine; a passing run takes a few
 
@@ -16,7 +16,7 @@ def site(tmp_path_factory):
         pytest.skip(why)
     root = tmp_path_factory.mktemp("explore-browser")
     zoo.warm()  # the zoo's table is computed once per process; the test measures the pages, not that
-    with running_server(create_app([make_run(root / "r18")], [], warm=False)) as url:
+    with running_server(create_app([write_metrics(make_run(root / "r18"))], [], warm=False)) as url:
         yield url, root
 
 
@@ -61,3 +61,12 @@ def test_zoo_model_page_and_prediction(site):
         cam = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "img.map.cam")))
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", cam))
         assert cam.is_displayed() and cam.size["width"] >= 100
+
+        # The run's curves from its metrics.csv: a Plotly chart of loss, top-1 and learning rate.
+        plot = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '#curves [data-checkpoint="r18"] .js-plotly-plot')))
+        names = driver.execute_script("return arguments[0].data.map(function (t) { return t.name; })", plot)
+        assert names == ["train loss", "test loss", "train top1", "test top1", "lr"]
+        assert len(plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace")) == 5
+        assert plot.is_displayed() and plot.size["height"] > 400
+        results = driver.find_element(By.ID, "results")
+        assert plot.location["x"] > results.location["x"] + 300  # beside the predictions, not below them

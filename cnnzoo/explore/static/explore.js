@@ -111,6 +111,21 @@ var cnnzoo = (function () {
       layer.textContent = '';
       c.layers.slice().reverse().forEach(function (name) { layer.appendChild(el('option', {value: name}, name)); });
       loadSamples(c);
+      loadCurves(select.value ? [c] : checkpoints);
+    }
+    // Beside the predictions, the training curves of each chosen checkpoint's run (its metrics.csv).
+    function loadCurves(chosen) {
+      var box = document.getElementById('curves');
+      box.textContent = '';
+      chosen.forEach(function (c, i) {
+        var section = el('section', {'class': 'curves', 'data-checkpoint': c.id});
+        var div = el('div', {id: 'curves-' + i, 'class': 'chart'});
+        div.appendChild(el('p', {'class': 'hint'}, 'reading the curves of ' + c.id + '...'));
+        section.appendChild(div);
+        section.appendChild(el('ul', {id: 'curves-' + i + '-notes', 'class': 'notes'}));
+        box.appendChild(section);
+        chart('/api/checkpoints/' + encodeURIComponent(c.id) + '/curves', 'curves-' + i);
+      });
     }
     function loadSamples(c) {
       var gallery = document.getElementById('samples');
@@ -147,7 +162,7 @@ var cnnzoo = (function () {
     function note(text, cls) { notes.appendChild(el('li', {'class': cls || ''}, text)); }
     fetch(url).then(function (resp) { return resp.json(); }).then(function (data) {
       document.getElementById(id).textContent = '';  // the "computing" note
-      if (data.error) { note(data.error, 'error'); return; }
+      if (data.error) { note(data.error, data.status === 404 ? 'skipped' : 'error'); return; }  // 404: nothing there to draw
       (data.findings || []).forEach(function (t) { note(t); });
       (data.skipped || []).forEach(function (t) { note('skipped: ' + t, 'skipped'); });
       return Plotly.newPlot(id, data.figure.data, data.figure.layout, {displaylogo: false, responsive: true});
