@@ -17,7 +17,7 @@ test: lint data browser qemu
 
 # ruff, configured in pyproject.toml: the package, the tests and the scripts.
 lint: setup
-	$(PY) -m ruff check cnnzoo tests benchmarks scripts
+	$(PY) -m ruff check cnnzoo tests benchmarks scripts hubconf.py
 
 setup: $(STAMP)
 

@@ -182,6 +182,11 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatchcase(n, pattern))
 
 
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor of ``name`` (or ``name.tag``), as timm's ``model_entrypoint``."""
+    return _ENTRYPOINTS[get_pretrained_cfg(name).architecture]
+
+
 def list_tags(name: str) -> list[str]:
     """The tags of a registered model's configurations, the default first (``[""]``: untagged)."""
     return list(_cfgs_of(name))
