@@ -9,7 +9,8 @@ torch.hub lists every public callable here as an entry point: helpers start with
 import inspect as _inspect
 
 import cnnzoo as _cnnzoo
-from cnnzoo.registry import model_entrypoint as _model_entrypoint
+from cnnzoo.models.hub import find_weights as _find_weights
+from cnnzoo.models.registry import model_entrypoint as _model_entrypoint
 
 dependencies = ["torch", "numpy", "safetensors", "tqdm", "huggingface_hub"]
 
@@ -25,7 +26,7 @@ def _docstring(name):
                  f"verified against {cfg.reference or 'its paper'}.")
     weights = _cnnzoo.list_pretrained(name)
     if weights:
-        default = _cnnzoo.hub.find_weights(name).name
+        default = _find_weights(name).name
         lines.append(f"pretrained=True loads the published weights {default}; pretrained=TAG one of "
                      f"{', '.join(weights)}.")
     else:

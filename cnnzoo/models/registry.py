@@ -170,13 +170,6 @@ def _tagged(base: PretrainedCfg, tag: str, changes: dict[str, Any]) -> Pretraine
     return dataclasses.replace(base, tag=tag, **changes)
 
 
-def model_entrypoint(name: str) -> Callable[..., nn.Module]:
-    """The registered constructor of the architecture ``name`` (no tag)."""
-    if name not in _ENTRYPOINTS:
-        raise unknown_name_error("model", name, list(_ENTRYPOINTS))
-    return _ENTRYPOINTS[name]
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching an fnmatch pattern (``"resnet*"``, ``"*_cifar"``), sorted."""
     return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatchcase(n, pattern))

@@ -1,6 +1,6 @@
 """hubconf.py: torch.hub's entry points, one per registered model, loaded as torch.hub loads them
 (``source="local"``, and from the folder a GitHub download leaves in torch.hub's cache), with
-published weights served from 127.0.0.1 as tests/test_hub.py serves them."""
+published weights served from 127.0.0.1 as tests/models/test_hub.py serves them."""
 import inspect
 from pathlib import Path
 
@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo import hub
-from cnnzoo.registry import create_model, list_models, model_entrypoint
-from tests.test_hub import files, published, server  # noqa: F401  (fixtures: weights served locally)
+from cnnzoo.models import hub
+from cnnzoo.models.factory import create_model
+from cnnzoo.models.registry import list_models, model_entrypoint
+from tests.models.test_hub import files, published, server  # noqa: F401  (fixtures: weights served locally)
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def shapes(model):
