@@ -129,7 +129,8 @@ class TrainConfig:
     log: list[str] = field(default_factory=list, metadata={
         "help": "also log the run as it goes, beside metrics.csv: tensorboard (event files in RUN/tensorboard/) "
                 "and/or mlflow (the server in MLFLOW_TRACKING_URI, else a store in RUN/mlruns/; needs the extra "
-                "cnnzoo[mlflow]); both: --log tensorboard mlflow",
+                "cnnzoo[mlflow]); both: --log tensorboard mlflow. Under torchrun, whose --log-dir would claim "
+                "--log: torchrun ... -m cnnzoo -- train --log ...",
         "choices": LOGGERS, "action": "extend", "metavar": "LOGGER"})
     log_every: int = _opt(50, "with --log: record the epoch's running loss and top-1, the learning rate and images per "
                               "second every this many steps (steps); 0: at epoch ends only", metavar="STEPS")

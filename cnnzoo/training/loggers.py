@@ -17,7 +17,8 @@ global training step (steps done, from 1). Each backend is a ``Logger``:
                        same MLflow run, recorded in RUN/mlflow_run.json
 
 Under torchrun only rank 0 has loggers; every rank takes part in the step sums (one all-reduce
-every ``every`` steps), so that a step's numbers are over the whole global batch. Nothing here
+every ``every`` steps), so that a step's numbers are over the whole global batch. (torchrun takes
+``--log`` for an abbreviation of its own ``--log-dir``: ``torchrun ... -m cnnzoo -- train --log ...``.) Nothing here
 draws from a random generator or changes the model: a run trains to the same weights with or
 without logs.
 """
@@ -176,6 +177,7 @@ class MLflowLogger(Logger):
             experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
             self.run_id = self.client.create_run(experiment_id, run_name=run_name,
                                                  tags={"cnnzoo.run_dir": str(run_dir.resolve())}).info.run_id
+            run_dir.mkdir(parents=True, exist_ok=True)  # a compression's log folder, with a tracking server
             write_json(self.record_path, dict(tracking_uri=uri, store=store, experiment_id=experiment_id,
                                               run_id=self.run_id))
             self._log_params(params)
@@ -347,14 +349,15 @@ def open_logs(kinds: list[str] | tuple[str, ...], run_dir: Path, *, every: int, 
     what an earlier process logged there. ``pictures``: the test images to draw Grad-CAM over, and
     their normalisation."""
     check_loggers(kinds)
+    params = flat_params(params)
     loggers: list[Logger] = []
     if world.is_main:
         if "tensorboard" in kinds:
             loggers.append(TensorBoardLogger(run_dir / "tensorboard"))
         if "mlflow" in kinds:
-            loggers.append(MLflowLogger(run_dir, run_name, flat_params(params), group))
+            loggers.append(MLflowLogger(run_dir, run_name, params, group))
         if progress and loggers:
             print(f"logging to {'; '.join(logger.describe() for logger in loggers)}", flush=True)
     return RunLogs(loggers, enabled=bool(kinds), every=every, world=world, device=device, pictures=pictures,
-                   params=flat_params(params), progress=progress)
+                   params=params, progress=progress)
 

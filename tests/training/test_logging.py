@@ -195,6 +195,26 @@ def test_only_rank_0_writes(tmp_path, monkeypatch):
     assert mlflow_metric(*mlflow_run(tmp_path / "rank0"), "train/top1") == [(1, 0.25)]
 
 
+def test_mlflow_logs_where_its_environment_variables_say(tmp_path, monkeypatch):
+    server = (tmp_path / "server").as_uri()  # a tracking server's stand-in: MLflow takes any store URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fashion")
+    common = dict(every=1, world=World(), device=torch.device("cpu"), params={"lr": 0.1}, run_name="run")
+    with loggers.open_logs(["mlflow"], tmp_path / "run", **common) as logs:
+        logs.scalars(1, {"epoch/test_top1": 0.5})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [loggers.MLFLOW_RECORD]
+    client = MlflowClient(server)
+    (run,) = client.search_runs([client.get_experiment_by_name("fashion").experiment_id])
+    assert run.data.metrics == {"epoch/test_top1": 0.5} and run.data.params == {"lr": "0.1"}
+    # continued without the variables: the run folder's record says where its run lives
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    with loggers.open_logs(["mlflow"], tmp_path / "run", **common) as logs:
+        logs.scalars(1, {"epoch/test_top1": 0.5})
+        logs.scalars(2, {"epoch/test_top1": 0.75})
+    assert mlflow_metric(client, run.info.run_id, "epoch/test_top1") == [(1, 0.5), (2, 0.75)]
+
+
 def test_logging_changes_no_weight_and_draws_no_random_number(fmnist_small, tmp_path):
     cfg = dict(epochs=1, test_subset=200)
     train(config(fmnist_small, tmp_path / "plain", log=[], **cfg), progress=False)
