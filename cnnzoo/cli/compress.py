@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.cli.common import add_json, add_model_kwargs, add_model_source, model_kwargs, pretrained_arg
+from cnnzoo.cli.train import add_log_flags
 from cnnzoo.compression.kmeans import INITS
 
 
@@ -20,7 +21,8 @@ def cmd_compress(args: argparse.Namespace) -> Any:
                       weight_decay=args.weight_decay, batch_size=args.batch_size, init=args.init,
                       dense_dtype=args.dense_dtype, train_subset=args.train_subset, distill=args.distill,
                       crop_padding=args.crop_padding, flip=args.flip, channels_last=args.channels_last,
-                      seed=args.seed, model_kwargs=model_kwargs(args), threads=args.threads,
+                      seed=args.seed, model_kwargs=model_kwargs(args), threads=args.threads, log=args.log or [],
+                      **({} if args.log_every is None else {"log_every": args.log_every}),
                       progress=not args.no_progress and not args.json)
     print(report_markdown(report))
     out = Path(args.out)
@@ -71,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int)
     s.add_argument("--no-progress", action="store_true")
+    add_log_flags(s)  # the retraining's logs: <OUT stem>.logs/ beside OUT
     add_model_kwargs(s, help="arguments of the model's constructor, on top of those the checkpoint records")
     add_json(s)
     s.set_defaults(func=cmd_compress)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.cli.common import add_json
+from cnnzoo.cli.train import add_log_flags
 
 
 def cmd_experiment(args: argparse.Namespace) -> Any:
@@ -16,7 +17,8 @@ def cmd_experiment(args: argparse.Namespace) -> Any:
         return {name: e.question for name, e in EXPERIMENTS.items()}
     if not args.name:
         raise ValueError("give an experiment NAME, or --list to see them")
-    overrides = {k: getattr(args, k) for k in ("data_dir", "threads", "train_subset") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("data_dir", "threads", "train_subset", "log", "log_every")
+                 if getattr(args, k) is not None}
     result = run_experiment(args.name, seeds=args.seeds, epochs=args.epochs, out=args.out, results=args.results,
                             device=args.device, progress=not args.no_progress, **overrides)
     print(format_experiment(result))
@@ -43,5 +45,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_log_flags(s)  # each run logged in its folder; MLflow: one experiment for the experiment
     add_json(s)
     s.set_defaults(func=cmd_experiment)

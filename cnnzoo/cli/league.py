@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.cli.common import BoolOrWord, add_json, add_model_kwargs, model_kwargs
+from cnnzoo.cli.train import add_log_flags
 from cnnzoo.studies.league import DEFAULT_MODELS, PLAN_SHARE, TIERS
 from cnnzoo.training.config import RECIPES, TrainConfig
 
@@ -16,7 +17,8 @@ def cmd_league(args: argparse.Namespace) -> Any:
     board = run_league(args.models, epochs=args.epochs, budget_minutes=args.budget_minutes, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, device=args.device, amp=args.amp,
                        threads=args.threads, seed=args.seed, train_subset=args.train_subset, recipe=args.recipe,
-                       model_kwargs=model_kwargs(args), tier=args.tier, progress=not args.no_progress)
+                       model_kwargs=model_kwargs(args), tier=args.tier, progress=not args.no_progress, log=args.log,
+                       log_every=args.log_every)
     print(format_leaderboard(board), end="")
     print(f"leaderboard written to {Path(args.out) / 'leaderboard.md'}, leaderboard.json and league.json")
     return board
@@ -50,6 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/league", help="league folder: one run folder per model, leaderboard.{md,json}")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_log_flags(s)  # each model's run logged in its folder; MLflow: one experiment for the league
     add_model_kwargs(s, help="arguments of each model's constructor that takes them")
     add_json(s)
     s.set_defaults(func=cmd_league)

@@ -65,7 +65,19 @@ def config_flag(f: dataclasses.Field, annotation: Any) -> tuple[str, dict[str, A
         kw["metavar"] = f.metadata["metavar"]
     if "choices" in f.metadata:
         kw["choices"] = f.metadata["choices"]
+    if "action" in f.metadata:  # "extend": a repeated flag adds to the list (--log tensorboard --log mlflow)
+        kw["action"] = f.metadata["action"]
     return "--" + f.name.replace("_", "-"), kw
+
+
+def add_log_flags(p: argparse.ArgumentParser) -> None:
+    """``--log`` and ``--log-every``, as ``cnnzoo train`` has them, for the commands that train runs
+    of their own (league, experiment, compress)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("log", "log_every"):
+            flag, kw = config_flag(f, hints[f.name])
+            p.add_argument(flag, **kw)
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import math
 import time
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,11 @@ from cnnzoo.inference.cnnz import load_compressed
 from cnnzoo.inference.evaluate import evaluate
 from cnnzoo.inference.load import load_model
 from cnnzoo.models.checkpoint import load_checkpoint
+from cnnzoo.training.config import TrainConfig
+from cnnzoo.training.loggers import PICTURE_IMAGES, RunLogs, open_logs
 from cnnzoo.training.recipes import load_compress_defaults
 from cnnzoo.training.step import LossFn, StepHooks, main_logits, train_step
+from cnnzoo.utils.distributed import World
 from cnnzoo.utils.io import atomic_write, write_json, write_text
 
 
@@ -80,6 +83,9 @@ class CompressConfig:
     seed: int = 0                       # pruning step i retrains with seed + i, the centroids with seed + quant_seed
     quant_seed: int = 1000
     order_seed: int = 7919              # retraining orders: epoch_seed(seed, order_seed + epoch), not the trainer's
+    # watching the retraining: `cnnzoo train --log`'s loggers, in <OUT stem>.logs/ beside OUT
+    log: list[str] = field(default_factory=list)
+    log_every: int = TrainConfig.log_every  # steps between records of the running loss, top-1, lr, images/s
 
     def for_model(self, model_name: str) -> CompressConfig:
         """This config with every ``None`` schedule value set to ``model_name``'s default."""
@@ -116,38 +122,52 @@ def finetune(model: nn.Module, train_ds: ImageDataset, normalize: Normalize, *, 
              quantized: dict[str, QuantizedWeight] | None = None, centroid_lr: float | None = None,
              weight_decay: float = 0.0, teacher: nn.Module | torch.Tensor | None = None,
              temperature: float = CompressConfig.temperature, order_seed: int = CompressConfig.order_seed,
-             crop_padding: int = 0, flip: bool = False, channels_last: bool = False, progress: bool = False) -> None:
+             crop_padding: int = 0, flip: bool = False, channels_last: bool = False, progress: bool = False,
+             logs: RunLogs | None = None, first_step: int = 0) -> int:
     """Retrain with the compression constraints held (``constraint_hooks``): ``masks`` keep pruned
     weights at zero, ``quantized`` layers train only their shared values. AdamW, the learning rate
     cosine-decayed to 0 over ``epochs`` (may be fractional); ``weight_decay`` on the free conv/linear
     weights only (the paper's L2 retraining). ``teacher`` (the uncompressed model, or its logits for
     every image of ``train_ds``: ``teacher_logits``) adds distillation at ``temperature``.
     ``channels_last`` retrains in that layout (faster CPU convolutions, other rounding); the model is
-    handed back in the default layout."""
+    handed back in the default layout. ``logs`` records the running loss and top-1 of the steps,
+    numbered from ``first_step`` + 1. Returns the number of steps taken."""
     if isinstance(teacher, torch.Tensor) and (crop_padding or flip):
         raise ValueError("precomputed teacher logits hold for unaugmented images only; pass the teacher model")
     if epochs <= 0:
-        return
+        return 0
+    logs = logs or RunLogs()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
     quantized = quantized or {}
     opt = _retrain_optimizer(model, quantized, lr, centroid_lr or lr, weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = math.ceil(len(train_ds) / batch_size)
-    total = max(1, int(round(epochs * steps_per_epoch)))
+    total = retrain_steps(epochs, len(train_ds), batch_size)
     constraints = constraint_hooks(model, masks or {}, quantized)
     model.train()
     batches = _retrain_batches(train_ds, batch_size, total, seed, order_seed, crop_padding, flip)
+    loss_sum, correct, seen, t0 = torch.zeros(()), torch.zeros((), dtype=torch.long), 0, time.perf_counter()
     for step, index, x, y in batches:
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / total))
         x = normalize(x).contiguous(memory_format=layout)
         hooks = replace(constraints, after_loss=functools.partial(_check_finite, step=step))
-        _, loss = train_step(model, x, y, distillation_loss(teacher, temperature, x, index), opt, hooks=hooks)
+        outputs, loss = train_step(model, x, y, distillation_loss(teacher, temperature, x, index), opt, hooks=hooks)
+        loss_sum += loss.detach() * len(y)
+        correct += (main_logits(outputs).detach().argmax(1) == y).sum()
+        seen += len(y)
+        logs.step(first_step + step + 1, loss_sum, correct, seen, time.perf_counter() - t0, opt.param_groups[0]["lr"])
         if progress and ((step + 1) % steps_per_epoch == 0 or step + 1 == total):
             print(f"  fine-tune step {step + 1}/{total}: batch loss {loss.item():.4f}", flush=True)
     model.to(memory_format=torch.contiguous_format)
     model.eval()
+    return total
+
+
+def retrain_steps(epochs: float, images: int, batch_size: int) -> int:
+    """The steps of a retraining of ``epochs`` (may be fractional; none for 0) over ``images``."""
+    return max(1, int(round(epochs * math.ceil(images / batch_size)))) if epochs > 0 else 0
 
 
 def _retrain_optimizer(model: nn.Module, quantized: dict[str, QuantizedWeight], lr: float, centroid_lr: float,
@@ -287,22 +307,34 @@ def compress(checkpoint: str | Path | None, out: str | Path, config: CompressCon
     log(f"{meta['model']}: test top-1 {accuracy['before']:.4f} before compression")
     out = Path(out)
     resolved = _settings(cfg, sparsity, bits, len(train_ds))
-    retrain = _retraining(model, train_ds, normalize, cfg)  # its teacher: the uncompressed model
-    partial = PartialCompression(out, dict(source=_fingerprint(model), model=meta["model"], **resolved))
-    masks, resumed = _prune_resumably(model, weights, sparsity, cfg, retrain, top1, log, partial)
-    accuracy["pruned"] = top1()
-    quantized = share_weights(model, weights, masks, bits, cfg)
-    accuracy["clustered"] = top1()
-    retrain(epochs=cfg.quant_epochs, lr=cfg.lr * cfg.quant_lr_scale, seed=cfg.seed + cfg.quant_seed,
-            quantized=quantized, centroid_lr=cfg.centroid_lr)
-    state, encodings = round_to_storage(model, quantized, cfg.dense_dtype)
-    accuracy["quantized"] = top1()
-    log(f"quantized: test top-1 {accuracy['quantized']:.4f} (before centroid fine-tuning {accuracy['clustered']:.4f})")
+    logs = open_logs(cfg.log, out.with_name(out.stem + ".logs"), every=cfg.log_every, world=World(),
+                     device=torch.device("cpu"), params=dict(model=meta["model"], checkpoint=str(checkpoint),
+                                                             **resolved),
+                     run_name=out.stem, pictures=(test_ds.sample_images(PICTURE_IMAGES, cfg.seed), normalize),
+                     progress=progress)
+    with logs:
+        retrain = Retraining(model, train_ds, normalize, cfg, logs)  # its teacher: the uncompressed model
+        partial = PartialCompression(out, dict(source=_fingerprint(model), model=meta["model"], **resolved))
+        masks, resumed = _prune_resumably(model, weights, sparsity, cfg, retrain, top1, log, partial)
+        accuracy["pruned"] = top1()
+        quantized = share_weights(model, weights, masks, bits, cfg)
+        accuracy["clustered"] = top1()
+        logs.scalars(retrain.steps, {"quantize/clustered_top1": accuracy["clustered"]})
+        retrain(epochs=cfg.quant_epochs, lr=cfg.lr * cfg.quant_lr_scale, seed=cfg.seed + cfg.quant_seed,
+                quantized=quantized, centroid_lr=cfg.centroid_lr)
+        state, encodings = round_to_storage(model, quantized, cfg.dense_dtype)
+        accuracy["quantized"] = top1()
+        log(f"quantized: test top-1 {accuracy['quantized']:.4f} "
+            f"(before centroid fine-tuning {accuracy['clustered']:.4f})")
 
-    stats = encode(out, meta, state, encodings, quantized, cfg.dense_dtype)
-    exact = _rebuilds_exactly(out, model, test_ds, normalize)
-    partial.path.unlink(missing_ok=True)
-    report = _report(meta["model"], state, quantized, stats, out.stat().st_size, accuracy)
+        stats = encode(out, meta, state, encodings, quantized, cfg.dense_dtype)
+        exact = _rebuilds_exactly(out, model, test_ds, normalize)
+        partial.path.unlink(missing_ok=True)
+        report = _report(meta["model"], state, quantized, stats, out.stat().st_size, accuracy)
+        logs.scalars(retrain.steps, {"quantize/test_top1": accuracy["quantized"]})
+        logs.pictures(retrain.steps, model)
+        logs.hparams(retrain.steps, {**{f"top1_{k}": v for k, v in accuracy.items()},
+                                     "ratio": report["totals"]["ratio"], "file_bytes": report["totals"]["file_bytes"]})
     report.update(checkpoint=str(checkpoint), out=str(out), dataset=meta.get("dataset") if cfg.dataset is None else cfg.dataset,
                   settings=resolved, roundtrip_exact=exact, resumed_after_step=resumed,
                   seconds=round(time.perf_counter() - t0, 1))
@@ -311,27 +343,41 @@ def compress(checkpoint: str | Path | None, out: str | Path, config: CompressCon
     return report
 
 
-def _retraining(model: nn.Module, train_ds: ImageDataset, normalize: Normalize,
-                cfg: CompressConfig) -> Callable[..., None]:
+class Retraining:
     """``finetune`` with what every retraining of a compression shares: the uncompressed network
     as the teacher when distilling (its logits, computed once, when the images are not augmented),
-    the batch size, weight decay, augmentation and layout."""
-    teacher = None
-    if cfg.distill:
-        teacher = (copy.deepcopy(model).eval() if cfg.crop_padding or cfg.flip
-                   else teacher_logits(model, train_ds, normalize))
-    return functools.partial(finetune, model, train_ds, normalize, batch_size=cfg.batch_size, teacher=teacher,
-                             temperature=cfg.temperature, order_seed=cfg.order_seed, weight_decay=cfg.weight_decay,
-                             crop_padding=cfg.crop_padding, flip=cfg.flip, channels_last=cfg.channels_last)
+    the batch size, weight decay, augmentation and layout; and the logs, whose x-axis is the count
+    of ``steps`` of all the retrainings so far."""
+
+    def __init__(self, model: nn.Module, train_ds: ImageDataset, normalize: Normalize, cfg: CompressConfig,
+                 logs: RunLogs) -> None:
+        teacher = None
+        if cfg.distill:
+            teacher = (copy.deepcopy(model).eval() if cfg.crop_padding or cfg.flip
+                       else teacher_logits(model, train_ds, normalize))
+        self.images, self.batch_size, self.logs, self.steps = len(train_ds), cfg.batch_size, logs, 0
+        self.common = dict(batch_size=cfg.batch_size, teacher=teacher, temperature=cfg.temperature,
+                           order_seed=cfg.order_seed, weight_decay=cfg.weight_decay, crop_padding=cfg.crop_padding,
+                           flip=cfg.flip, channels_last=cfg.channels_last, logs=logs)
+        self.model, self.train_ds, self.normalize = model, train_ds, normalize
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.steps += finetune(self.model, self.train_ds, self.normalize, first_step=self.steps, **self.common,
+                               **kwargs)
+
+    def skip(self, epochs: float) -> None:
+        """Count a retraining of ``epochs`` that an interrupted compression finished."""
+        self.steps += retrain_steps(epochs, self.images, self.batch_size)
 
 
 def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float], cfg: CompressConfig,
           retrain: Callable[..., None], top1: Callable[[], float], log: Callable[..., None], *,
           std0: dict[str, float], start: int = 0, masks: dict[str, torch.Tensor] | None = None,
-          after_step: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None) -> dict[str, torch.Tensor]:
+          after_step: Callable[..., None] | None = None) -> dict[str, torch.Tensor]:
     """Prune in ``cfg.prune_iters`` steps, retraining with the masks fixed after each; returns the
     masks. ``std0``: each layer's weight spread before pruning (the quality rule's unit); ``start``
-    steps are already done (their ``masks`` given); ``after_step(step, model, masks)`` after each."""
+    steps are already done (their ``masks`` given); ``after_step(step, model, masks, scores)`` after
+    each, with the share of weights kept and the test top-1 (``kept``, ``test_top1``)."""
     masks = dict(masks or {})
     for it in range(start + 1, cfg.prune_iters + 1):
         frac = it / cfg.prune_iters
@@ -344,27 +390,41 @@ def prune(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str
                 # removes the same share of what is left, so the last step is no bigger than the first
                 masks[n] = magnitude_mask(w, sparsity=1.0 - (1.0 - (s or 0.0)) ** frac, previous=masks.get(n))
         apply_masks(model, masks)
-        epochs = cfg.final_epochs if it == cfg.prune_iters else cfg.prune_epochs
-        retrain(epochs=epochs, lr=cfg.lr, seed=cfg.seed + it, masks=masks)
+        retrain(epochs=_prune_epochs(cfg, it), lr=cfg.lr, seed=cfg.seed + it, masks=masks)
         kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
-        log(f"prune step {it}/{cfg.prune_iters}: {kept:.1%} of conv/fc weights kept, test top-1 {top1():.4f}")
+        score = top1()
+        log(f"prune step {it}/{cfg.prune_iters}: {kept:.1%} of conv/fc weights kept, test top-1 {score:.4f}")
         if after_step is not None:
-            after_step(it, model, masks)
+            after_step(it, model, masks, dict(kept=kept, test_top1=score))
     return masks
 
 
+def _prune_epochs(cfg: CompressConfig, it: int) -> float:
+    """The retraining after pruning step ``it`` (epochs): the last one's is longer."""
+    return cfg.final_epochs if it == cfg.prune_iters else cfg.prune_epochs
+
+
 def _prune_resumably(model: nn.Module, weights: dict[str, nn.Parameter], sparsity: dict[str, float],
-                     cfg: CompressConfig, retrain: Callable[..., None], top1: Callable[[], float],
+                     cfg: CompressConfig, retrain: Retraining, top1: Callable[[], float],
                      log: Callable[..., None], partial: PartialCompression) -> tuple[dict[str, torch.Tensor], int]:
-    """``prune``, continuing after the steps ``partial`` holds and keeping each finished step there;
-    returns (masks, steps restored)."""
+    """``prune``, continuing after the steps ``partial`` holds and keeping each finished step there
+    (with its scores and pictures in the logs first); returns (masks, steps restored)."""
     std0 = {n: float(w.detach().std()) for n, w in weights.items()}  # before a restore replaces the weights
     done, masks = partial.restore(model, weights)
     if done:
         log(f"continuing after pruning step {done}/{cfg.prune_iters}, restored from {partial.path}")
+    for it in range(1, done + 1):
+        retrain.skip(_prune_epochs(cfg, it))
+
+    def after_step(it: int, model: nn.Module, masks: dict[str, torch.Tensor], scores: dict[str, float]) -> None:
+        retrain.logs.scalars(retrain.steps, {f"prune/{k}": v for k, v in scores.items()})
+        retrain.logs.pictures(retrain.steps, model)
+        retrain.logs.checkpoint()
+        partial.save(it, model, masks)
+
     try:
         return prune(model, weights, sparsity, cfg, retrain, top1, log, std0=std0, start=done, masks=masks,
-                     after_step=partial.save), done
+                     after_step=after_step), done
     except KeyboardInterrupt:
         if partial.path.is_file():
             log(f"interrupted; the finished pruning steps are kept in {partial.path}: run the same command to continue")

@@ -31,6 +31,7 @@ from cnnzoo.models.factory import create_model
 from cnnzoo.studies.degradation import read_curves
 from cnnzoo.studies.league import entry_state, run_entry
 from cnnzoo.training.config import RECIPES, TrainConfig, train_command
+from cnnzoo.training.loggers import LogGroup
 from cnnzoo.utils.io import write_json
 
 # A claim's difference must exceed this many standard errors to count as real (about 95% for a
@@ -356,7 +357,8 @@ def run_experiment(name: str, *, seeds: int = 3, epochs: int | None = None, out:
     """Train (or skip, or continue) every run of experiment ``name`` (each variant with seeds
     0 .. ``seeds`` - 1), then write ``results/NAME.json`` and ``results/NAME.png`` and return the
     result. ``overrides`` are TrainConfig settings for every run (data_dir, threads, device, or a
-    smaller training subset for a quick check of the pipeline)."""
+    smaller training subset for a quick check of the pipeline; log and log_every: TensorBoard's
+    ``--logdir OUT/NAME`` overlays the runs, MLflow gets one experiment for them)."""
     experiment = get_experiment(name)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
@@ -368,12 +370,13 @@ def run_experiment(name: str, *, seeds: int = 3, epochs: int | None = None, out:
         for cfg in configs:
             entry_state(cfg)
     variants, curves = [], {}
+    group = LogGroup(Path(out) / experiment.name, f"experiment {experiment.name}")
     for variant, configs in plan:
         summaries = []
         for cfg in configs:
             if progress:
                 print(f"== {experiment.name} / {variant.name} / seed {cfg.seed} -> {cfg.out}", flush=True)
-            summary, done = run_entry(cfg, progress=progress)
+            summary, done = run_entry(cfg, progress=progress, log_group=group)
             if progress:
                 print(f"{variant.name} seed {cfg.seed}: test top-1 {summary['test_top1']:.4f} ({done})", flush=True)
             summaries.append(summary)

@@ -37,6 +37,7 @@ from cnnzoo.inference.evaluate import tta_views
 from cnnzoo.models.factory import create_model
 from cnnzoo.models.registry import get_model_cfg, list_models, model_kwargs_for, unknown_name_error
 from cnnzoo.training.config import TrainConfig, experiment_settings, train_command
+from cnnzoo.training.loggers import LogGroup
 from cnnzoo.training.loop import (
     RunData,
     build_model,
@@ -250,9 +251,11 @@ def entry_state(cfg: TrainConfig) -> str:
     return "unstarted"
 
 
-def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any], str]:
+def run_entry(cfg: TrainConfig, *, progress: bool = True,
+              log_group: LogGroup | None = None) -> tuple[dict[str, Any], str]:
     """Train, continue or skip the run of ``cfg`` in ``cfg.out``; returns (summary, what was done:
-    "skipped", "resumed" or "trained")."""
+    "skipped", "resumed" or "trained"). ``log_group``: the league or experiment its --log belongs to
+    (a continued run keeps the MLflow run it started in)."""
     state = entry_state(cfg)
     run_dir = Path(cfg.out)
     if state == "finished":
@@ -266,18 +269,19 @@ def run_entry(cfg: TrainConfig, *, progress: bool = True) -> tuple[dict[str, Any
               file=sys.stderr)
         for name in ("config.json", "metrics.csv"):
             (run_dir / name).unlink(missing_ok=True)
-    return train(cfg, progress=progress), "trained"
+    return train(cfg, progress=progress, log_group=log_group), "trained"
 
 
 def league_config(model: str, *, epochs: int | None, train_subset: int | None, out: Path, dataset: str,
                   data_dir: str | None, device: str, amp: Amp | None, threads: int | None, seed: int,
                   recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
-                  settings: dict[str, Any] | None = None) -> TrainConfig:
+                  settings: dict[str, Any] | None = None, logging: dict[str, Any] | None = None) -> TrainConfig:
     """The default recipe (or the named one) for ``model``; only what the league varies is set, and
-    a tier member's own ``settings`` (TrainConfig fields) on top, but for the arguments given here."""
+    a tier member's own ``settings`` (TrainConfig fields) on top, but for the arguments given here
+    (``logging``: the fields log and log_every, where given)."""
     given = dict(model=model, dataset=dataset, data_dir=data_dir, train_subset=train_subset, seed=seed,
                  threads=threads, device=device, out=str(out / model), **({} if amp is None else {"amp": amp}),
-                 **({"model_kwargs": dict(model_kwargs)} if model_kwargs else {}))
+                 **({"model_kwargs": dict(model_kwargs)} if model_kwargs else {}), **(logging or {}))
     given = {**(settings or {}), **given}
     cfg = TrainConfig.from_recipe(recipe, **given) if recipe else TrainConfig(**given)
     if epochs is not None:
@@ -393,12 +397,15 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
                out: str | Path = "runs/league", dataset: str = "fashion-mnist", data_dir: str | None = None,
                device: str | None = None, amp: Amp | None = None, threads: int | None = None, seed: int = 0,
                train_subset: int | None = None, recipe: str | None = None, model_kwargs: dict[str, Any] | None = None,
-               tier: str | None = None, progress: bool = True) -> dict[str, Any]:
+               tier: str | None = None, progress: bool = True, log: list[str] | None = None,
+               log_every: int | None = None) -> dict[str, Any]:
     """Train (or skip, or continue) every model of the league and return the leaderboard, which is
     also written to ``out/leaderboard.json``, ``out/leaderboard.md`` and ``out/league.json`` (the
     entries with the command that reproduces each) after each entry. ``model_kwargs`` go to each
     model that takes them. A ``tier`` (``TIERS``) gives the models, their constructor arguments,
-    autocast and settings, the recipe, the budget and the threads; arguments given here win over it."""
+    autocast and settings, the recipe, the budget and the threads; arguments given here win over it.
+    ``log``, ``log_every``: each entry's --log (TensorBoard: ``--logdir out`` overlays them; MLflow:
+    one experiment for the league)."""
     members: dict[str, dict[str, Any]] = {}
     own_epochs: set[str] = set()  # members that train their own epochs rather than the tier's budget
     if tier is not None:
@@ -416,10 +423,11 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
     per_model = model_kwargs_for(names, model_kwargs or {})
     per_model = {m: {**members.get(m, {}).get("model_kwargs", {}), **kw} for m, kw in per_model.items()}
     out = Path(out)
+    logging = {k: v for k, v in dict(log=log, log_every=log_every).items() if v is not None}
     configs = [league_config(m, epochs=epochs, train_subset=train_subset, out=out, dataset=dataset, data_dir=data_dir,
                              device=device, amp=members.get(m, {}).get("amp") if amp is None else amp, threads=threads,
                              seed=seed, recipe=recipe, model_kwargs=per_model[m],
-                             settings=members.get(m, {}).get("settings")) for m in names]
+                             settings=members.get(m, {}).get("settings"), logging=logging) for m in names]
     planned = set(names) - own_epochs if budget_minutes is not None else set()
     # Check every entry's settings, and every entry already on disk, before any training time is spent.
     for cfg in configs:
@@ -442,7 +450,7 @@ def run_league(models: list[str] | None = None, *, epochs: int | None = None, bu
         plan = None
         if cfg.model in planned:
             cfg, plan = _plan_entry(cfg, budget_minutes, data, progress)
-        _run_entry_into(board, cfg, plan, out, progress)
+        _run_entry_into(board, cfg, plan, out, progress, LogGroup(out, f"league {out}"))
     del board["pending"]
     _write_board(board, out)
     return board
@@ -480,12 +488,12 @@ class _BudgetData:
 
 
 def _run_entry_into(board: dict[str, Any], cfg: TrainConfig, plan: dict[str, Any] | None, out: Path,
-                    progress: bool) -> None:
+                    progress: bool, log_group: LogGroup) -> None:
     """Train one entry, add it to the board and write the board."""
     if progress:
         print(f"== {cfg.model}: {cfg.epochs} epoch(s)"
               f"{f' on {cfg.train_subset} training images' if cfg.train_subset else ''} -> {cfg.out}", flush=True)
-    summary, done = run_entry(cfg, progress=progress)
+    summary, done = run_entry(cfg, progress=progress, log_group=log_group)
     entry = leaderboard_entry(summary, cfg, plan)
     entry["status"] = done
     board["entries"].append(entry)

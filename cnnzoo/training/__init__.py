@@ -7,4 +7,5 @@
     optim.py       Muon
     finetune.py    starting from trained weights, and which layers train
     checkpoint.py  the run folder and its resumable train state
+    loggers.py     --log: the run as it goes to TensorBoard and MLflow, resumed without a repeated step
 """

@@ -9,6 +9,9 @@ A run folder holds
                          states of every rank, epoch and step within it, the metrics rows so far
                          (read back with weights_only=True)
     summary.json         written when the run ends
+    tensorboard/         with --log tensorboard: the event files (``cnnzoo.training.loggers``)
+    mlflow_run.json      with --log mlflow: the MLflow run it logs to, and where (mlruns/: the
+                         local store, unless MLFLOW_TRACKING_URI names a server)
 Each is written atomically (``cnnzoo.utils.io``); the weights files are
 ``cnnzoo.models.checkpoint``'s, which every command reads.
 """

@@ -32,6 +32,10 @@ OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "step", "none")
 
 
+# What --log writes to (cnnzoo.training.loggers).
+LOGGERS = ("tensorboard", "mlflow")
+
+
 @dataclass
 class TrainConfig:
     # what to train on
@@ -120,6 +124,14 @@ class TrainConfig:
                "bf16 natively (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX), fp32 elsewhere")
     channels_last: bool = _opt(True, "NHWC memory format (LeNet-5 trains 1.15-1.25x faster on CPU)")
     # reliability and scale
+    log: list[str] = field(default_factory=list, metadata={
+        "help": "also log the run as it goes, beside metrics.csv: tensorboard (event files in RUN/tensorboard/) "
+                "and/or mlflow (the server in MLFLOW_TRACKING_URI, else a store in RUN/mlruns/; needs the extra "
+                "cnnzoo[mlflow]); both: --log tensorboard mlflow. Under torchrun, whose --log-dir would claim "
+                "--log: torchrun ... -m cnnzoo -- train --log ...",
+        "choices": LOGGERS, "action": "extend", "metavar": "LOGGER"})
+    log_every: int = _opt(50, "with --log: record the epoch's running loss and top-1, the learning rate and images per "
+                              "second every this many steps (steps); 0: at epoch ends only", metavar="STEPS")
     checkpoint_every: int = _opt(0, "also checkpoint every this many steps mid-epoch (steps); 0: at epoch ends only",
                                  metavar="STEPS")
     deterministic: bool = _opt(False, "bit-reproducible on the same CPU class (or GPU) and torch build: deterministic kernels, thread count fixed in config.json")
@@ -163,7 +175,7 @@ class TrainConfig:
             raise ValueError("--initial-checkpoint brings its own weights: leave out --pretrained / --weights")
         counts = {"--tta-shift": self.tta_shift, "--crop-padding": self.crop_padding, "--cutout": self.cutout,
                   "--cutout-off-epochs": self.cutout_off_epochs, "--eval-every": self.eval_every,
-                  "--low-res": self.low_res, "--low-res-epochs": self.low_res_epochs}
+                  "--low-res": self.low_res, "--low-res-epochs": self.low_res_epochs, "--log-every": self.log_every}
         if any(v < 0 for v in counts.values()):
             raise ValueError("; ".join(f"{flag} must be >= 0, got {v}" for flag, v in counts.items() if v < 0))
         if not 0 <= self.lookahead < 1:
@@ -175,6 +187,8 @@ class TrainConfig:
                              f"(got {self.low_res_epochs})")
         if self.low_res_epochs > self.epochs:
             raise ValueError(f"--low-res-epochs {self.low_res_epochs} is more than the run's --epochs {self.epochs}")
+        if any(k not in LOGGERS for k in self.log):
+            raise ValueError(f"--log must be among {', '.join(LOGGERS)}, got {' '.join(self.log)}")
         if self.opt not in OPTIMIZERS:
             raise ValueError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}")
         if self.sched not in SCHEDULES:
@@ -217,6 +231,8 @@ NOT_THE_EXPERIMENT: dict[str, str] = {
     "checkpoint_every": "how often a resume point is written mid-epoch",
     "deterministic": "repeatable kernels and fixed threads: the same arithmetic, its rounding made repeatable",
     "recipe": "a recipe's name: its values are compared in the fields it sets",
+    "log": "where the run is also logged as it goes (TensorBoard, MLflow)",
+    "log_every": "how often the running numbers are logged",
 }
 
 

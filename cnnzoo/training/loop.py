@@ -49,6 +49,7 @@ from cnnzoo.training.finetune import (
     published_normalization,
     read_initial_checkpoint,
 )
+from cnnzoo.training.loggers import PICTURE_IMAGES, LogGroup, RunLogs, check_loggers, open_logs
 from cnnzoo.training.optim import MUON_MOMENTUM, Muon
 from cnnzoo.training.step import StepHooks, main_logits, train_step
 from cnnzoo.utils import distributed as dist_util
@@ -335,6 +336,7 @@ class Run:
     train_seconds: float = 0.0
     rows: list[list[str]] = field(default_factory=list)
     test: dict[str, float] = field(default_factory=not_evaluated)
+    logs: RunLogs = field(default_factory=RunLogs)  # --log's TensorBoard / MLflow (none: records nothing)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -363,10 +365,11 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, progress:
 
 
 def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bool = True,
-          precision: dict[str, Any] | None = None) -> dict[str, Any]:
+          precision: dict[str, Any] | None = None, log_group: LogGroup | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the run summary (also in summary.json).
     ``state`` (from train_state.pt) continues a run instead of starting one, and ``precision``
     (config.json's record) keeps the precision it started in rather than resolving ``cfg.amp`` again.
+    ``log_group``: the league or experiment whose MLflow experiment ``--log mlflow`` logs the run in.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process is one rank of a
     DistributedDataParallel run; only rank 0 writes files and prints.
@@ -385,11 +388,12 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
                 cfg = TrainConfig.from_dict({**asdict(cfg), "threads": torch.get_num_threads()})
         with StopRequest() as stop:
             progress = progress and world.is_main
-            run = build_run(cfg, state, world, progress, precision)
-            for epoch in range(run.epoch, cfg.epochs):
-                totals = train_epoch(run, epoch, stop, progress)
-                end_epoch(run, epoch, totals, progress)
-            summary = finish(run)
+            run = build_run(cfg, state, world, progress, precision, log_group)
+            with run.logs:
+                for epoch in range(run.epoch, cfg.epochs):
+                    totals = train_epoch(run, epoch, stop, progress)
+                    end_epoch(run, epoch, totals, progress)
+                summary = finish(run)
         finished = True
         return summary
     finally:
@@ -398,10 +402,12 @@ def train(cfg: TrainConfig, *, state: dict[str, Any] | None = None, progress: bo
 
 
 def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, progress: bool,
-              recorded_precision: dict[str, Any] | None = None) -> Run:
+              recorded_precision: dict[str, Any] | None = None, log_group: LogGroup | None = None) -> Run:
     """Data, model, optimiser and schedule first, so that a wrong name, a missing dataset or a bad
-    option fails before the run folder exists; then the folder, and the state of a resumed run."""
+    option fails before the run folder exists; then the folder, the state of a resumed run, and
+    its logs."""
     cfg.validate()
+    check_loggers(cfg.log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -441,7 +447,21 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
         from torch.nn.parallel import DistributedDataParallel
 
         run.model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    run.logs = open_run_logs(run, log_group, progress)
     return run
+
+
+def open_run_logs(run: Run, group: LogGroup | None, progress: bool) -> RunLogs:
+    """--log's loggers, continuing after the run's checkpoint; the run named by its folder (in a
+    group, by its folder below the group's)."""
+    cfg = run.cfg
+    if not cfg.log:
+        return RunLogs()
+    name = str(run.out.resolve().relative_to(group.root.resolve())) if group else run.out.name
+    pictures = (run.data.test_ds.sample_images(PICTURE_IMAGES, cfg.seed), run.data.normalize) if run.world.is_main \
+        else None
+    return open_logs(cfg.log, run.out, every=cfg.log_every, world=run.world, device=run.device, params=asdict(cfg),
+                     run_name=name, group=group, pictures=pictures, progress=progress)
 
 
 def load_run_data(cfg: TrainConfig, progress: bool) -> RunData:
@@ -621,6 +641,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, progress: bool) -> Epoc
             bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}", acc=f"{correct.item() / max(seen, 1):.3f}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         done = step + 1
+        run.logs.step(epoch * run.steps_per_epoch + done, loss_sum, correct, seen, time.perf_counter() - t0,
+                      run.opt.param_groups[0]["lr"])
         if guard.stopping or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < run.steps_per_epoch):
             checkpoint(run, epoch, done, EpochTotals(loss_sum.item(), correct.item(), seen, time.perf_counter() - t0))
         if guard.stopping:
@@ -732,7 +754,19 @@ def end_epoch(run: Run, epoch: int, totals: EpochTotals, progress: bool) -> None
         write_text(run.out / "metrics.csv", _metrics_text(run.rows))
         if better:
             save_weights(run.net, run.out / "best.safetensors", {**run.meta, "epoch": done, "test_top1": test["top1"]})
+    log_epoch(run, done, row)
     checkpoint(run, done, 0, EpochTotals())
+
+
+def log_epoch(run: Run, done: int, row: dict[str, float]) -> None:
+    """The epoch's metrics.csv row and pictures to --log's loggers; after the last epoch, the
+    settings with the final scores too."""
+    step = done * run.steps_per_epoch
+    run.logs.scalars(step, {f"epoch/{k}": v for k, v in row.items()})
+    run.logs.pictures(step, run.net)
+    if done == run.cfg.epochs:
+        run.logs.hparams(step, dict(test_top1=run.test["top1"], test_top5=run.test["top5"], test_loss=run.test["loss"],
+                                    best_test_top1=run.best_top1, train_seconds=run.train_seconds))
 
 
 def checkpoint(run: Run, epoch_done: int, step_done: int, totals: EpochTotals) -> None:
@@ -746,6 +780,7 @@ def checkpoint(run: Run, epoch_done: int, step_done: int, totals: EpochTotals) -
     totals = EpochTotals(*summed, totals.seconds)
     if not world.is_main:
         return
+    run.logs.checkpoint()  # before the resume point: what the logs hold up to it must be on disk with it
     save_train_state(run.out / "train_state.pt", dict(
         epoch=epoch_done, step=step_done, model={k: v.detach().cpu().clone() for k, v in run.net.state_dict().items()},
         optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), rng=rngs[0]["cpu"], rng_ranks=rngs,
