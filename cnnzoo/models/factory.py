@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnzoo.analysis import count_macs
 from cnnzoo.models import hub
-from cnnzoo.models.features import FeatureExtractor
+from cnnzoo.models.features import feature_extractor
 from cnnzoo.models.hub import PublishedWeights
 from cnnzoo.models.registry import channel_fields, check_model_kwargs, get_pretrained_cfg, list_models, model_entrypoint
 from cnnzoo.models.weights import load_pretrained
@@ -25,6 +25,7 @@ def create_model(
     pretrained: bool | str | Path | None = None,
     features_only: bool = False,
     out_indices: int | list[int] | tuple[int, ...] | None = None,
+    feature_cls: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``name`` may carry a tag (``"resnet50.tv2_in1k"``) that picks the
@@ -43,7 +44,9 @@ def create_model(
     Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``, and timm's
     ``global_pool``, ``drop_rate``, ``drop_path_rate``).
     ``features_only=True`` returns a ``cnnzoo.models.features.FeatureExtractor`` whose forward gives the
-    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``).
+    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``);
+    ``feature_cls`` picks timm's kind of extractor (``"list"``, ``"getter"``, ``"hook"``, ``"dict"``,
+    ``"fx"``; see ``cnnzoo.models.features``).
     """
     published, file = _resolve_pretrained(name, pretrained)
     cfg = get_pretrained_cfg(published.name if published else name)
@@ -63,10 +66,9 @@ def create_model(
         _load_weights(model, published, file)
     # timm's feature extraction: the model cut after the chosen stages, returning their maps.
     if features_only:
-
-        return FeatureExtractor(model, out_indices)
-    if out_indices is not None:
-        raise ValueError("out_indices chooses the stages of a features_only model; pass features_only=True")
+        return feature_extractor(model, out_indices, feature_cls)
+    if out_indices is not None or feature_cls is not None:
+        raise ValueError("out_indices and feature_cls shape a features_only model; pass features_only=True")
     return model
 
 
