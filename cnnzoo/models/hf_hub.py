@@ -180,7 +180,7 @@ def hub_config(model: nn.Module, run: dict[str, Any], license: str | None = None
     weights file (``run``: classes, dataset, ...; see ``RUN_KEYS``)."""
     cfg = model.pretrained_cfg
     registered = get_pretrained_cfg(cfg["architecture"])
-    pretrained = dict(tag=cfg.get("tag") or None, custom_load=False)
+    pretrained: dict[str, Any] = dict(custom_load=False)  # no tag: these are a run's weights, not published ones
     pretrained.update({k: list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k] for k in (
         "input_size", "min_input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
         "test_input_size", "test_crop_pct") if cfg.get(k) is not None})

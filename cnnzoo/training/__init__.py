@@ -7,4 +7,5 @@
     optim.py       Muon
     finetune.py    starting from trained weights, and which layers train
     checkpoint.py  the run folder and its resumable train state
+    publish.py     a finished run to the Hugging Face Hub, with its model card (``cnnzoo push``)
 """

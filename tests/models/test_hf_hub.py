@@ -108,6 +108,13 @@ def test_best_weights_to_a_private_branch(run, hub, tmp_path, capsys):
     assert hub.repo_file("me/lenet-best", "README.md") is None  # main is untouched
     model = cnnzoo.create_model("hf-hub:me/lenet-best@dev")
     assert model.pretrained_cfg["weights"] == "hf-hub:me/lenet-best@dev"
+    assert _same_tensors(model.state_dict(), load_file(str(run / "best.safetensors")))
+    # timm's pretrained=False: the repository's design and preprocessing, without its weights
+    bare = cnnzoo.create_model("hf-hub:me/lenet-best@dev", pretrained=False)
+    assert not _same_tensors(bare.state_dict(), model.state_dict()) and "hf_hub_id" not in bare.pretrained_cfg
+    assert bare.pretrained_cfg["mean"] == model.pretrained_cfg["mean"] != cnnzoo.get_model_cfg("lenet5")["mean"]
+    assert [t.shape[1] for t in cnnzoo.create_model("hf-hub:me/lenet-best@dev", features_only=True)(
+        torch.zeros(1, 1, 32, 32))] == [6, 16]
 
 
 def _fresh_process(hub, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -149,14 +156,22 @@ def test_fine_tuning_from_a_hub_repository(run, hub, tmp_path):
     push_run(run, "me/lenet")
     out = tmp_path / "tuned"
     with pytest.warns(UserWarning, match="left freshly initialised"):
-        assert main(["train", "--model", "lenet5", "--weights", "hf-hub:me/lenet", "--dataset", "synthetic",
+        assert main(["train", "--weights", "hf-hub:me/lenet", "--dataset", "synthetic",
                      "--synthetic-classes", "4", "--epochs", "1", "--train-subset", "32", "--test-subset", "16",
                      "--batch-size", "16", "--out", str(out), "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "lenet5"  # the repository's network, without --model
     source = config["pretrained_from"]
     assert (source["weights"], source["hf_hub_id"], source["source"]) == ("hf-hub:me/lenet", "me/lenet", "hf-hub")
     pushed = json.loads((run / "config.json").read_text())
     assert config["mean"] == pushed["mean"] and config["std"] == pushed["std"]  # the repository's statistics
+
+    from cnnzoo.cli import build_parser
+    from cnnzoo.cli.train import train_config
+
+    hub.create_repo(dict(organization="me", name="resnet"))
+    hub.set_repo_file("me/resnet", "config.json", json.dumps(dict(architecture="resnet20")).encode())
+    assert train_config(build_parser().parse_args(["train", "--weights", "hf-hub:me/resnet"])).model == "resnet20"
 
 
 def test_a_repository_pushed_by_timm_loads_into_the_twin(hub):
