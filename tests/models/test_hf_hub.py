@@ -226,3 +226,18 @@ def test_missing_foreign_and_damaged_repositories_are_clear_errors(run, hub, cap
     hub.etags["/me/tampered/resolve/main/model.safetensors"] = "0" * 64
     with pytest.raises(ValueError, match="hf-hub:me/tampered model.safetensors: .*the hub publishes 0{64}; refused"):
         cnnzoo.create_model("hf-hub:me/tampered")
+
+
+def test_timm_names_find_their_cnnzoo_twins():
+    from cnnzoo.models.hf_hub import split_hub_name, twin_architecture
+
+    twins = {t: twin_architecture(t, "hf-hub:x/y") for t in ("resnet18", "mobilenetv1_100", "mobilenetv2_100",
+                                                              "seresnext50_32x4d", "inception_v3")}
+    assert twins == {"resnet18": "resnet18", "mobilenetv1_100": "mobilenet_v1", "mobilenetv2_100": "mobilenet_v2",
+                     "seresnext50_32x4d": "seresnext50_32x4d", "inception_v3": "inception_v3"}
+    with pytest.raises(ValueError, match="'convnext_tiny'.*no twin"):
+        twin_architecture("convnext_tiny", "hf-hub:x/y")
+    assert split_hub_name("hf-hub:me/lenet@v1.2") == ("me/lenet", "v1.2")
+    for bad in ("hf-hub:a/b/c", "hf-hub:me/x@a@b", "hf-hub:/x"):
+        with pytest.raises(ValueError, match="expected hf-hub:OWNER/NAME"):
+            split_hub_name(bad)
