@@ -21,6 +21,7 @@ from cnnzoo.cli import (
     league,
     models,
     predict,
+    push,
     quantize,
     shards,
     summary,
@@ -46,6 +47,8 @@ examples:
   cnnzoo train --model mobilenet_v1_cifar --model-kwargs width_mult=0.5
   cnnzoo eval --checkpoint runs/RUN_DIR
   cnnzoo predict --checkpoint runs/RUN_DIR shirt.png shoe.png
+  cnnzoo push --checkpoint runs/RUN_DIR --repo-id OWNER/NAME   share a run on the Hugging Face Hub
+  cnnzoo eval --checkpoint hf-hub:OWNER/NAME               a model from the Hub (timm's layout)
   cnnzoo summary googlenet --model-kwargs aux_logits=True  layer table: shapes, params, MACs, receptive fields
   cnnzoo bench resnet50 --reference                        speed against torchvision
   cnnzoo export --checkpoint runs/RUN_DIR --out model.onnx
@@ -57,8 +60,8 @@ examples:
 `cnnzoo COMMAND --help` lists the flags of a command."""
 
 # In the order `cnnzoo --help` lists them: the zoo, training and using a network, its deployment, studies, seeing inside.
-COMMANDS = (models, summary, factorize, train, evaluate, predict, shards, bench, export, quantize, compress, league, compare,
-            degradation, visualize, explore, experiment)
+COMMANDS = (models, summary, factorize, train, evaluate, predict, push, shards, bench, export, quantize, compress, league,
+            compare, degradation, visualize, explore, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

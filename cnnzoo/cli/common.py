@@ -105,15 +105,16 @@ def add_model_source(p: argparse.ArgumentParser, *, checkpoint: bool = True, mod
     ``--pretrained`` is a flag, not an optional value, so that a following image path stays positional."""
     if checkpoint:
         p.add_argument("--checkpoint", metavar="RUN_DIR|FILE",
-                       help="a cnnzoo run folder or weights file (.safetensors, .onnx, .cnnz)")
+                       help="a cnnzoo run folder or weights file (.safetensors, .onnx, .cnnz), or a Hugging Face "
+                            "Hub repository in timm's layout (hf-hub:OWNER/NAME[@REVISION])")
     if model:
         p.add_argument("--model", help="registered model name (with --checkpoint: for weight files without "
                                        "cnnzoo metadata)")
     p.add_argument("--pretrained", action="store_true",
                    help="with --model: the model's default published weights (`cnnzoo weights` lists them)")
-    p.add_argument("--weights", metavar="TAG|FILE",
-                   help="with --model: published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
-                        "cnnzoo weights file; implies --pretrained")
+    p.add_argument("--weights", metavar="TAG|FILE|hf-hub:REPO",
+                   help="with --model: published weights by tag (e.g. tv2_in1k), a torchvision, timm or "
+                        "cnnzoo weights file, or a hub repository (hf-hub:OWNER/NAME); implies --pretrained")
 
 
 def pretrained_arg(args: argparse.Namespace) -> bool | str | None:

@@ -107,6 +107,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
         given["model"], kwargs = checkpoint_model(args.initial_checkpoint)
         given.setdefault("model_kwargs", kwargs)
+    elif args.weights and args.model is None:
+        from cnnzoo.models import hf_hub
+
+        if hf_hub.is_hub_name(args.weights):  # the repository's network
+            given["model"] = hf_hub.open_repo(args.weights).architecture
     if args.recipe or args.config:
         return TrainConfig.from_recipe(args.recipe, config=args.config, **given)
     return TrainConfig(**given)

@@ -1,5 +1,6 @@
-"""Opening any checkpoint a command is given: a run folder or safetensors weights file, an exported
-.onnx file (run through ONNX Runtime), a Deep-Compression .cnnz file, or a registered model by name."""
+"""Opening any checkpoint a command is given: a run folder or safetensors weights file, a Hugging Face
+Hub repository in timm's layout (``hf-hub:OWNER/NAME``), an exported .onnx file (run through ONNX
+Runtime), a Deep-Compression .cnnz file, or a registered model by name."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,10 @@ from cnnzoo.models.factory import create_model
 
 def load_any_checkpoint(checkpoint: str | Path, model_name: str | None = None,
                         model_kwargs: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """A run folder or weights file, an exported .onnx file (run through ONNX Runtime), or a
-    Deep-Compression .cnnz file (rebuilt as a dense model). ``model_kwargs`` apply to weights files,
-    whose model is built from its name (the other two hold their network whole)."""
+    """A run folder or weights file, a hub repository (``hf-hub:OWNER/NAME[@REVISION]``, fetched
+    through huggingface_hub's cache), an exported .onnx file (run through ONNX Runtime), or a
+    Deep-Compression .cnnz file (rebuilt as a dense model). ``model_kwargs`` apply to weights files
+    and repositories, whose model is built from its name (the other two hold their network whole)."""
     suffix = Path(checkpoint).suffix
     if model_kwargs and suffix in (".onnx", ".cnnz"):
         raise ValueError(f"{checkpoint}: a {suffix} file holds its network whole; model arguments do not apply")

@@ -3,6 +3,7 @@
     registry.py    names -> constructors and configurations (``register_model``, ``list_models``)
     factory.py     ``create_model``: a registered model, with published or local weights
     hub.py         the catalogue of published weight files, fetched into the references' caches
+    hf_hub.py      Hugging Face Hub repositories in timm's layout (``hf-hub:OWNER/NAME``), both ways
     weights.py     reading weight files without unpickling code, and fitting them to a model
     checkpoint.py  safetensors files that rebuild their model, and ``load_checkpoint``
     base.py        the methods every cnnzoo model shares (timm's conventions)

@@ -1,6 +1,6 @@
 """Weights files that rebuild their model: safetensors with the model's name, arguments, classes
 and preprocessing in the header metadata (``save_weights``), and ``load_checkpoint``, which
-rebuilds the model from a run folder or such a file.
+rebuilds the model from a run folder, such a file or a Hugging Face Hub repository.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 from safetensors.torch import save_file
 from torch import nn
 
+from cnnzoo.models import hf_hub
 from cnnzoo.models.factory import create_model
+from cnnzoo.models.registry import get_pretrained_cfg
 from cnnzoo.models.weights import load_pretrained
 from cnnzoo.utils.io import atomic_write
 
@@ -60,12 +62,15 @@ def resolve_weights(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, model_name: str | None = None,
                     model_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a run folder or weights file; returns (model in eval mode, metadata).
+    """Rebuild a model from a run folder, weights file or ``hf-hub:OWNER/NAME`` repository; returns
+    (model in eval mode, metadata).
 
     ``model_kwargs`` go to the model's constructor on top of those the metadata records (e.g. for
     weights files without metadata, with ``model_name``). Weights of another architecture than the
     metadata (or ``model_name``) says raise a ValueError naming the mismatched keys.
     """
+    if hf_hub.is_hub_name(str(path)):
+        return load_hub_checkpoint(str(path), model_name, model_kwargs)
     weights = resolve_weights(path)
     if weights.suffix == ".safetensors":
         try:
@@ -87,4 +92,18 @@ def load_checkpoint(path: str | Path, model_name: str | None = None,
     load_pretrained(model, weights, strict_head=True)
     model.set_pretrained_cfg(**{k: tuple(meta[k]) for k in ("mean", "std", "input_size") if k in meta})
     meta.setdefault("classes", [str(i) for i in range(model.pretrained_cfg["num_classes"])])
+    return model.eval(), meta
+
+
+def load_hub_checkpoint(name: str, model_name: str | None = None,
+                        model_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A hub repository's model (``create_model("hf-hub:...")``) in eval mode, and the metadata a
+    weights file would carry: the run's dataset, classes and image size where cnnzoo pushed it."""
+    repo = hf_hub.open_repo(name)
+    if model_name is not None and get_pretrained_cfg(model_name).architecture != repo.architecture:
+        raise ValueError(f"{name} holds a {repo.architecture}, not a {model_name}; leave out --model")
+    model = create_model(name, **(model_kwargs or {}))
+    cfg = model.pretrained_cfg
+    classes = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
+    meta = {**repo.run_meta(), **model_meta(model, classes=list(classes)), "hf_hub_id": repo.repo_id}
     return model.eval(), meta

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis import count_macs
-from cnnzoo.models import hub
-from cnnzoo.models.features import FeatureExtractor
+from cnnzoo.models import hf_hub, hub
+from cnnzoo.models.features import feature_extractor
 from cnnzoo.models.hub import PublishedWeights
 from cnnzoo.models.registry import channel_fields, check_model_kwargs, get_pretrained_cfg, list_models, model_entrypoint
 from cnnzoo.models.weights import load_pretrained
@@ -25,6 +25,7 @@ def create_model(
     pretrained: bool | str | Path | None = None,
     features_only: bool = False,
     out_indices: int | list[int] | tuple[int, ...] | None = None,
+    feature_cls: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``name`` may carry a tag (``"resnet50.tv2_in1k"``) that picks the
@@ -43,9 +44,35 @@ def create_model(
     Extra keyword arguments go to the model's constructor (e.g. ``aux_logits=True``, and timm's
     ``global_pool``, ``drop_rate``, ``drop_path_rate``).
     ``features_only=True`` returns a ``cnnzoo.models.features.FeatureExtractor`` whose forward gives the
-    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``).
+    feature maps of the stages ``out_indices`` (default: all; see ``ZooModel.forward_intermediates``);
+    ``feature_cls`` picks timm's kind of extractor (``"list"``, ``"getter"``, ``"hook"``, ``"dict"``,
+    ``"fx"``; see ``cnnzoo.models.features``).
+
+    Models on the Hugging Face Hub in timm's layout (``cnnzoo push``, timm's ``push_to_hf_hub``), as
+    timm names them: ``name="hf-hub:OWNER/NAME[@REVISION]"`` builds the cnnzoo model the repository's
+    config.json names (timm's names included, for models cnnzoo reproduces) with its arguments,
+    preprocessing and class names, and its weights unless ``pretrained=False`` (the name names the
+    weights, so ``None`` loads them too); ``pretrained="hf-hub:..."`` loads a repository's weights
+    into the model ``name``. See ``cnnzoo.models.hf_hub``.
     """
-    published, file = _resolve_pretrained(name, pretrained)
+    if hf_hub.is_hub_name(name):
+        model = _create_from_hub(hf_hub.open_repo(name), num_classes, in_chans, pretrained, kwargs)
+    else:
+        model = _create_registered(name, num_classes, in_chans, pretrained, kwargs)
+    # timm's feature extraction: the model cut after the chosen stages, returning their maps.
+    if features_only:
+        return feature_extractor(model, out_indices, feature_cls)
+    if out_indices is not None or feature_cls is not None:
+        raise ValueError("out_indices and feature_cls shape a features_only model; pass features_only=True")
+    return model
+
+
+def _create_registered(name: str, num_classes: int | None, in_chans: int | None, pretrained: bool | str | Path | None,
+                       kwargs: dict[str, Any], repo: hf_hub.HubRepo | None = None) -> nn.Module:
+    """A registered model, with the weights ``pretrained`` asks for (or ``repo``'s)."""
+    if repo is None and hf_hub.is_hub_name(pretrained):
+        repo = hf_hub.open_repo(pretrained)
+    published, file = _resolve_pretrained(name, pretrained) if repo is None else (None, None)
     cfg = get_pretrained_cfg(published.name if published else name)
     num_classes = cfg.num_classes if num_classes is None else num_classes
     in_chans = cfg.input_size[0] if in_chans is None else in_chans
@@ -61,13 +88,54 @@ def create_model(
     model.pretrained_cfg = {**dataclasses.asdict(cfg), "in_chans": in_chans, "kwargs": dict(kwargs)}
     if published or file:
         _load_weights(model, published, file)
-    # timm's feature extraction: the model cut after the chosen stages, returning their maps.
-    if features_only:
-
-        return FeatureExtractor(model, out_indices)
-    if out_indices is not None:
-        raise ValueError("out_indices chooses the stages of a features_only model; pass features_only=True")
+    if repo is not None:
+        _load_hub_weights(model, repo)
     return model
+
+
+def _create_from_hub(repo: hf_hub.HubRepo, num_classes: int | None, in_chans: int | None,
+                     pretrained: bool | str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
+    """The model a hub repository holds, built with its arguments (``kwargs`` on top)."""
+    if pretrained not in (None, True, False):
+        raise ValueError(f"{repo.name} brings its own weights: pretrained may be True or False, got {pretrained!r}")
+    repo_classes, repo_chans, repo_kwargs = repo.model_args()
+    num_classes = repo_classes if num_classes is None else num_classes
+    in_chans = repo_chans if in_chans is None else in_chans
+    model = _create_registered(repo.architecture, num_classes, in_chans, None, {**repo_kwargs, **kwargs},
+                               repo=None if pretrained is False else repo)
+    if pretrained is False:  # timm's create_model("hf-hub:...", pretrained=False): the design alone
+        _apply_repo_cfg(model, repo)
+    return model
+
+
+def _load_hub_weights(model: nn.Module, repo: hf_hub.HubRepo) -> None:
+    """A hub repository's weights into ``model`` (which must be the design it holds), and the
+    repository's preprocessing, class names and address into the model's configuration."""
+    arch = model.pretrained_cfg["architecture"]
+    if repo.architecture != arch:
+        theirs = repo.config["architecture"]
+        same = "" if theirs == repo.architecture else f" (cnnzoo's {repo.architecture})"
+        raise ValueError(f"{repo.name} holds a {theirs}{same}, not a {arch}: build the repository's model "
+                         f"(create_model({repo.name!r}), or --model {repo.architecture})")
+    state, path = repo.read_weights()
+    try:
+        load_pretrained(model, path, state=state)
+    except ValueError as exc:
+        raise ValueError(f"{repo.name}: {exc}") from exc
+    model.pretrained_cfg.update(weights=repo.name, source="hf-hub", hf_hub_id=repo.repo_id, file=str(path),
+                                sha256=hub.file_sha256(path))
+    _apply_repo_cfg(model, repo)
+
+
+def _apply_repo_cfg(model: nn.Module, repo: hf_hub.HubRepo) -> None:
+    """The repository's preprocessing (for a model of its input channels) and class names (for a
+    model of its classes) into the model's configuration."""
+    cfg = model.pretrained_cfg
+    num_classes, in_chans, _ = repo.model_args()
+    if cfg["in_chans"] == in_chans:
+        cfg.update(repo.preprocessing())
+    if cfg["num_classes"] == num_classes and repo.label_names():
+        cfg["label_names"] = repo.label_names()
 
 
 def _resolve_pretrained(name: str, pretrained: bool | str | Path | None) -> tuple[PublishedWeights | None, Path | None]:

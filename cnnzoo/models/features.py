@@ -5,14 +5,24 @@ stage's total stride -- and ``module``, the module whose output is the stage's m
 ``create_model(name, features_only=True, out_indices=...)`` wraps the model in a
 ``FeatureExtractor``: its forward returns the chosen stages' maps as a list, and its
 ``feature_info`` is a ``FeatureInfo`` over the chosen stages.
+
+``feature_cls`` takes timm's names (timm/models/_builder.py): ``"list"`` (the default),
+``"getter"`` and ``"hook"`` give that list, ``"dict"`` the same maps keyed by stage index, ``"fx"``
+an FX graph module (torchvision's ``create_feature_extractor``) returning the list. timm reaches the
+maps by rebuilding the network from its children, by hooks or by ``forward_intermediates``; every
+cnnzoo model has ``forward_intermediates``, so the first three are one extractor here.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+FEATURE_CLASSES = ("list", "getter", "hook", "dict", "fx")
 
 
 def take_indices(num_stages: int, indices: int | Sequence[int] | None, arch: str = "model") -> tuple[list[int], int]:
@@ -87,13 +97,16 @@ class FeatureInfo:
 
 
 class FeatureExtractor(nn.Module):
-    """A model cut after its last chosen stage; forward returns the chosen stages' feature maps."""
+    """A model cut after its last chosen stage; forward returns the chosen stages' feature maps,
+    as a list, or as a dict keyed by stage index (``return_dict``, timm's ``FeatureDictNet`` keys)."""
 
-    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None) -> None:
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None,
+                 return_dict: bool = False) -> None:
         super().__init__()
         self.model = model
         self.out_indices = model.prune_intermediate_layers(out_indices, prune_head=True)
         self.feature_info = FeatureInfo(model.feature_info, self.out_indices)
+        self.return_dict = return_dict
         if hasattr(model, "pretrained_cfg"):
             self.pretrained_cfg = model.pretrained_cfg
 
@@ -102,8 +115,43 @@ class FeatureExtractor(nn.Module):
         """The model's configuration under timm's older name, as on every zoo model."""
         return self.pretrained_cfg
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | dict[str, torch.Tensor]:
+        maps = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        return OrderedDict(zip(map(str, self.out_indices), maps)) if self.return_dict else maps
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)
+
+
+class FeatureGraphExtractor(nn.Module):
+    """timm's ``feature_cls="fx"``: the cut model traced into one FX graph that returns the chosen
+    stages' maps as a list (a module torch.fx tooling can rewrite and export)."""
+
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None) -> None:
+        super().__init__()
+        cut = FeatureExtractor(model, out_indices)
+        self.out_indices, self.feature_info = cut.out_indices, cut.feature_info
+        if hasattr(model, "pretrained_cfg"):
+            self.pretrained_cfg = model.pretrained_cfg
+        nodes = {self.feature_info.module_name(i): str(i) for i in self.out_indices}
+        self.graph_module = create_feature_extractor(model, return_nodes=nodes)
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        return self.pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.graph_module(x).values())
+
+
+def feature_extractor(model: nn.Module, out_indices: int | Sequence[int] | None = None,
+                      feature_cls: str | None = None) -> nn.Module:
+    """The ``features_only`` wrapper timm's ``feature_cls`` names (None: ``"list"``)."""
+    kind = "list" if feature_cls is None else feature_cls
+    if not isinstance(kind, str) or kind.lower() not in FEATURE_CLASSES:
+        raise ValueError(f"feature_cls must be one of {', '.join(map(repr, FEATURE_CLASSES))} (timm's names), "
+                         f"got {feature_cls!r}")
+    kind = kind.lower()
+    if kind == "fx":
+        return FeatureGraphExtractor(model, out_indices)
+    return FeatureExtractor(model, out_indices, return_dict=kind == "dict")

@@ -65,7 +65,7 @@ class PublishedWeights:
         """Where the file is fetched from now: the published URL, or the same file name under
         ``$CNNZOO_WEIGHTS_URL`` (torchvision files) / ``$HF_ENDPOINT`` (hub files)."""
         if self.hf_hub_id:
-            return f"{_hf_endpoint()}/{self.hf_hub_id}/resolve/main/{self.file}"
+            return f"{hf_endpoint()}/{self.hf_hub_id}/resolve/main/{self.file}"
         base = os.environ.get(MIRROR_ENV)
         return f"{base.rstrip('/')}/{self.file}" if base else self.url
 
@@ -125,7 +125,7 @@ def torchvision_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _hf_endpoint() -> str:
+def hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
@@ -207,19 +207,24 @@ def _fetch_hf(w: PublishedWeights) -> Path:
     # A cached file is used as it is, without asking the hub (as torch.hub does with its files).
     path = cached_path(w)
     try:
-        path = path or Path(hf_hub_download(w.hf_hub_id, w.file, cache_dir=hf_cache_dir(), endpoint=_hf_endpoint()))
+        path = path or Path(hf_hub_download(w.hf_hub_id, w.file, cache_dir=hf_cache_dir(), endpoint=hf_endpoint()))
     except LocalEntryNotFoundError as exc:  # offline (or the endpoint unreachable) and not cached
         raise _offline_error(w, w.download_url(), exc) from exc
     except OSError as exc:  # HTTP errors of the hub (a missing repository or file) are OSErrors too
         raise _offline_error(w, w.download_url(), exc) from exc
+    check_hub_blob(path, w.download_url())
+    return path
+
+
+def check_hub_blob(path: Path, what: str) -> None:
+    """A ValueError when a file of huggingface_hub's cache differs from the hub's published hash."""
     blob = path.resolve()
     published = blob.name  # the hub stores each file under its LFS etag, the SHA-256 of its content
     if re.fullmatch(r"[0-9a-f]{64}", published):
         got = file_sha256(blob)
         if got != published:
-            raise ValueError(f"{w.download_url()}: the file's SHA-256 is {got}, the hub publishes {published}; "
+            raise ValueError(f"{what}: the file's SHA-256 is {got}, the hub publishes {published}; "
                              f"refused. Delete {blob} and {path} to download it again")
-    return path
 
 
 def file_sha256(path: str | Path) -> str:

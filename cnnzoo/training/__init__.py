@@ -8,4 +8,5 @@
     finetune.py    starting from trained weights, and which layers train
     checkpoint.py  the run folder and its resumable train state
     loggers.py     --log: the run as it goes to TensorBoard and MLflow, resumed without a repeated step
+    publish.py     a finished run to the Hugging Face Hub, with its model card (``cnnzoo push``)
 """

@@ -141,8 +141,9 @@ class TrainConfig:
                                          metadata={"help": "extra keyword arguments of the model's constructor"})
     pretrained: bool = _opt(False, "start from the model's default published weights (`cnnzoo weights` lists them); "
                                    "the classifier is replaced for the dataset's classes")
-    weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), or a torchvision, timm or "
-                                     "cnnzoo weights file; implies --pretrained", metavar="TAG|FILE")
+    weights: str | None = _opt(None, "start from published weights by tag (e.g. tv2_in1k), a torchvision, timm or "
+                                     "cnnzoo weights file, or a Hugging Face Hub repository in timm's layout "
+                                     "(hf-hub:OWNER/NAME); implies --pretrained", metavar="TAG|FILE|hf-hub:REPO")
     recipe: str | None = _opt(None, f"start from a named set of settings ({', '.join(recipe_names())}: "
                                     f"cnnzoo/training/recipes/NAME.toml) or a recipe file; other flags override it",
                               metavar="NAME|FILE")

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from cnnzoo.models import hf_hub
 from cnnzoo.models.checkpoint import read_weights_meta, resolve_weights
 from cnnzoo.models.hub import file_sha256
 from cnnzoo.models.registry import channel_stats, get_model_cfg
@@ -24,10 +25,13 @@ from cnnzoo.models.weights import load_pretrained
 D = TypeVar("D")
 
 
-def published_normalization(data: D, model_name: str) -> D:
+def published_normalization(data: D, model_name: str, weights: str | None = None) -> D:
     """``data`` (a RunData) normalised as ``model_name``'s published weights were trained (ImageNet's
-    mean and std, fitted to the data's channels), so that fine-tuning feeds them what they know."""
+    mean and std, or those of the hub repository ``weights`` names, fitted to the data's channels),
+    so that fine-tuning feeds them what they know."""
     cfg = get_model_cfg(model_name)
+    if hf_hub.is_hub_name(weights):
+        cfg = {**cfg, **hf_hub.open_repo(weights).preprocessing()}
     return dataclasses.replace(data, **channel_stats(cfg["mean"], cfg["std"], data.input_size[0]))
 
 

@@ -417,7 +417,7 @@ def build_run(cfg: TrainConfig, state: dict[str, Any] | None, world: World, prog
     if initial is not None:
         data = initial.fit_normalization(data)
     elif cfg.pretrained or cfg.weights:
-        data = published_normalization(data, cfg.model)
+        data = published_normalization(data, cfg.model, cfg.weights)
     device = run_device(cfg, world)
     # every rank computes in rank 0's precision, printed with its reason before any step
     precision = dist_util.broadcast_object(world, resolve_precision(cfg.amp, device, recorded_precision))

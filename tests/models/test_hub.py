@@ -2,13 +2,11 @@
 
 The files are state dicts of real small networks saved in torchvision's and timm's key layouts,
 named as the references name theirs; the catalogue is pointed at them, the download bases at a
-local HTTP server (CNNZOO_WEIGHTS_URL, HF_ENDPOINT), and the caches at tmp_path.
+local HTTP server (tests/hfserver.py; CNNZOO_WEIGHTS_URL, HF_ENDPOINT), and the caches at tmp_path.
 """
 import dataclasses
 import hashlib
-import http.server
 import json
-import threading
 
 import pytest
 import torch
@@ -18,50 +16,7 @@ import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.models import hub
 from cnnzoo.models.factory import create_model
-
-
-class Server:
-    """A thread serving ``files`` ({url path: bytes}). ``truncate``: paths whose body is cut short
-    after the headers promised all of it. Hub-style ``/{repo}/resolve/main/{file}`` paths answer HEAD
-    with the headers huggingface_hub reads (commit, ETag = the SHA-256 in ``etags``, size)."""
-
-    def __init__(self):
-        self.files, self.etags, self.truncate, self.requests = {}, {}, set(), []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _head(self):
-                server.requests.append((self.command, self.path))
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return None
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("X-Repo-Commit", "a" * 40)
-                self.send_header("ETag", f'"{server.etags.get(self.path, hashlib.sha256(body).hexdigest())}"')
-                self.end_headers()
-                return body
-
-            def do_HEAD(self):
-                self._head()
-
-            def do_GET(self):
-                body = self._head()
-                if body is not None:
-                    self.wfile.write(body[: len(body) // 2] if self.path in server.truncate else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.hfserver import HubServer
 
 
 def _torchvision_file(tmp_path):
@@ -98,7 +53,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def server():
-    s = Server()
+    s = HubServer()
     yield s
     s.stop()
 

@@ -298,6 +298,82 @@ def test_features_only_arguments():
         cnnzoo.create_model("resnet20", features_only=True, out_indices=[4])
 
 
+def _timm_feature_input_size(cfg, target=96):
+    """timm's tests/test_models.py ``_get_input_size(model=..., target=TARGET_FFEAT_SIZE)``: the
+    default input, or the minimum one where the default is larger than ``target``."""
+    if cfg.get("fixed_input_size"):
+        return cfg["input_size"]
+    return cfg["min_input_size"] if max(cfg["input_size"]) > target else cfg["input_size"]
+
+
+def _materialise(model):
+    """A model built on the meta device, given real memory and each layer's own initialisation
+    (features_only cuts the head first, so VGG's 100M-parameter classifier is never allocated)."""
+    model.to_empty(device="cpu")
+    torch.manual_seed(0)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model.eval()
+
+
+# Every model but the perceptron, which has no feature maps to give (test_forward_intermediates_options).
+WITH_MAPS = [n for n in ALL if n != "lenet_300_100"]
+
+
+@pytest.mark.parametrize("name", WITH_MAPS)
+def test_timm_forward_intermediates_features(name):
+    """timm's test_model_forward_intermediates_features on every model: timm's FeatureGetterNet
+    (``feature_cls="getter"``) at timm's feature-test input size, one image."""
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name, pretrained=False, features_only=True, feature_cls="getter")
+    model = _materialise(model)
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    size = _timm_feature_input_size(model.default_cfg)
+    assert max(size) <= 256  # timm skips larger fixed inputs; none of ours is
+    with torch.no_grad():
+        outputs = model(torch.randn(1, *size))
+    assert len(outputs) == len(channels)
+    for c, r, o in zip(channels, reductions, outputs):
+        assert o.shape[0] == 1 and o.shape[1] == c
+        assert o.shape[2] <= math.ceil(size[1] / r) + 1 and o.shape[3] <= math.ceil(size[2] / r) + 1
+        assert not torch.isnan(o).any()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "googlenet_cifar", "vgg11_cifar"])
+def test_every_feature_class_gives_the_same_maps(name):
+    full = small_model(name)
+    x = small_input(name)
+    with torch.no_grad():
+        want = full.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+    last = len(full.feature_info) - 1
+    for kind in ("list", "getter", "hook", "dict", "fx", "GETTER"):
+        extractor = small_model(name, features_only=True, out_indices=(0, -1), feature_cls=kind)
+        missing, unexpected = extractor.load_state_dict(
+            {f"{'graph_module' if kind == 'fx' else 'model'}.{k}": v for k, v in full.state_dict().items()},
+            strict=False)
+        assert not missing and extractor.feature_info.out_indices == (0, last), kind
+        with torch.no_grad():
+            got = extractor(x)
+        if kind == "dict":
+            assert list(got) == ["0", str(last)]  # timm's FeatureDictNet keys: the stage indices
+            got = list(got.values())
+        assert isinstance(got, list) and len(got) == 2, kind
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=kind)
+    graph = small_model(name, features_only=True, feature_cls="fx")
+    assert isinstance(graph.graph_module, torch.fx.GraphModule) and graph.default_cfg["architecture"] == name
+
+
+def test_feature_class_errors():
+    with pytest.raises(ValueError, match="feature_cls must be one of 'list', 'getter', 'hook', 'dict', 'fx'"):
+        meta_model("resnet20", features_only=True, feature_cls="pyramid")
+    with pytest.raises(ValueError, match="feature_cls must be one of"):
+        meta_model("resnet20", features_only=True, feature_cls=nn.Module)
+    with pytest.raises(ValueError, match="pass features_only=True"):
+        meta_model("resnet20", feature_cls="getter")
+
+
 # --------------------------------------------------------------------------------------------------
 # Graph capture
 
