@@ -44,6 +44,7 @@ from tests.test_layout import LAYERS, PACKAGE, graph, layer  # noqa: E402
 MARKER = re.compile(r"^<!-- cnnzoo:([\w-]+)\s*(.*?)\s*-->$", re.MULTILINE)
 # Rows of a layer table that change no shape and hold no weights would only repeat the row above.
 QUIET_TYPES = ("ReLU", "ReLU6", "GELU", "Dropout", "Identity", "Flatten", "Sigmoid", "Hardswish", "SiLU")
+NORM_TYPES = ("BatchNorm2d", "LocalResponseNorm")
 # The API reference documents the library's layers; the command line is documented by the guides.
 REFERENCE_LAYERS = [name for name in LAYERS if name != "cli"]
 
@@ -69,21 +70,39 @@ def pair(p: Any) -> str:
 # The networks
 
 
+def count(n: float) -> str:
+    """A count in the unit that keeps three significant digits: 70.3M, 117.6k, 850."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f}{unit}"
+    return f"{n:,.0f}"
+
+
 def layers_part(arg: str) -> str:
-    name, _, size = arg.partition(" ")
-    input_size = tuple(int(v) for v in size.split(",")) if size else None
+    """``NAME [C,H,W] [depth=N | leaves]``: the rows down to depth N (default 1), or every leaf
+    module with weights or a stride (convolutions, pools, linear layers)."""
+    name, *options = arg.split()
+    input_size = next((tuple(int(v) for v in o.split(",")) for o in options if "," in o), None)
+    leaves = "leaves" in options
+    depth = next((int(o.removeprefix("depth=")) for o in options if o.startswith("depth=")), 1)
+    unknown = [o for o in options if "," not in o and o != "leaves" and not o.startswith("depth=")]
+    if unknown:
+        raise ValueError(f"layers {arg!r}: unknown option(s) {unknown} (C,H,W, depth=N or leaves)")
     with torch.device("meta"):  # shapes and counts only: nothing is computed
         model = cnnzoo.create_model(name)
-    result = summary(model, input_size, depth=1)
-    rows = [[f"`{r.name}`", r.type, pair(r.kernel), pair(r.stride), shape(r.output_shape), f"{r.params:,}",
-             f"{r.macs / 1e6:,.1f}", pair(r.rf), pair(r.jump)]
-            for r in result.layers if r.type not in QUIET_TYPES]
+    result = summary(model, input_size, depth=None if leaves else depth)
+    shown = [r for r in result.layers if r.type not in QUIET_TYPES
+             and (not leaves or (r.is_leaf and r.type not in NORM_TYPES))]
+    rows = [[f"`{r.name}`", r.type, pair(r.kernel), pair(r.stride), "" if r.groups in (None, 1) else str(r.groups),
+             shape(r.output_shape), f"{r.params:,}", count(r.macs), pair(r.rf), pair(r.jump)] for r in shown]
+    size_flag = f" --input-size {' '.join(map(str, input_size))}" if input_size else ""
     head = (f"`{name}` at {shape(result.input_size)}: **{result.total_params:,} parameters, "
-            f"{result.total_macs / 1e6:,.1f} million multiply-adds** per image "
-            f"(`cnnzoo summary {name}{' --input-size ' + ' '.join(map(str, input_size)) if input_size else ''}`)."
-            " RF: the receptive field in input pixels; jump: input pixels between neighbouring outputs.")
-    return head + "\n\n" + table(["layer", "type", "kernel", "stride", "output", "params", "MMACs", "RF", "jump"],
-                                 rows, "llrrlrrrr")
+            f"{count(result.total_macs)} multiply-adds** per image (`cnnzoo summary {name}{size_flag}"
+            f"{' --depth 9' if leaves else f' --depth {depth}'}`). Groups: the convolution's groups where not 1 (depthwise: "
+            "one per channel); RF: the receptive field in input pixels; jump: input pixels between neighbouring "
+            "outputs.")
+    return head + "\n\n" + table(["layer", "type", "kernel", "stride", "groups", "output", "params", "MACs", "RF",
+                                   "jump"], rows, "llrrrlrrrr")
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,9 +114,9 @@ def family_part(family: str) -> str:
     rows = [r for r in zoo() if r["family"] == family]
     if not rows:
         raise ValueError(f"no registered model of family {family!r}")
-    return table(["model", "year", "input", "params", "GMACs", "verified against"],
+    return table(["model", "year", "input", "params", "MACs", "verified against"],
                  [[f"`{r['name']}`", str(r["year"]), "x".join(map(str, r["input_size"])), f"{r['params']:,}",
-                   f"{r['gmacs']:.3f}", r["verified_against"]] for r in rows], "lrlrrl")
+                   count(r["gmacs"] * 1e9), r["verified_against"]] for r in rows], "lrlrrl")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -160,3 +160,10 @@ def test_the_layers_diagram_draws_the_layout_tests_layers():
     assert re.findall(r"^    (\w+)\[", diagram, re.MULTILINE) == LAYERS
     for a, b in re.findall(r"^    (\w+) --> (\w+)$", diagram, re.MULTILINE):
         assert LAYERS.index(a) > LAYERS.index(b), f"{a} --> {b} points up the layers"
+
+
+def test_every_file_the_pages_name_exists():
+    named = {m for p in PAGES for m in re.findall(r"(?:cnnzoo|benchmarks|scripts|docs|tests)/[\w./-]+\.(?:py|sh|toml|json|md|png|csv)",
+                                                  p.read_text())}
+    missing = sorted(n for n in named if "NAME" not in n and not (ROOT / n).exists())
+    assert not missing, f"the documentation names files that do not exist: {missing}"
