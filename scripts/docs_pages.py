@@ -38,6 +38,7 @@ from mkdocs.structure.files import File  # noqa: E402
 
 import cnnzoo  # noqa: E402
 from cnnzoo.analysis import summary  # noqa: E402
+from cnnzoo.inference.evaluate import tta_views  # noqa: E402
 from cnnzoo.models.factory import model_table  # noqa: E402
 from tests.test_layout import LAYERS, PACKAGE, graph, layer  # noqa: E402
 
@@ -132,18 +133,25 @@ def league(tier: str) -> list[dict[str, Any]]:
     return json.loads((DOCS / TIERS[tier]).read_text())
 
 
+def test_views(command: str) -> str:
+    """The test-time views an entry's command scores: the image, its mirror, and shifted copies."""
+    words = command.split()
+    shift = int(words[words.index("--tta-shift") + 1]) if "--tta-shift" in words else 0
+    return str(len(tta_views(torch.zeros(1, 1, 4, 4), flip="--tta-flip" in words, shift=shift)))
+
+
 def league_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
-    return [[f"`{e['model']}`", e["family"], f"**{e['test_top1']:.4f}**", f"{e['params']:,}", f"{e['macs'] / 1e6:,.1f}",
-             f"{e['train_seconds']:,.1f}", f"{e['device']}, {e['date']}"] for e in entries]
+    return [[f"`{e['model']}`", e["family"], f"**{e['test_top1']:.4f}**", test_views(e["command"]), f"{e['params']:,}",
+             f"{e['macs'] / 1e6:,.1f}", f"{e['train_seconds']:,.1f}", f"{e['device']}, {e['date']}"] for e in entries]
 
 
-LEAGUE_HEADER = ["model", "family", "test top-1", "params", "MMACs", "train s", "machine, date"]
+LEAGUE_HEADER = ["model", "family", "test top-1", "test views", "params", "MMACs", "train s", "machine, date"]
 
 
 def league_table_part(tier: str) -> str:
     entries = sorted(league(tier), key=lambda e: -e["test_top1"])
     commands = "\n".join(f"    {e['command']}" for e in entries)
-    return (table(LEAGUE_HEADER, league_rows(entries), "llrrrrl")
+    return (table(LEAGUE_HEADER, league_rows(entries), "llrrrrrl")
             + f"\n\nThe command of each entry (`docs/{TIERS[tier]}`):\n\n{commands}")
 
 
@@ -153,7 +161,7 @@ def league_part(family: str) -> str:
         entries = [e for e in league(tier) if e["family"] == family]
         if entries:
             parts.append(f"{tier.upper()} tier (`docs/{TIERS[tier]}`):\n\n" + table(LEAGUE_HEADER, league_rows(entries),
-                                                                                   "llrrrrl")
+                                                                                   "llrrrrrl")
                          + "\n\n" + "\n".join(f"    {e['command']}" for e in entries))
     if not parts:
         raise ValueError(f"no league entry of family {family!r}")
