@@ -7,13 +7,21 @@ STAMP    := $(VENV)/.cnnzoo-installed
 FMNIST   ?= /usr/share/datasets/fashion-mnist
 DATA_OK  := $(FMNIST)/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint setup data browser qemu clean
+.PHONY: demo test lint docs docs-build setup data browser qemu clean
 
 demo: setup data
 	$(PY) -m cnnzoo train --model lenet5 --dataset fashion-mnist
 
-test: lint data browser qemu
+test: lint docs-build data browser qemu
 	$(PY) -m pytest tests
+
+# The documentation site (mkdocs.yml): `make docs` serves it at http://127.0.0.1:8000/; the tests
+# build it strictly, so a broken link, API reference or generated table fails (into build/site).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+docs-build: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # ruff, configured in pyproject.toml: the package, the tests and the scripts.
 lint: setup
@@ -24,7 +32,7 @@ setup: $(STAMP)
 # Reinstall only when the project's dependency list changes.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,docs]'
 	@touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's package dataset-fashion-mnist; nothing is downloaded at run time.
@@ -62,4 +70,4 @@ qemu:
 	fi
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build/site

@@ -36,7 +36,7 @@ def cmd_weights(args: argparse.Namespace) -> Any:
     rows = [catalogue_row(w) for w in list_weights(args.pattern)]
     if not rows:
         raise ValueError(f"no published weights for models matching {args.pattern!r} (`cnnzoo weights` lists all)")
-    cols = ["model", "tag", "source", "size_mb", "top1", "cached", "path"]
+    cols = ["model", "tag", "source", "size_mb", "published_top1", "cached", "path"]
     text = [[r["model"], r["tag"], r["source"], "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}",
              "-" if r["top1"] is None else f"{r['top1']:.2f}", "yes" if r["cached"] else "no", r["path"]] for r in rows]
     print_columns(cols, text)
@@ -50,10 +50,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_json(s)
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("weights", help="published weight files: model, tag, source, size, ImageNet top-1, cached",
+    s = sub.add_parser("weights", help="published weight files: model, tag, source, size, published ImageNet top-1, cached",
                        description="Published weight files of the zoo's models (torchvision's, and timm's on the "
-                                   "Hugging Face hub), where they are cached or would be, and their ImageNet-1k top-1 "
-                                   "(- where the reference's package does not record it). Use them with "
+                                   "Hugging Face hub), where they are cached or would be, and the ImageNet-1k top-1 their "
+                                   "publisher states (not measured here; - where the reference's package does not "
+                                   "record it). Use them with "
                                    "--model NAME --pretrained, or --weights TAG.")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of model names, e.g. 'resnet*'")
     add_json(s)

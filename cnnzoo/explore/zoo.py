@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnzoo.analysis import summary, summary_to_json
 from cnnzoo.models.factory import create_model, model_table
-from cnnzoo.models.registry import get_model_cfg, list_models
+from cnnzoo.models.registry import get_model_cfg, get_pretrained_cfg, list_models
 
 # ?input=C,H,W is the client's to choose: bounded so that a request cannot ask for a huge trace.
 MAX_CHANNELS = 16
@@ -70,7 +70,7 @@ def model_summary(name: str, input_size: tuple[int, int, int]) -> dict[str, Any]
     cfg = get_model_cfg(name)
     result["stages"] = stage_diagram(result["layers"], list(getattr(model, "feature_info", None) or []))
     result["info"] = dict(family=cfg["family"], year=cfg["year"], paper=cfg["paper"],
-                          verified_against=cfg["reference"] or "paper",
+                          verified_against=get_pretrained_cfg(name).verified_against,
                           default_input_size=list(cfg["input_size"]))
     return result
 

@@ -250,7 +250,8 @@ _ZFNET = dict(family="ZFNet", paper="Zeiler, Fergus 2013, Visualizing and unders
               year=2013)
 
 
-@register_model(**_ZFNET, min_input_size=(3, 47, 47), small_variant="zfnet_cifar", pool_size=(6, 6))
+@register_model(**_ZFNET, min_input_size=(3, 47, 47), small_variant="zfnet_cifar", pool_size=(6, 6),
+                verified_by="paper Fig. 3: test_alexnet.py::test_zfnet_fig3_layer_table")
 def zfnet(**kwargs) -> ZFNet:
     """ZFNet as in the paper's Fig. 3 (``lrn=False`` leaves out the contrast normalisation)."""
     return ZFNet(**kwargs)

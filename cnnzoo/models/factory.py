@@ -183,7 +183,7 @@ def _load_weights(model: nn.Module, published: PublishedWeights | None, file: Pa
 
 def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:
     """One row per registered model: name, family, year, params, GMACs at the default input size,
-    default input size and what it is verified against (a reference implementation or its paper)."""
+    default input size and what it is verified against (``PretrainedCfg.verified_against``)."""
     rows = []
     for name in list_models(pattern):
         cfg = get_pretrained_cfg(name)
@@ -195,6 +195,6 @@ def model_table(pattern: str = "*", macs: bool = True) -> list[dict[str, Any]]:
             gmacs = count_macs(model, cfg.input_size) / 1e9
         rows.append(dict(name=name, family=cfg.family, year=cfg.year,
                          params=sum(p.numel() for p in model.parameters()), gmacs=gmacs,
-                         input_size=list(cfg.input_size), verified_against=cfg.reference or "paper",
+                         input_size=list(cfg.input_size), verified_against=cfg.verified_against,
                          paper=cfg.paper))
     return rows

@@ -762,7 +762,7 @@ def googlenet_cifar(**kwargs) -> GoogLeNet:
 
 
 @register_model(**_V2, input_size=(3, 224, 224), min_input_size=(3, 7, 7), small_variant="inception_v2_cifar",
-                pool_size=(7, 7))
+                pool_size=(7, 7), verified_by="paper Fig. 5: test_inception.py::test_inception_v2_layer_table")
 def inception_v2(**kwargs) -> InceptionV2:
     """BN-Inception, Fig. 5 of the batch normalisation paper (11.3M parameters, 2.0 GMACs)."""
     return InceptionV2(**kwargs)

@@ -154,19 +154,22 @@ _LECUN = dict(family="LeNet", paper="LeCun et al. 1998, Gradient-based learning 
               year=1998, mean=(0.5,), std=(0.5,), num_classes=10)
 
 
-@register_model(**_LECUN, input_size=(1, 32, 32), fixed_input_size=True, small_variant="lenet5", pool_size=(1, 1))
+@register_model(**_LECUN, input_size=(1, 32, 32), fixed_input_size=True, small_variant="lenet5", pool_size=(1, 1),
+                verified_by="paper Fig. 2: test_registry.py::test_lenet5_layer_table")
 def lenet5(**kwargs) -> LeNet5:
     """LeNet-5 on 32x32 images (28x28 ones padded by 2, as in the paper)."""
     return LeNet5(**kwargs)
 
 
-@register_model(**_LECUN, input_size=(1, 28, 28), fixed_input_size=True, small_variant="lenet_300_100")
+@register_model(**_LECUN, input_size=(1, 28, 28), fixed_input_size=True, small_variant="lenet_300_100",
+                verified_by="Han et al. 2016 Table 2: test_registry.py::test_lenet_mlp_and_caffe_counts")
 def lenet_300_100(**kwargs) -> LeNet300100:
     return LeNet300100(**kwargs)
 
 
 @register_model(family="LeNet", paper="Han, Mao, Dally 2016 (Deep Compression), Caffe's LeNet", year=2016,
                 input_size=(1, 28, 28), fixed_input_size=True, mean=(0.5,), std=(0.5,), num_classes=10,
-                small_variant="lenet5_caffe", pool_size=(4, 4))
+                small_variant="lenet5_caffe", pool_size=(4, 4),
+                verified_by="Han et al. 2016 Table 3: test_registry.py::test_lenet_mlp_and_caffe_counts")
 def lenet5_caffe(**kwargs) -> CaffeLeNet:
     return CaffeLeNet(**kwargs)

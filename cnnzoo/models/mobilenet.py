@@ -335,21 +335,21 @@ def mobilenet_v1(**kwargs) -> MobileNetV1:
 
 
 @register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
-                pool_size=(7, 7))
+                pool_size=(7, 7), verified_by="timm:mobilenetv1_100 at width 0.75: test_mobilenet.py::test_v1_widths_equal_timm")
 def mobilenet_v1_075(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.75 (2.6M parameters)."""
     return MobileNetV1(width_mult=0.75, **kwargs)
 
 
 @register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
-                pool_size=(7, 7))
+                pool_size=(7, 7), verified_by="timm:mobilenetv1_100 at width 0.5: test_mobilenet.py::test_v1_widths_equal_timm")
 def mobilenet_v1_050(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.5 (1.3M parameters)."""
     return MobileNetV1(width_mult=0.5, **kwargs)
 
 
 @register_model(**_V1, min_input_size=_ANY, mean=INCEPTION_MEAN, std=INCEPTION_STD, small_variant="mobilenet_v1_cifar",
-                pool_size=(7, 7))
+                pool_size=(7, 7), verified_by="timm:mobilenetv1_100 at width 0.25: test_mobilenet.py::test_v1_widths_equal_timm")
 def mobilenet_v1_025(**kwargs) -> MobileNetV1:
     """MobileNet v1, width 0.25 (0.5M parameters)."""
     return MobileNetV1(width_mult=0.25, **kwargs)

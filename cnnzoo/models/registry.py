@@ -49,7 +49,9 @@ class PretrainedCfg:
     """What is known of a registered model before it is built, for one set of weights (``tag``).
 
     ``reference`` names the implementation the model is verified against (``"torchvision:NAME"``
-    or ``"timm:NAME"``; ``None``: its paper's layer table). ``min_input_size`` is the smallest input
+    or ``"timm:NAME"``); ``verified_by``, for a model without one, names what else it is checked
+    against and the test that checks it (``"paper Table 1: test_vgg.py::test_cifar_layer_table"``,
+    a test under tests/models/); ``verified_against`` gives the label. ``min_input_size`` is the smallest input
     the network accepts; ``fixed_input_size`` marks networks whose classifier needs exactly
     ``input_size``; ``small_variant`` names the registered variant for 28x28 / 32x32 images.
     The preprocessing fields are timm's: evaluation resizes the shorter side to
@@ -79,6 +81,7 @@ class PretrainedCfg:
     first_conv: str = "conv1"
     classifier: str = "fc"
     reference: str | None = None
+    verified_by: str | None = None
     small_variant: str | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +97,12 @@ class PretrainedCfg:
             problems.append(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if problems:
             raise ValueError(f"model {self.name}: " + "; ".join(problems))
+
+    @property
+    def verified_against(self) -> str:
+        """The reference implementation, else what ``verified_by`` names; ``-`` where nothing outside
+        this project checks the network (the networks designed or scaled here)."""
+        return self.reference or self.verified_by or "-"
 
     @property
     def name(self) -> str:
@@ -115,6 +124,7 @@ def register_model(
     interpolation: str = "bilinear",
     pool_size: tuple[int, int] | None = None,
     reference: str | None = None,
+    verified_by: str | None = None,
     small_variant: str | None = None,
     num_classes: int | None = None,
     tags: dict[str, dict[str, Any]] | None = None,
@@ -143,7 +153,7 @@ def register_model(
             crop_pct=(1.0 if small else 0.875) if crop_pct is None else crop_pct,
             **channel_stats(mean, std, input_size[0]), num_classes=num_classes or (10 if small else 1000),
             pool_size=pool_size, first_conv=cls.first_conv, classifier=cls.classifier_name,
-            reference=reference, small_variant=small_variant,
+            reference=reference, verified_by=verified_by, small_variant=small_variant,
         )
         _CFGS[name] = {tag: _tagged(base, tag, changes) for tag, changes in (tags or {"": {}}).items()}
         _ENTRYPOINTS[name] = fn

@@ -376,7 +376,8 @@ def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet18_cifar", pool_size=(4, 4))
+@register_model(**_HE, **_CIFAR, small_variant="resnet18_cifar", pool_size=(4, 4),
+                verified_by="torchvision:resnet18 with a 3x3 stem: test_resnet.py::test_cifar_resnet18_is_reference_with_small_stem")
 def resnet18_cifar(**kwargs) -> ResNet:
     """ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32x32 (and 28x28) images."""
     return ResNet(BasicBlock, [2, 2, 2, 2], stem="cifar", **kwargs)
@@ -391,52 +392,62 @@ def _plain(n: int, **kwargs) -> ResNet:
     return ResNet(BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar", shortcut="none", **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet20", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="resnet20", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def resnet20(**kwargs) -> ResNet:
     return _cifar_resnet(3, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet32", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="resnet32", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def resnet32(**kwargs) -> ResNet:
     return _cifar_resnet(5, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet44", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="resnet44", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def resnet44(**kwargs) -> ResNet:
     return _cifar_resnet(7, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet56", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="resnet56", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def resnet56(**kwargs) -> ResNet:
     return _cifar_resnet(9, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="resnet110", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="resnet110", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def resnet110(**kwargs) -> ResNet:
     return _cifar_resnet(18, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain20", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="plain20", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def plain20(**kwargs) -> ResNet:
     return _plain(3, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain32", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="plain32", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def plain32(**kwargs) -> ResNet:
     return _plain(5, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain44", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="plain44", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def plain44(**kwargs) -> ResNet:
     return _plain(7, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain56", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="plain56", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def plain56(**kwargs) -> ResNet:
     return _plain(9, **kwargs)
 
 
-@register_model(**_HE, **_CIFAR, small_variant="plain110", pool_size=(8, 8))
+@register_model(**_HE, **_CIFAR, small_variant="plain110", pool_size=(8, 8),
+                verified_by="paper section 4.2: test_resnet.py::test_cifar_resnet_table")
 def plain110(**kwargs) -> ResNet:
     return _plain(18, **kwargs)
 
@@ -453,13 +464,15 @@ def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, base_width=8, **kwargs)
 
 
-@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x64d", pool_size=(8, 8))
+@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x64d", pool_size=(8, 8),
+                verified_by="paper's CIFAR ResNeXt-29: test_resnet.py::test_resnext29_table")
 def resnext29_8x64d(**kwargs) -> ResNet:
     """Xie et al.'s CIFAR ResNeXt-29, 8x64d (34.4M parameters)."""
     return ResNet(Bottleneck, [3, 3, 3], widths=(64, 128, 256), stem="cifar", groups=8, base_width=64, **kwargs)
 
 
-@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x16d", pool_size=(8, 8))
+@register_model(**_XIE, **_CIFAR, small_variant="resnext29_8x16d", pool_size=(8, 8),
+                verified_by="paper's CIFAR ResNeXt-29: test_resnet.py::test_resnext29_table")
 def resnext29_8x16d(**kwargs) -> ResNet:
     """ResNeXt-29 with cardinality 8 of width 16: a CPU-sized version of the paper's 8x64d."""
     return ResNet(Bottleneck, [3, 3, 3], widths=(64, 128, 256), stem="cifar", groups=8, base_width=16, **kwargs)
@@ -507,7 +520,8 @@ def seresnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, base_width=4, se_width=se_width_timm, **kwargs)
 
 
-@register_model(**_HU, **_CIFAR, small_variant="seresnet18_cifar", pool_size=(4, 4))
+@register_model(**_HU, **_CIFAR, small_variant="seresnet18_cifar", pool_size=(4, 4),
+                verified_by="timm:seresnet18 with a 3x3 stem: test_resnet.py::test_cifar_resnet18_is_reference_with_small_stem")
 def seresnet18_cifar(**kwargs) -> ResNet:
     """SE-ResNet-18 (timm's SE widths) with the 3x3 stride-1 stem and no max-pool."""
     return ResNet(BasicBlock, [2, 2, 2, 2], stem="cifar", se_width=se_width_timm, **kwargs)

@@ -262,25 +262,29 @@ def vgg19_bn(**kwargs) -> VGG:
     return VGG(DEPTHS[19], batch_norm=True, **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg11_cifar", pool_size=(2, 2))
+@register_model(**_VGG_CIFAR, small_variant="vgg11_cifar", pool_size=(2, 2),
+                verified_by="paper Table 1's conv stacks: test_vgg.py::test_cifar_layer_table")
 def vgg11_cifar(**kwargs) -> CifarVGG:
     """Configuration A's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[11], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg13_cifar", pool_size=(2, 2))
+@register_model(**_VGG_CIFAR, small_variant="vgg13_cifar", pool_size=(2, 2),
+                verified_by="paper Table 1's conv stacks: test_vgg.py::test_cifar_layer_table")
 def vgg13_cifar(**kwargs) -> CifarVGG:
     """Configuration B's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[13], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg16_cifar", pool_size=(2, 2))
+@register_model(**_VGG_CIFAR, small_variant="vgg16_cifar", pool_size=(2, 2),
+                verified_by="paper Table 1's conv stacks: test_vgg.py::test_cifar_layer_table")
 def vgg16_cifar(**kwargs) -> CifarVGG:
     """Configuration D's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[16], **kwargs)
 
 
-@register_model(**_VGG_CIFAR, small_variant="vgg19_cifar", pool_size=(2, 2))
+@register_model(**_VGG_CIFAR, small_variant="vgg19_cifar", pool_size=(2, 2),
+                verified_by="paper Table 1's conv stacks: test_vgg.py::test_cifar_layer_table")
 def vgg19_cifar(**kwargs) -> CifarVGG:
     """Configuration E's conv stack with batch norm, global average pool, FC-512 (CIFAR VGG)."""
     return CifarVGG(DEPTHS[19], **kwargs)

@@ -192,6 +192,18 @@ def run_config(experiment: Experiment, variant: Variant, seed: int, out: str | P
     return TrainConfig(**settings)
 
 
+def recorded_out(out: str | Path) -> str:
+    """The run folder a recorded command names: relative to the working directory (the repository,
+    for the committed results), so the command means the same on every machine; a folder outside it
+    is recorded under the default root, ``runs/experiments/NAME/VARIANT/seedS``."""
+    path = Path(out)
+    if not path.is_absolute():
+        return str(path)
+    if path.resolve().is_relative_to(Path.cwd().resolve()):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(Path("runs/experiments", *path.parts[-3:]))
+
+
 # --------------------------------------------------------------------------------------------------
 # Numbers: variant statistics and claims
 
@@ -248,7 +260,8 @@ def summarize_variant(variant: Variant, configs: list[TrainConfig], summaries: l
     classes = json.loads((Path(summaries[0]["run_dir"]) / "config.json").read_text())["classes"]
     params, macs = variant_cost(configs[0], summaries[0]["input_size"], len(classes))
     mean, std = mean_std([s["test_top1"] for s in summaries])
-    runs = [dict(seed=c.seed, test_top1=s["test_top1"], train_seconds=s["train_seconds"], command=train_command(c))
+    runs = [dict(seed=c.seed, test_top1=s["test_top1"], train_seconds=s["train_seconds"],
+                 command=train_command(dataclasses.replace(c, out=recorded_out(c.out))))
             for c, s in zip(configs, summaries)]
     entry = dict(name=variant.name, params=params, macs=macs, top1_mean=mean, top1_std=std, runs=runs)
     if variant.paper:

@@ -92,7 +92,8 @@ def test_models_command_lists_the_zoo(capsys):
     rows = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and [r["name"] for r in rows] == ["lenet5", "lenet5_caffe", "lenet_300_100"]
     lenet = rows[0]
-    assert lenet["params"] == 61706 and lenet["verified_against"] == "paper" and lenet["year"] == 1998
+    assert lenet["params"] == 61706 and lenet["year"] == 1998
+    assert lenet["verified_against"] == "paper Fig. 2: test_registry.py::test_lenet5_layer_table"
     assert lenet["gmacs"] == pytest.approx(0.000417, rel=0.01)
 
 

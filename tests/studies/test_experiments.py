@@ -21,6 +21,7 @@ from cnnzoo.studies.experiments import (
     judge,
     mean_std,
     plot_experiment,
+    recorded_out,
     run_config,
     run_experiment,
 )
@@ -163,6 +164,18 @@ def test_committed_results_reproduce_by_their_commands_and_their_finding_is_comp
             assert dataclasses.replace(cfg, out=None) == dataclasses.replace(expected, out=None), run["command"]
         assert (v["top1_mean"], v["top1_std"]) == pytest.approx(mean_std([r["test_top1"] for r in v["runs"]]))
     assert saved["finding"] == finding(exp, saved["variants"])
+
+
+def test_recorded_commands_name_run_folders_relative_to_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert recorded_out(tmp_path / "runs" / "stack3x3" / "5x5" / "seed0") == "runs/stack3x3/5x5/seed0"
+    assert recorded_out("/elsewhere/expruns/stack3x3/5x5/seed0") == "runs/experiments/stack3x3/5x5/seed0"
+    assert recorded_out("my runs/stack3x3/5x5/seed1") == "my runs/stack3x3/5x5/seed1"
+    for path in COMMITTED:
+        for v in json.loads(path.read_text())["variants"]:
+            for run in v["runs"]:
+                out = shlex.split(run["command"])[shlex.split(run["command"]).index("--out") + 1]
+                assert out.startswith("runs/experiments/"), run["command"]
 
 
 def test_the_one_cycle_recipe_is_the_fast_recipes_optimiser_on_the_base_recipe():
