@@ -609,8 +609,3 @@ def report_markdown(report: dict[str, Any]) -> str:
               f"**{t['ratio']:.1f}x**. Compressed in {report.get('seconds', 0)} s.", ""]
     return "\n".join(lines)
 
-
-# --------------------------------------------------------------------------------------------------
-# Loading
-
-

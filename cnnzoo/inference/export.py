@@ -138,10 +138,6 @@ def fold_batchnorm(model: nn.Module, input_size: Sequence[int] | None = None) ->
 
 
 # --------------------------------------------------------------------------------------------------
-# ONNX Runtime
-
-
-# --------------------------------------------------------------------------------------------------
 # optimize_for_inference
 
 
@@ -275,10 +271,6 @@ class _InferenceWrapper(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.inner(x)
-
-
-# --------------------------------------------------------------------------------------------------
-# ONNX export and loading
 
 
 # --------------------------------------------------------------------------------------------------

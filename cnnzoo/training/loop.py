@@ -71,10 +71,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 # --------------------------------------------------------------------------------------------------
-# A config as the command line that reproduces it
-
-
-# --------------------------------------------------------------------------------------------------
 # Pieces the loop uses
 
 
