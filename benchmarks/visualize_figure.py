@@ -19,10 +19,7 @@ import torch  # noqa: E402
 from cnnzoo.cli import main  # noqa: E402
 from cnnzoo.data.datasets import Normalize, load_dataset, resize_to  # noqa: E402
 from cnnzoo.inference.load import load_model  # noqa: E402
-from cnnzoo.interpretation import (
-    drawing,  # noqa: E402
-    maps,  # noqa: E402
-)
+from cnnzoo.interpretation import drawing, maps  # noqa: E402
 
 CLASSES = ("Trouser", "Sneaker", "Bag", "Ankle boot", "Shirt")
 
