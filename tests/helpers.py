@@ -1,8 +1,10 @@
 """Shared test helpers."""
+import pytest
 import torch
 from torch import nn
 
 import cnnzoo
+from cnnzoo.compression import pipeline
 
 
 def sgd_losses(name: str, *, batch: int, steps: int, lr: float, size: int = 28) -> list[float]:
@@ -48,3 +50,20 @@ def assert_min_input_is_true_minimum(name: str) -> None:
     except RuntimeError:
         return
     raise AssertionError(f"{name} runs below its registered minimum {(h, w)}: the minimum is wrong")
+
+
+def compress_cut_in_third_retraining(monkeypatch, run, out, **kw) -> None:
+    """``compress(run, out, **kw)`` interrupted (KeyboardInterrupt) as its third retraining starts,
+    as Ctrl-C would stop it; the pipeline's own ``finetune`` is back in place afterwards."""
+    calls, real = [], pipeline.finetune
+
+    def stop_in_third_retraining(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune", stop_in_third_retraining)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compress(run, out, **kw)
+    monkeypatch.setattr(pipeline, "finetune", real)

@@ -26,6 +26,7 @@ from cnnzoo.data.datasets import Normalize, synthetic_dataset
 from cnnzoo.inference import cnnz, huffman
 from cnnzoo.inference.cnnz import load_compressed, load_compressed_checkpoint
 from cnnzoo.models.factory import create_model
+from tests.helpers import compress_cut_in_third_retraining
 
 # --------------------------------------------------------------------------------------------------
 # Huffman
@@ -424,28 +425,14 @@ def test_compress_config_fills_only_what_was_not_given_from_the_model_defaults()
 
 @pytest.mark.slow
 def test_an_interrupted_compression_continues_to_the_same_file(synthetic_lenet5_run, tmp_path, monkeypatch):
-    from cnnzoo.compression import pipeline
-
     kw = dict(sparsity="c5=0.9,f6=0.9,conv=0.5", bits="conv=4,fc=3", prune_iters=3, prune_epochs=0.25,
               final_epochs=0.25, quant_epochs=0.25, train_subset=512, progress=False,
               model_kwargs={"drop_rate": 0.2})  # dropout: the random state must come back too
     whole = compress(synthetic_lenet5_run, tmp_path / "whole.cnnz", **kw)
     assert whole["resumed_after_step"] == 0 and not (tmp_path / "whole.cnnz.partial").exists()
 
-    calls = []
-    real = pipeline.finetune
-
-    def stop_in_third_retraining(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "cut.cnnz"
-    monkeypatch.setattr(pipeline, "finetune", stop_in_third_retraining)
-    with pytest.raises(KeyboardInterrupt):
-        compress(synthetic_lenet5_run, out, **kw)
-    monkeypatch.setattr(pipeline, "finetune", real)
+    compress_cut_in_third_retraining(monkeypatch, synthetic_lenet5_run, out, **kw)
     partial = tmp_path / "cut.cnnz.partial"
     assert partial.is_file() and not out.exists()
 

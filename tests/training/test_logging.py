@@ -28,6 +28,7 @@ from cnnzoo.training.checkpoint import load_train_state
 from cnnzoo.training.config import TrainConfig, train_command
 from cnnzoo.training.loop import resume_training, train
 from cnnzoo.utils.distributed import World
+from tests.helpers import compress_cut_in_third_retraining
 
 ROOT = Path(__file__).resolve().parents[2]
 BOTH = ["tensorboard", "mlflow"]
@@ -308,19 +309,8 @@ def test_an_interrupted_compression_logs_each_retraining_step_once(synthetic_len
 
     kw = dict(sparsity="c5=0.9,f6=0.9,conv=0.5", bits="conv=4,fc=3", prune_iters=3, prune_epochs=0.25,
               final_epochs=0.25, quant_epochs=0.25, train_subset=512, progress=False, log=BOTH, log_every=1)
-    calls, real = [], pipeline.finetune
-
-    def stop_in_third_retraining(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "lenet5.cnnz"
-    monkeypatch.setattr(pipeline, "finetune", stop_in_third_retraining)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.compress(synthetic_lenet5_run, out, **kw)
-    monkeypatch.setattr(pipeline, "finetune", real)
+    compress_cut_in_third_retraining(monkeypatch, synthetic_lenet5_run, out, **kw)
     logs = tmp_path / "lenet5.logs"
     client, run_id = mlflow_run(logs)
     assert client.get_run(run_id).info.status == "KILLED"
